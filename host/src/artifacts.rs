@@ -1,0 +1,15 @@
+//! The example plugins (payment, notification, audit, metrics), compiled to Wasm components by
+//! the build script and embedded in the binary, so that `evhost demo` and `evhost plugins
+//! install-examples` need nothing else.
+
+include!(concat!(env!("OUT_DIR"), "/example_plugins.rs"));
+
+/// File name of each example plugin: `payment.wasm`, ...
+pub fn examples() -> [(&'static str, &'static [u8]); 4] {
+    [
+        ("payment", PAYMENT),
+        ("notification", NOTIFICATION),
+        ("audit", AUDIT),
+        ("metrics", METRICS),
+    ]
+}

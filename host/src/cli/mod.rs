@@ -1,0 +1,113 @@
+//! The `evhost` command line: one module per subcommand.
+
+mod common;
+mod demo;
+mod examples;
+mod publish;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use common::{connect_redis, redact_url};
+pub use demo::DemoArgs;
+pub use examples::ExamplesArgs;
+pub use publish::PublishArgs;
+pub use run::RunArgs;
+
+/// evhost: run WebAssembly event handlers on Redis Streams.
+#[derive(Debug, Parser)]
+#[command(name = "evhost", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  evhost demo                      # the auction saga on an in-memory broker\n  evhost run --plugins ./plugins   # consume from Redis at $REDIS_URL\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\",\"winning_bidder_id\":\"b1\",\"winning_price\":120}'"
+)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "EVHOST_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host: load plugins and consume their streams from Redis.
+    Run(RunArgs),
+    /// Publish one event to `events:<TYPE>` and print its id.
+    Publish(PublishArgs),
+    /// Run the auction saga with the example plugins, on an in-memory broker or on Redis.
+    Demo(DemoArgs),
+    /// Write the example plugins (payment, notification, audit, metrics) into a directory.
+    Examples(ExamplesArgs),
+}
+
+impl Command {
+    /// The default log filter of the subcommand when neither `EVHOST_LOG` nor `RUST_LOG` is set.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "info",
+            Command::Demo(_) | Command::Publish(_) | Command::Examples(_) => "warn",
+        }
+    }
+}
+
+/// Sets up `tracing`: filter from `EVHOST_LOG`, else `RUST_LOG`, else `default_filter`.
+pub fn init_tracing(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("EVHOST_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default_filter.to_string());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|err| {
+        eprintln!("warning: ignoring invalid log filter {filter:?}: {err}");
+        EnvFilter::new(default_filter)
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(err) = result {
+        eprintln!("warning: logging already initialised: {err}");
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code (0 ok, 1 runtime failure).
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Examples(args) => examples::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Bad input on the command line (exit code 2, like clap's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,107 @@
+//! `evhost run`: load the plugins of a directory and consume their streams from Redis.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::common::{DEFAULT_REDIS_URL, connect_redis, redact_url, shutdown_signal};
+use crate::admin;
+use crate::consumer::ConsumerOptions;
+use crate::host::{Host, HostOptions};
+
+/// Arguments of `evhost run`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  evhost run\n  evhost run --plugins ./plugins --redis redis://127.0.0.1:6379\n  REDIS_URL=redis://:secret@redis:6379 evhost run --consumer worker-2"
+)]
+pub struct RunArgs {
+    /// Directory of plugin components (`*.wasm`, with optional `<name>.toml` sidecars).
+    #[arg(long, env = "EVHOST_PLUGINS", default_value = "./plugins")]
+    pub plugins: PathBuf,
+    /// Redis server URL (`redis://[user:pass@]host:port[/db]`).
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis: String,
+    /// Consumer name within each group [default: the hostname]. Hosts sharing a group need
+    /// distinct names; a restarted host with the same name finds its pending entries.
+    #[arg(long, env = "EVHOST_CONSUMER")]
+    pub consumer: Option<String>,
+    /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`, `/api/plugins`).
+    #[arg(long, env = "EVHOST_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Entries per read.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// How long a read waits for new entries, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub block_ms: u64,
+    /// How often failed entries are tried again, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub retry_interval_ms: u64,
+    /// How often new `events:*` streams are looked for, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub discovery_interval_ms: u64,
+    /// How long shutdown waits for in-flight handlers, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// The machine's hostname, the default consumer name.
+pub fn default_consumer_name() -> String {
+    let name = gethostname::gethostname().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "evhost".into()
+    } else {
+        name
+    }
+}
+
+/// Runs `evhost run`.
+///
+/// # Errors
+///
+/// When Redis cannot be reached, the plugin directory cannot be read or the admin address
+/// cannot be bound.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let broker = connect_redis(&args.redis).await?;
+    let options = HostOptions {
+        consumer: ConsumerOptions {
+            consumer: args.consumer.unwrap_or_else(default_consumer_name),
+            batch_size: args.batch_size.max(1),
+            block: Duration::from_millis(args.block_ms.max(1)),
+            retry_interval: Duration::from_millis(args.retry_interval_ms.max(10)),
+        },
+        discovery_interval: Duration::from_millis(args.discovery_interval_ms.max(10)),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    let consumer = options.consumer.consumer.clone();
+    let host = Host::new(Arc::new(broker), options).context("cannot start the Wasm engine")?;
+    let loaded = host.add_dir(&args.plugins).await.with_context(|| {
+        format!(
+            "cannot read the plugin directory {} (create it, or pass --plugins DIR; `evhost examples --out {}` writes the example plugins)",
+            args.plugins.display(),
+            args.plugins.display()
+        )
+    })?;
+    if loaded == 0 {
+        tracing::warn!(dir = %args.plugins.display(), "no plugin loaded; add *.wasm files to the directory");
+    }
+    let admin_cancel = CancellationToken::new();
+    let bound = admin::serve(host.clone(), args.metrics_addr, admin_cancel.clone())
+        .await
+        .with_context(|| format!("cannot bind the admin endpoint to {}", args.metrics_addr))?;
+    tracing::info!(
+        redis = %redact_url(&args.redis),
+        plugins = loaded,
+        consumer,
+        admin = %format!("http://{bound}/metrics"),
+        "evhost running; Ctrl-C to stop"
+    );
+    host.run(shutdown_signal()).await;
+    admin_cancel.cancel();
+    Ok(())
+}

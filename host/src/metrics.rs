@@ -1,0 +1,439 @@
+//! Prometheus metrics: the host's own and those plugins define through the `metrics` capability.
+//!
+//! Everything is rendered in the Prometheus text format by [`Metrics::render`], served at
+//! `/metrics` by the admin endpoint. Plugin metrics are named `evhost_plugin_<name>` and carry a
+//! `plugin` label.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of a metric sample.
+pub type Labels = Vec<(String, String)>;
+type CounterFamily = Family<Labels, Counter<f64, AtomicU64>>;
+type CountFamily = Family<Labels, Counter>;
+type GaugeFamily = Family<Labels, Gauge<f64, AtomicU64>>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Longest metric or label name a plugin may use.
+const MAX_NAME_LEN: usize = 100;
+/// Most label pairs a plugin may attach to one sample.
+const MAX_LABELS: usize = 8;
+/// Most distinct metric names per host, across plugins.
+const MAX_PLUGIN_METRICS: usize = 500;
+
+fn handler_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
+}
+
+fn plugin_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 16))
+}
+
+/// A plugin-defined metric family.
+enum PluginFamily {
+    Counter(CounterFamily),
+    Gauge(GaugeFamily),
+    Histogram(HistogramFamily),
+}
+
+impl PluginFamily {
+    fn kind(&self) -> &'static str {
+        match self {
+            PluginFamily::Counter(_) => "counter",
+            PluginFamily::Gauge(_) => "gauge",
+            PluginFamily::Histogram(_) => "histogram",
+        }
+    }
+}
+
+/// All metrics of one host process.
+pub struct Metrics {
+    /// The registry, locked for registration of plugin metrics and for rendering.
+    registry: Mutex<Registry>,
+    /// Plugin-defined families by metric name.
+    plugin_families: Mutex<HashMap<String, PluginFamily>>,
+    /// `evhost_events_handled_total{plugin,stream,outcome}`.
+    handled: CountFamily,
+    /// `evhost_handler_duration_seconds{plugin}`.
+    handler_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// `evhost_events_published_total{plugin,type}`.
+    published: CountFamily,
+    /// `evhost_commit_failures_total{plugin}`.
+    commit_failures: CountFamily,
+    /// `evhost_plugin_info{plugin,version,sha256}`.
+    plugin_info: GaugeFamily,
+    /// The current info labels of each plugin, to replace them on reload.
+    plugin_info_labels: Mutex<HashMap<String, Labels>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_NAME_LEN
+}
+
+impl Metrics {
+    /// Creates the registry with the host's metric families.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("evhost");
+        let handled = CountFamily::default();
+        registry.register(
+            "events_handled",
+            "Events handled, by plugin, stream and outcome (ok, retry, reject, trap, malformed)",
+            handled.clone(),
+        );
+        let handler_duration: HistogramFamily = Family::new_with_constructor(handler_histogram);
+        registry.register(
+            "handler_duration_seconds",
+            "Time spent in a plugin's handle call",
+            handler_duration.clone(),
+        );
+        let published = CountFamily::default();
+        registry.register(
+            "events_published",
+            "Events published by plugins, by plugin and type (counted when committed)",
+            published.clone(),
+        );
+        let commit_failures = CountFamily::default();
+        registry.register(
+            "commit_failures",
+            "Batches whose commit (effects + XACK) failed; their events are delivered again",
+            commit_failures.clone(),
+        );
+        let plugin_info = GaugeFamily::default();
+        registry.register(
+            "plugin_info",
+            "Loaded plugin versions (value 1)",
+            plugin_info.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            plugin_families: Mutex::new(HashMap::new()),
+            handled,
+            handler_duration,
+            published,
+            commit_failures,
+            plugin_info,
+            plugin_info_labels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one handled entry.
+    pub fn record_handled(&self, plugin: &str, stream: &str, outcome: &str, duration: Duration) {
+        self.handled
+            .get_or_create(&labels(&[
+                ("plugin", plugin),
+                ("stream", stream),
+                ("outcome", outcome),
+            ]))
+            .inc();
+        self.handler_duration
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts a committed publish.
+    pub fn record_published(&self, plugin: &str, event_type: &str) {
+        self.published
+            .get_or_create(&labels(&[("plugin", plugin), ("type", event_type)]))
+            .inc();
+    }
+
+    /// Counts a failed commit.
+    pub fn record_commit_failure(&self, plugin: &str) {
+        self.commit_failures
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .inc();
+    }
+
+    /// Marks `version` (with its `sha256`) as the loaded version of `plugin`, replacing the
+    /// previous one.
+    pub fn set_plugin_info(&self, plugin: &str, version: &str, sha256: &str) {
+        let new = labels(&[("plugin", plugin), ("version", version), ("sha256", sha256)]);
+        let mut current = self
+            .plugin_info_labels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(old) = current.insert(plugin.to_string(), new.clone()) {
+            self.plugin_info.remove(&old);
+        }
+        self.plugin_info.get_or_create(&new).set(1.0);
+    }
+
+    /// Removes the info sample of `plugin` (it was unloaded).
+    pub fn clear_plugin_info(&self, plugin: &str) {
+        let mut current = self
+            .plugin_info_labels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(old) = current.remove(plugin) {
+            self.plugin_info.remove(&old);
+        }
+    }
+
+    fn plugin_labels(plugin: &str, extra: Labels) -> Result<Labels, String> {
+        if extra.len() > MAX_LABELS {
+            return Err(format!("at most {MAX_LABELS} labels per sample"));
+        }
+        let mut all = Vec::with_capacity(extra.len() + 1);
+        all.push(("plugin".to_string(), plugin.to_string()));
+        for (key, value) in extra {
+            if !valid_name(&key) || key == "plugin" || key.starts_with("__") {
+                return Err(format!(
+                    "invalid label name {key:?}: use [a-zA-Z_][a-zA-Z0-9_]*, not `plugin`"
+                ));
+            }
+            all.push((key, value));
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// Looks up (or registers) the plugin family `name` of the given kind.
+    fn with_family<R>(
+        &self,
+        name: &str,
+        kind: &'static str,
+        create: impl FnOnce() -> PluginFamily,
+        use_family: impl FnOnce(&PluginFamily) -> R,
+    ) -> Result<R, String> {
+        if !valid_name(name) {
+            return Err(format!(
+                "invalid metric name {name:?}: use [a-zA-Z_][a-zA-Z0-9_]*, at most {MAX_NAME_LEN} characters"
+            ));
+        }
+        let mut families = self
+            .plugin_families
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(family) = families.get(name) {
+            if family.kind() != kind {
+                return Err(format!(
+                    "metric {name:?} is already a {}, not a {kind}",
+                    family.kind()
+                ));
+            }
+            return Ok(use_family(family));
+        }
+        if families.len() >= MAX_PLUGIN_METRICS {
+            return Err(format!(
+                "too many plugin metrics (limit {MAX_PLUGIN_METRICS})"
+            ));
+        }
+        let family = create();
+        let registered_name = format!("plugin_{}", name.strip_suffix("_total").unwrap_or(name));
+        let help = format!("Plugin-defined {kind} {name}");
+        {
+            let mut registry = self
+                .registry
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &family {
+                PluginFamily::Counter(counter) => {
+                    registry.register(registered_name, help, counter.clone())
+                }
+                PluginFamily::Gauge(gauge) => {
+                    registry.register(registered_name, help, gauge.clone())
+                }
+                PluginFamily::Histogram(histogram) => {
+                    registry.register(registered_name, help, histogram.clone())
+                }
+            }
+        }
+        let result = use_family(&family);
+        families.insert(name.to_string(), family);
+        Ok(result)
+    }
+
+    /// Adds `value` to the plugin counter `name`.
+    ///
+    /// # Errors
+    ///
+    /// A message for the plugin when the name, labels or value are invalid.
+    pub fn plugin_counter_add(
+        &self,
+        plugin: &str,
+        name: &str,
+        value: f64,
+        extra: Labels,
+    ) -> Result<(), String> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!(
+                "counter increments must be finite and >= 0, got {value}"
+            ));
+        }
+        let labels = Self::plugin_labels(plugin, extra)?;
+        self.with_family(
+            name,
+            "counter",
+            || PluginFamily::Counter(CounterFamily::default()),
+            |family| {
+                if let PluginFamily::Counter(counter) = family {
+                    counter.get_or_create(&labels).inc_by(value);
+                }
+            },
+        )
+    }
+
+    /// Sets the plugin gauge `name` to `value`.
+    ///
+    /// # Errors
+    ///
+    /// A message for the plugin when the name, labels or value are invalid.
+    pub fn plugin_gauge_set(
+        &self,
+        plugin: &str,
+        name: &str,
+        value: f64,
+        extra: Labels,
+    ) -> Result<(), String> {
+        if value.is_nan() {
+            return Err("gauge value must not be NaN".into());
+        }
+        let labels = Self::plugin_labels(plugin, extra)?;
+        self.with_family(
+            name,
+            "gauge",
+            || PluginFamily::Gauge(GaugeFamily::default()),
+            |family| {
+                if let PluginFamily::Gauge(gauge) = family {
+                    gauge.get_or_create(&labels).set(value);
+                }
+            },
+        )
+    }
+
+    /// Records `value` in the plugin histogram `name`.
+    ///
+    /// # Errors
+    ///
+    /// A message for the plugin when the name, labels or value are invalid.
+    pub fn plugin_histogram_observe(
+        &self,
+        plugin: &str,
+        name: &str,
+        value: f64,
+        extra: Labels,
+    ) -> Result<(), String> {
+        if !value.is_finite() {
+            return Err(format!(
+                "histogram observations must be finite, got {value}"
+            ));
+        }
+        let labels = Self::plugin_labels(plugin, extra)?;
+        self.with_family(
+            name,
+            "histogram",
+            || PluginFamily::Histogram(Family::new_with_constructor(plugin_histogram)),
+            |family| {
+                if let PluginFamily::Histogram(histogram) = family {
+                    histogram.get_or_create(&labels).observe(value);
+                }
+            },
+        )
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut text = String::new();
+        if let Err(err) = encode(&mut text, &registry) {
+            tracing::error!(error = %err, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_host_and_plugin_metrics() {
+        let metrics = Metrics::new();
+        metrics.record_handled(
+            "payment",
+            "events:AuctionEnded",
+            "ok",
+            Duration::from_micros(20),
+        );
+        metrics
+            .plugin_counter_add(
+                "metrics",
+                "events_total",
+                1.0,
+                vec![("type".into(), "A".into())],
+            )
+            .expect("valid counter");
+        metrics
+            .plugin_histogram_observe("metrics", "payment_amount", 12.5, vec![])
+            .expect("valid histogram");
+        let text = metrics.render();
+        assert!(text.contains(
+            "evhost_events_handled_total{plugin=\"payment\",stream=\"events:AuctionEnded\",outcome=\"ok\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains("evhost_plugin_events_total{plugin=\"metrics\",type=\"A\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evhost_plugin_payment_amount_count{plugin=\"metrics\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_plugin_metrics() {
+        let metrics = Metrics::new();
+        assert!(
+            metrics
+                .plugin_counter_add("p", "bad name", 1.0, vec![])
+                .is_err()
+        );
+        assert!(metrics.plugin_counter_add("p", "c", -1.0, vec![]).is_err());
+        assert!(
+            metrics
+                .plugin_counter_add("p", "c", 1.0, vec![("plugin".into(), "x".into())])
+                .is_err()
+        );
+        metrics
+            .plugin_counter_add("p", "c", 1.0, vec![])
+            .expect("counter");
+        assert!(
+            metrics.plugin_gauge_set("p", "c", 1.0, vec![]).is_err(),
+            "kind clash"
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! The host capabilities a plugin imports: logging, key-value store, configuration, publishing,
+//! journal and metrics.
+//!
+//! Writes (publishes, journal appends, key-value sets and deletes) are buffered in
+//! [`Effects`](super::state::Effects) and committed with the acknowledgement of the event.
+
+use wasmtime::component::Resource;
+
+use super::bindings::evhost::plugin::{journal, metrics, publisher, types};
+use super::bindings::wasi::config::store as config;
+use super::bindings::wasi::keyvalue::store as kv;
+use super::bindings::wasi::logging::logging;
+use super::state::{PendingPublish, PluginState};
+use crate::activity::Activity;
+use crate::broker::Op;
+use crate::event::{self, CAUSATION_ID, CORRELATION_ID, Event};
+
+/// A key-value bucket opened by a plugin. Only the default bucket (`""`) exists.
+#[derive(Debug)]
+pub struct Bucket {
+    /// Prefix of every key of the bucket in the broker.
+    prefix: String,
+}
+
+const NOT_IN_CALL: &str = "effects are only allowed while `handle` runs";
+
+impl types::Host for PluginState {}
+
+impl logging::Host for PluginState {
+    async fn log(
+        &mut self,
+        level: logging::Level,
+        context: String,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        let plugin = &*self.plugin;
+        let name = match level {
+            logging::Level::Trace => {
+                tracing::trace!(plugin, context, "{message}");
+                "trace"
+            }
+            logging::Level::Debug => {
+                tracing::debug!(plugin, context, "{message}");
+                "debug"
+            }
+            logging::Level::Info => {
+                tracing::info!(plugin, context, "{message}");
+                "info"
+            }
+            logging::Level::Warn => {
+                tracing::warn!(plugin, context, "{message}");
+                "warn"
+            }
+            logging::Level::Error => {
+                tracing::error!(plugin, context, "{message}");
+                "error"
+            }
+            logging::Level::Critical => {
+                tracing::error!(plugin, context, critical = true, "{message}");
+                "critical"
+            }
+        };
+        let _ = self.services.activity.send(Activity::Log {
+            plugin: self.plugin.to_string(),
+            level: name,
+            message,
+        });
+        Ok(())
+    }
+}
+
+impl config::Host for PluginState {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, config::Error>> {
+        Ok(Ok(self.config.get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config::Error>> {
+        Ok(Ok(self
+            .config
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()))
+    }
+}
+
+fn broker_error(err: impl std::fmt::Display) -> kv::Error {
+    kv::Error::Other(err.to_string())
+}
+
+impl kv::Host for PluginState {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Bucket>, kv::Error>> {
+        if !(identifier.is_empty() || identifier == "default") {
+            return Ok(Err(kv::Error::NoSuchStore));
+        }
+        let bucket = Bucket {
+            prefix: self.kv_prefix(),
+        };
+        Ok(Ok(self.table.push(bucket)?))
+    }
+}
+
+impl kv::HostBucket for PluginState {
+    async fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::Error>> {
+        let full_key = format!("{}{key}", self.table.get(&bucket)?.prefix);
+        if let Some(buffered) = self.effects.lookup(&full_key) {
+            return Ok(Ok(buffered.map(<[u8]>::to_vec)));
+        }
+        Ok(self
+            .services
+            .broker
+            .get(&full_key)
+            .await
+            .map_err(broker_error))
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kv::Error>> {
+        if self.effects.scope.is_none() {
+            return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
+        }
+        let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
+        self.effects.push(Op::Set { key, value });
+        Ok(Ok(()))
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), kv::Error>> {
+        if self.effects.scope.is_none() {
+            return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
+        }
+        let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
+        self.effects.push(Op::Delete { key });
+        Ok(Ok(()))
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, kv::Error>> {
+        Ok(self.get(bucket, key).await?.map(|value| value.is_some()))
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> wasmtime::Result<Result<kv::KeyResponse, kv::Error>> {
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        let first_page = cursor.is_none();
+        let (keys, next) = match self
+            .services
+            .broker
+            .scan_keys(&prefix, cursor.unwrap_or(0))
+            .await
+        {
+            Ok(page) => page,
+            Err(err) => return Ok(Err(broker_error(err))),
+        };
+        let mut listed: Vec<String> = keys
+            .into_iter()
+            .filter(|key| self.effects.lookup(key) != Some(None))
+            .collect();
+        if first_page {
+            for (key, present) in self.effects.buffered_keys() {
+                if present && !listed.contains(key) {
+                    listed.push(key.clone());
+                }
+            }
+        }
+        let keys = listed
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        Ok(Ok(kv::KeyResponse {
+            keys,
+            cursor: (next != 0).then_some(next),
+        }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl publisher::Host for PluginState {
+    async fn publish(
+        &mut self,
+        outgoing: types::OutgoingEvent,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let Some(scope) = self.effects.scope.clone() else {
+            return Ok(Err(NOT_IN_CALL.into()));
+        };
+        if let Err(reason) = event::validate_type(&outgoing.type_) {
+            return Ok(Err(reason));
+        }
+        let mut event = Event::new(outgoing.type_, self.plugin.to_string(), outgoing.data);
+        if let Some(content_type) = outgoing.datacontenttype {
+            event.datacontenttype = content_type;
+        }
+        for (name, value) in outgoing.extensions {
+            if name != CORRELATION_ID && name != CAUSATION_ID {
+                event.set_extension(&name, value);
+            }
+        }
+        event.set_extension(CORRELATION_ID, scope.correlation_id);
+        event.set_extension(CAUSATION_ID, scope.event_id);
+        self.effects.push(Op::Add {
+            stream: event.stream(),
+            fields: event.to_fields(),
+        });
+        self.effects.push_publish(PendingPublish {
+            event_type: event.event_type.clone(),
+            event_id: event.id.clone(),
+            data: String::from_utf8_lossy(&event.data).into_owned(),
+        });
+        Ok(Ok(event.id))
+    }
+}
+
+impl journal::Host for PluginState {
+    async fn append(
+        &mut self,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        if self.effects.scope.is_none() {
+            return Ok(Err(NOT_IN_CALL.into()));
+        }
+        if fields.is_empty() {
+            return Ok(Err("a journal record needs at least one field".into()));
+        }
+        let stream = self.journal_stream();
+        let fields = fields
+            .into_iter()
+            .map(|(name, value)| (name, value.into_bytes()))
+            .collect();
+        self.effects.push(Op::Add { stream, fields });
+        Ok(Ok(()))
+    }
+}
+
+impl metrics::Host for PluginState {
+    async fn counter_add(
+        &mut self,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self
+            .services
+            .metrics
+            .plugin_counter_add(&self.plugin, &name, value, labels))
+    }
+
+    async fn gauge_set(
+        &mut self,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self
+            .services
+            .metrics
+            .plugin_gauge_set(&self.plugin, &name, value, labels))
+    }
+
+    async fn histogram_observe(
+        &mut self,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(self
+            .services
+            .metrics
+            .plugin_histogram_observe(&self.plugin, &name, value, labels))
+    }
+}

@@ -1,0 +1,273 @@
+//! The Wasm engine: compiles plugin components, links host capabilities, checks the world and
+//! loads plugin versions.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::bindings::{Plugin, PluginPre};
+use super::instance::{CallError, PluginVersion};
+use super::settings::{PluginSettings, SettingsError};
+use super::state::{HostServices, PluginState};
+use super::subscription::{InvalidSubscription, Subscription};
+
+/// How often the epoch advances; the granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a plugin file could not be loaded. The previous version (if any) keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The plugin file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The sidecar settings are invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The bytes are not a valid WebAssembly component.
+    #[error("{origin} is not a valid WebAssembly component: {reason}")]
+    NotAComponent {
+        /// Where the bytes came from.
+        origin: String,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// The component does not fit the `evhost:plugin/plugin` world.
+    #[error("{origin} does not implement the evhost:plugin/plugin@0.1.0 world: {reason}")]
+    WrongWorld {
+        /// Where the bytes came from.
+        origin: String,
+        /// The first mismatch found.
+        reason: String,
+    },
+    /// Instantiating the component failed (e.g. its start function trapped).
+    #[error("{origin} could not be instantiated: {reason}")]
+    Instantiate {
+        /// Where the bytes came from.
+        origin: String,
+        /// The error.
+        reason: String,
+    },
+    /// `describe()` trapped or timed out.
+    #[error("describe() of {origin} failed: {source}")]
+    Describe {
+        /// Where the bytes came from.
+        origin: String,
+        /// The failure.
+        source: CallError,
+    },
+    /// `describe()` returned unusable information.
+    #[error("describe() of {origin} returned {reason}")]
+    InvalidInfo {
+        /// Where the bytes came from.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The engine could not be configured.
+    #[error("cannot set up the Wasm engine: {0}")]
+    Engine(String),
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Result<Self, LoadError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("evhost-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|err| LoadError::Engine(format!("cannot start the epoch thread: {err}")))?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Compiles and loads plugins. One per host; cheap to share behind an `Arc`.
+pub struct PluginEngine {
+    /// The wasmtime engine (epoch interruption on).
+    engine: Engine,
+    /// Host capabilities and WASI, linked once for every plugin.
+    linker: Linker<PluginState>,
+    /// Broker, metrics and activity feed handed to every instance.
+    services: Arc<HostServices>,
+    /// Drives call deadlines.
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+/// Hex SHA-256 of plugin bytes: the identity of a plugin version.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Plugin names become consumer group and key names: keep them plain.
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("plugin name {name:?} must be 1 to 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "plugin name {name:?} may only contain ASCII letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+impl PluginEngine {
+    /// Creates the engine, links the host capabilities and starts the epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// When wasmtime rejects the configuration or linking fails.
+    pub fn new(services: Arc<HostServices>) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|err| LoadError::Engine(err.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|err| LoadError::Engine(err.to_string()))?;
+        Plugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)
+            .map_err(|err| LoadError::Engine(err.to_string()))?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(PluginEngine {
+            engine,
+            linker,
+            services,
+            _ticker: ticker,
+        })
+    }
+
+    /// The services shared with every instance.
+    pub fn services(&self) -> &Arc<HostServices> {
+        &self.services
+    }
+
+    /// Loads the plugin file at `path` with its sidecar settings.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] naming the file and the exact reason.
+    pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginVersion>, LoadError> {
+        let origin = path.display().to_string();
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+        let settings = PluginSettings::load_for(path)?;
+        self.load_bytes(origin, bytes, settings).await
+    }
+
+    /// Compiles `bytes` (off the async runtime), type-checks them against the world and calls
+    /// `describe()`.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] naming `origin` and the exact reason.
+    pub async fn load_bytes(
+        &self,
+        origin: String,
+        bytes: Vec<u8>,
+        settings: PluginSettings,
+    ) -> Result<Arc<PluginVersion>, LoadError> {
+        let sha256 = sha256_hex(&bytes);
+        let engine = self.engine.clone();
+        let compile_origin = origin.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|err| LoadError::Engine(format!("compile task failed: {err}")))?
+            .map_err(|err| LoadError::NotAComponent {
+                origin: compile_origin,
+                reason: format!("{err:#}"),
+            })?;
+        let wrong_world = |err: wasmtime::Error| LoadError::WrongWorld {
+            origin: origin.clone(),
+            reason: format!("{err:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = PluginPre::new(instance_pre).map_err(wrong_world)?;
+        let mut version = PluginVersion::new(
+            pre,
+            self.engine.clone(),
+            self.services.clone(),
+            origin.clone(),
+            sha256,
+            settings,
+        );
+        let mut instance = version
+            .instantiate()
+            .await
+            .map_err(|err| LoadError::Instantiate {
+                origin: origin.clone(),
+                reason: format!("{err:#}"),
+            })?;
+        let info = instance
+            .describe()
+            .await
+            .map_err(|source| LoadError::Describe {
+                origin: origin.clone(),
+                source,
+            })?;
+        let invalid = |reason: String| LoadError::InvalidInfo {
+            origin: origin.clone(),
+            reason,
+        };
+        validate_name(&info.name).map_err(&invalid)?;
+        if info.subscriptions.is_empty() {
+            return Err(invalid("no subscriptions".into()));
+        }
+        let subscriptions = info
+            .subscriptions
+            .iter()
+            .map(|text| Subscription::parse(text))
+            .collect::<Result<Vec<_>, InvalidSubscription>>()
+            .map_err(|err| invalid(err.to_string()))?;
+        version.set_info(info.name, info.version, subscriptions);
+        Ok(Arc::new(version))
+    }
+}

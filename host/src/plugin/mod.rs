@@ -1,0 +1,15 @@
+//! Plugins: the Wasm engine, loaded versions, instances and the host capabilities they import.
+
+pub mod bindings;
+pub mod capabilities;
+pub mod engine;
+pub mod instance;
+pub mod settings;
+pub mod state;
+pub mod subscription;
+
+pub use engine::{LoadError, PluginEngine, sha256_hex};
+pub use instance::{CallError, DeliveryInfo, Outcome, PluginInstance, PluginVersion};
+pub use settings::PluginSettings;
+pub use state::{Effects, HostServices, PluginState};
+pub use subscription::Subscription;

@@ -1,0 +1,212 @@
+//! The per-instance store data: WASI context, limits, and the effects buffered by one call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::activity::Activity;
+use crate::broker::{Broker, Op};
+use crate::metrics::Metrics;
+
+/// Services every plugin instance reaches through its capabilities.
+pub struct HostServices {
+    /// Where key-value reads go and where effects are committed.
+    pub broker: Arc<dyn Broker>,
+    /// Host and plugin-defined metrics.
+    pub metrics: Arc<Metrics>,
+    /// Live activity feed.
+    pub activity: broadcast::Sender<Activity>,
+}
+
+impl HostServices {
+    /// Bundles the services, with a fresh activity channel.
+    pub fn new(broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (activity, _) = broadcast::channel(1024);
+        Arc::new(HostServices {
+            broker,
+            metrics,
+            activity,
+        })
+    }
+}
+
+/// The event a `handle` call is working on; publishes are caused by it.
+#[derive(Debug, Clone)]
+pub struct CallScope {
+    /// Id of the event being handled.
+    pub event_id: String,
+    /// Correlation id to carry over to published events.
+    pub correlation_id: String,
+}
+
+/// A publish waiting for its commit.
+#[derive(Debug, Clone)]
+pub struct PendingPublish {
+    /// Type of the event.
+    pub event_type: String,
+    /// Id of the event.
+    pub event_id: String,
+    /// Data as text, for the activity feed.
+    pub data: String,
+}
+
+/// Effects of handler calls, buffered until they are committed with the acknowledgement.
+///
+/// A call's writes first go to the call layer; when the call succeeds they move to the batch
+/// layer, which the consumer commits together with the batch's `XACK`. Reads see the call layer,
+/// then the batch layer, then the broker (read-your-writes).
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Set while `handle` runs.
+    pub scope: Option<CallScope>,
+    /// Writes of the running call.
+    call_ops: Vec<Op>,
+    /// Key-value state of the running call (`None` = deleted).
+    call_overlay: HashMap<String, Option<Vec<u8>>>,
+    /// Publishes of the running call.
+    call_publishes: Vec<PendingPublish>,
+    /// Writes of the successful calls of the batch, in order.
+    batch_ops: Vec<Op>,
+    /// Key-value state of the batch.
+    batch_overlay: HashMap<String, Option<Vec<u8>>>,
+    /// Publishes of the batch.
+    batch_publishes: Vec<PendingPublish>,
+}
+
+impl Effects {
+    /// Starts buffering a call for the event in `scope`.
+    pub fn begin_call(&mut self, scope: CallScope) {
+        self.scope = Some(scope);
+        self.call_ops.clear();
+        self.call_overlay.clear();
+        self.call_publishes.clear();
+    }
+
+    /// The call succeeded: its effects join the batch.
+    pub fn keep_call(&mut self) {
+        self.scope = None;
+        self.batch_ops.append(&mut self.call_ops);
+        self.batch_overlay.extend(self.call_overlay.drain());
+        self.batch_publishes.append(&mut self.call_publishes);
+    }
+
+    /// The call failed: its effects are dropped.
+    pub fn discard_call(&mut self) {
+        self.scope = None;
+        self.call_ops.clear();
+        self.call_overlay.clear();
+        self.call_publishes.clear();
+    }
+
+    /// Takes the batch's writes and publishes for committing, leaving the buffers empty.
+    pub fn take_batch(&mut self) -> (Vec<Op>, Vec<PendingPublish>) {
+        self.batch_overlay.clear();
+        (
+            std::mem::take(&mut self.batch_ops),
+            std::mem::take(&mut self.batch_publishes),
+        )
+    }
+
+    /// The buffered value of `key`: `Some(None)` when deleted, `None` when not buffered.
+    pub fn lookup(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.call_overlay
+            .get(key)
+            .or_else(|| self.batch_overlay.get(key))
+            .map(|value| value.as_deref())
+    }
+
+    /// Buffers a write.
+    pub fn push(&mut self, op: Op) {
+        match &op {
+            Op::Set { key, value } => {
+                self.call_overlay.insert(key.clone(), Some(value.clone()));
+            }
+            Op::Delete { key } => {
+                self.call_overlay.insert(key.clone(), None);
+            }
+            Op::Add { .. } | Op::Ack { .. } => {}
+        }
+        self.call_ops.push(op);
+    }
+
+    /// Buffers a publish (its `Add` is pushed separately).
+    pub fn push_publish(&mut self, publish: PendingPublish) {
+        self.call_publishes.push(publish);
+    }
+
+    /// Keys set in the call or batch layer.
+    pub fn buffered_keys(&self) -> impl Iterator<Item = (&String, bool)> {
+        self.batch_overlay
+            .iter()
+            .chain(self.call_overlay.iter())
+            .map(|(key, value)| (key, value.is_some()))
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginState {
+    /// WASI context: no preopens, no environment, no network.
+    wasi: WasiCtx,
+    /// Resources handed to the guest (WASI streams, key-value buckets).
+    pub(crate) table: ResourceTable,
+    /// Memory and table caps.
+    pub(crate) limits: StoreLimits,
+    /// The plugin's name, once known (empty while `describe` runs for the first time).
+    pub(crate) plugin: Arc<str>,
+    /// Configuration values from the sidecar.
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+    /// Broker, metrics and activity feed.
+    pub(crate) services: Arc<HostServices>,
+    /// Buffered effects.
+    pub effects: Effects,
+}
+
+impl PluginState {
+    /// Creates the state of a new instance.
+    pub fn new(
+        plugin: Arc<str>,
+        config: Arc<BTreeMap<String, String>>,
+        services: Arc<HostServices>,
+        limits: StoreLimits,
+    ) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            plugin,
+            config,
+            services,
+            effects: Effects::default(),
+        }
+    }
+
+    /// Key prefix of the plugin's key-value store: `evhost:kv:{<plugin>}:`.
+    ///
+    /// The braces make it a Redis Cluster hash tag, so all keys of one plugin share a slot.
+    pub fn kv_prefix(&self) -> String {
+        format!("evhost:kv:{{{}}}:", self.plugin)
+    }
+
+    /// The plugin's journal stream: `evhost:journal:<plugin>`.
+    pub fn journal_stream(&self) -> String {
+        format!("evhost:journal:{}", self.plugin)
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

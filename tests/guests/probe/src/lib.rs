@@ -1,0 +1,334 @@
+//! Test guest for the host's integration tests: does what each event's data asks.
+//!
+//! `describe()` reads the config: `name` (default `probe`), `version` (default `1`) and
+//! `subscriptions` (comma-separated, default `Probe*`), so one component can be loaded as
+//! several plugins.
+//!
+//! `handle()` first records the handling — key-value `handled:<event id>` set to the previous
+//! count plus one (a decimal number), and a journal record `{event_id, entry_id, attempt,
+//! stream, plugin, version}` — then parses the data as a JSON object (anything else is
+//! rejected) and acts on its `action` field:
+//!
+//! | `action` | outcome |
+//! |---|---|
+//! | `"ok"` or absent | success |
+//! | `"fail"` | retry error `asked to fail` (after `delay_ms` if given) |
+//! | `"fail-until"`, `"attempts": n` | retry error while `attempt < n`, then success |
+//! | `"reject"` | reject error |
+//! | `"trap"` | panic |
+//! | `"sandbox"` | tries the filesystem, environment, arguments and a TCP connection to `127.0.0.1:<port>` (`port` from the data, default 6379), and publishes `ProbeReport` with one `"denied: <error>"` or `"allowed: <detail>"` per try |
+//! | `"publish"` | publishes an event of type `publish_type` with data `publish_data` |
+//!
+//! Anything else is rejected. The records of a failed call are discarded by the host.
+
+use evhost_sdk::prelude::*;
+use serde_json::{Map, Value};
+
+/// Name when the config sets none.
+const DEFAULT_NAME: &str = "probe";
+/// Version when the config sets none.
+const DEFAULT_VERSION: &str = "1";
+/// Subscriptions when the config sets none.
+const DEFAULT_SUBSCRIPTIONS: &str = "Probe*";
+/// The port the sandbox probe connects to when the event names none (Redis's default).
+const DEFAULT_PROBE_PORT: u16 = 6379;
+
+/// What an event asks the probe to do.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    /// Succeed.
+    Ok,
+    /// Retry error, with an optional delay.
+    Fail { delay: Option<Duration> },
+    /// Retry error until the delivery attempt reaches `attempts`.
+    FailUntil { attempts: u32 },
+    /// Reject error.
+    Reject,
+    /// Panic.
+    Trap,
+    /// Probe the sandbox (connecting to `127.0.0.1:<port>`) and publish `ProbeReport`.
+    Sandbox { port: u16 },
+    /// Publish `data` as an event of type `event_type`.
+    Publish { event_type: String, data: Value },
+}
+
+/// Reads the action from the event's data object.
+fn parse_action(data: &Map<String, Value>) -> Result<Action> {
+    let action = match data.get("action") {
+        None | Some(Value::Null) => "ok",
+        Some(Value::String(action)) => action.as_str(),
+        Some(other) => {
+            return Err(Error::reject(format!(
+                "action must be a string, got {other}"
+            )));
+        }
+    };
+    Ok(match action {
+        "ok" => Action::Ok,
+        "fail" => Action::Fail {
+            delay: data
+                .get("delay_ms")
+                .and_then(Value::as_u64)
+                .map(Duration::from_millis),
+        },
+        "fail-until" => {
+            let attempts = data
+                .get("attempts")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| Error::reject("fail-until needs a numeric `attempts`"))?;
+            Action::FailUntil { attempts }
+        }
+        "reject" => Action::Reject,
+        "trap" => Action::Trap,
+        "sandbox" => Action::Sandbox {
+            port: match data.get("port") {
+                None | Some(Value::Null) => DEFAULT_PROBE_PORT,
+                Some(port) => port
+                    .as_u64()
+                    .and_then(|port| u16::try_from(port).ok())
+                    .ok_or_else(|| Error::reject(format!("port must be a TCP port, got {port}")))?,
+            },
+        },
+        "publish" => Action::Publish {
+            event_type: data
+                .get("publish_type")
+                .and_then(Value::as_str)
+                .filter(|event_type| !event_type.is_empty())
+                .ok_or_else(|| Error::reject("publish needs a string `publish_type`"))?
+                .to_owned(),
+            data: data.get("publish_data").cloned().unwrap_or(Value::Null),
+        },
+        other => return Err(Error::reject(format!("unknown action {other:?}"))),
+    })
+}
+
+/// The configured name, version and subscriptions.
+fn identity() -> (String, String) {
+    let name = config::get("name").unwrap_or_else(|| DEFAULT_NAME.to_owned());
+    let version = config::get("version").unwrap_or_else(|| DEFAULT_VERSION.to_owned());
+    (name, version)
+}
+
+/// Splits a comma-separated subscription list, dropping blanks.
+fn parse_subscriptions(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|pattern| !pattern.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Counts the handling in the key-value store and journals it.
+fn record_handling(event: &Event, delivery: &Delivery) -> Result<()> {
+    let key = format!("handled:{}", event.id());
+    let previous = kv::get(&key)?
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    kv::set(&key, (previous + 1).to_string())?;
+
+    let (name, version) = identity();
+    let attempt = delivery.attempt().to_string();
+    journal::append(&[
+        ("event_id", event.id()),
+        ("entry_id", delivery.entry_id()),
+        ("attempt", &attempt),
+        ("stream", delivery.stream()),
+        ("plugin", &name),
+        ("version", &version),
+    ])
+}
+
+/// `"allowed: <detail>"` or `"denied: <error>"`.
+fn verdict<T, E: std::fmt::Display>(
+    outcome: std::result::Result<T, E>,
+    detail: impl FnOnce(T) -> String,
+) -> Value {
+    match outcome {
+        Ok(value) => Value::String(format!("allowed: {}", detail(value))),
+        Err(err) => Value::String(format!("denied: {err}")),
+    }
+}
+
+/// `"allowed: <n> <what>"` for a non-zero count, `"denied: no <what>"` for zero.
+fn count_verdict(count: usize, what: &str) -> Value {
+    if count == 0 {
+        Value::String(format!("denied: no {what}"))
+    } else {
+        Value::String(format!("allowed: {count} {what}"))
+    }
+}
+
+/// Tries what a sandboxed plugin must not be able to do; the TCP connection goes to
+/// `127.0.0.1:<port>`.
+fn probe_sandbox(port: u16) -> Map<String, Value> {
+    let mut report = Map::new();
+    report.insert(
+        "read_file".into(),
+        verdict(std::fs::read_to_string("/etc/passwd"), |text| {
+            format!("{} bytes of /etc/passwd", text.len())
+        }),
+    );
+    report.insert(
+        "read_dir".into(),
+        verdict(std::fs::read_dir("/"), |entries| {
+            format!("{} entries in /", entries.count())
+        }),
+    );
+    report.insert(
+        "write_file".into(),
+        verdict(std::fs::write("/tmp/evhost-probe", "x"), |()| {
+            "wrote /tmp/evhost-probe".to_owned()
+        }),
+    );
+    report.insert(
+        "env_home".into(),
+        verdict(std::env::var("HOME"), |home| format!("HOME={home}")),
+    );
+    report.insert(
+        "env_count".into(),
+        count_verdict(std::env::vars().count(), "environment variables"),
+    );
+    report.insert(
+        "args_count".into(),
+        count_verdict(std::env::args().count(), "arguments"),
+    );
+    report.insert(
+        "tcp_connect".into(),
+        verdict(
+            std::net::TcpStream::connect(("127.0.0.1", port)),
+            |stream| match stream.peer_addr() {
+                Ok(peer) => format!("connected to {peer}"),
+                Err(_) => format!("connected to 127.0.0.1:{port}"),
+            },
+        ),
+    );
+    report
+}
+
+/// The test probe plugin.
+pub struct Probe;
+
+impl Plugin for Probe {
+    fn describe() -> PluginInfo {
+        let (name, version) = identity();
+        let subscriptions =
+            config::get("subscriptions").unwrap_or_else(|| DEFAULT_SUBSCRIPTIONS.to_owned());
+        PluginInfo::new(name, version).subscribe_all(parse_subscriptions(&subscriptions))
+    }
+
+    fn handle(event: Event, delivery: Delivery) -> Result<()> {
+        record_handling(&event, &delivery)?;
+        let data: Map<String, Value> = event.data_json()?;
+        match parse_action(&data)? {
+            Action::Ok => Ok(()),
+            Action::Fail { delay } => {
+                let err = Error::retry("asked to fail");
+                Err(match delay {
+                    Some(delay) => err.after(delay),
+                    None => err,
+                })
+            }
+            Action::FailUntil { attempts } if delivery.attempt() < attempts => {
+                Err(Error::retry(format!(
+                    "asked to fail until attempt {attempts} (this is attempt {})",
+                    delivery.attempt()
+                )))
+            }
+            Action::FailUntil { .. } => Ok(()),
+            Action::Reject => Err(Error::reject("asked to reject")),
+            Action::Trap => panic!("asked to trap (event {})", event.id()),
+            Action::Sandbox { port } => {
+                publish("ProbeReport", &probe_sandbox(port))?;
+                Ok(())
+            }
+            Action::Publish { event_type, data } => {
+                publish(&event_type, &data)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+evhost_sdk::export_plugin!(Probe);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(json: &str) -> Result<Action> {
+        let data: Map<String, Value> =
+            serde_json::from_str(json).expect("test data is a JSON object");
+        parse_action(&data)
+    }
+
+    /// Every action parses; missing parameters and unknown actions are rejected.
+    #[test]
+    fn actions() {
+        assert_eq!(action("{}"), Ok(Action::Ok));
+        assert_eq!(
+            action(r#"{"action": "fail"}"#),
+            Ok(Action::Fail { delay: None })
+        );
+        assert_eq!(
+            action(r#"{"action": "fail", "delay_ms": 250}"#),
+            Ok(Action::Fail {
+                delay: Some(Duration::from_millis(250))
+            })
+        );
+        assert_eq!(
+            action(r#"{"action": "fail-until", "attempts": 3}"#),
+            Ok(Action::FailUntil { attempts: 3 })
+        );
+        assert_eq!(action(r#"{"action": "trap"}"#), Ok(Action::Trap));
+        assert_eq!(
+            action(r#"{"action": "sandbox"}"#),
+            Ok(Action::Sandbox { port: 6379 })
+        );
+        assert_eq!(
+            action(r#"{"action": "sandbox", "port": 7001}"#),
+            Ok(Action::Sandbox { port: 7001 })
+        );
+        assert_eq!(
+            action(
+                r#"{"action": "publish", "publish_type": "ProbeEcho", "publish_data": {"n": 1}}"#
+            ),
+            Ok(Action::Publish {
+                event_type: "ProbeEcho".into(),
+                data: serde_json::json!({"n": 1})
+            })
+        );
+        for bad in [
+            r#"{"action": "fail-until"}"#,
+            r#"{"action": "publish"}"#,
+            r#"{"action": "dance"}"#,
+            r#"{"action": 1}"#,
+            r#"{"action": "sandbox", "port": 70000}"#,
+        ] {
+            assert!(action(bad).is_err_and(|err| err.is_reject()), "{bad}");
+        }
+    }
+
+    /// Subscriptions are comma-separated, with blanks dropped.
+    #[test]
+    fn subscriptions() {
+        assert_eq!(parse_subscriptions("Probe*"), ["Probe*"]);
+        assert_eq!(parse_subscriptions(" A, B* ,,"), ["A", "B*"]);
+    }
+
+    /// Verdicts say allowed or denied.
+    #[test]
+    fn verdicts() {
+        assert_eq!(
+            verdict(Ok::<_, String>(3), |n| format!("{n} things")),
+            "allowed: 3 things"
+        );
+        assert_eq!(
+            verdict(Err::<(), _>("nope"), |()| String::new()),
+            "denied: nope"
+        );
+        assert_eq!(count_verdict(0, "arguments"), "denied: no arguments");
+        assert_eq!(count_verdict(2, "arguments"), "allowed: 2 arguments");
+    }
+}

@@ -1,0 +1,327 @@
+//! Delivery semantics on a real redis-server: fan-out across groups, load sharing within a
+//! group, acknowledgement only on success, redelivery after a restart, malformed entries and
+//! trapping plugins.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use evhost::activity::{Activity, OutcomeKind};
+use evhost::broker::Broker;
+use evhost_tests::{
+    RedisServer, TestHost, fast_options, journal, pending_count, probe, publish, redis_broker,
+    wait_for, xadd,
+};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Event ids recorded in a probe's journal, with how often each was recorded.
+async fn handled_ids(broker: &dyn Broker, plugin: &str) -> BTreeMap<String, usize> {
+    let mut ids = BTreeMap::new();
+    for record in journal(broker, plugin).await {
+        *ids.entry(record.get("event_id").cloned().unwrap_or_default())
+            .or_default() += 1;
+    }
+    ids
+}
+
+/// Two plugins subscribed to the same type are two groups: each gets every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_gives_every_plugin_every_event() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("fan-host"),
+        vec![probe("probe-a", "ProbeFan"), probe("probe-b", "Probe*")],
+    )
+    .await;
+    let mut sent = BTreeSet::new();
+    for index in 0..50 {
+        sent.insert(
+            publish(
+                broker.as_ref(),
+                "ProbeFan",
+                json!({"action": "ok", "n": index}),
+            )
+            .await
+            .id,
+        );
+    }
+    for plugin in ["probe-a", "probe-b"] {
+        wait_for(
+            &format!("{plugin} to handle 50 events"),
+            TIMEOUT,
+            || async { journal(broker.as_ref(), plugin).await.len() >= 50 },
+        )
+        .await;
+        let ids = handled_ids(broker.as_ref(), plugin).await;
+        assert_eq!(
+            ids.keys().cloned().collect::<BTreeSet<_>>(),
+            sent,
+            "{plugin} got every event"
+        );
+        assert!(
+            ids.values().all(|count| *count == 1),
+            "{plugin} handled each event once"
+        );
+        assert_eq!(pending_count(broker.as_ref(), "ProbeFan", plugin).await, 0);
+    }
+    host.stop().await;
+}
+
+/// Two hosts with distinct consumer names share one group: together they handle every event
+/// exactly once, and both take part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_sharing_a_group_split_the_work() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut options = fast_options("worker-1");
+    options.consumer.batch_size = 5;
+    let first = TestHost::start(
+        broker.clone(),
+        options.clone(),
+        vec![probe("shared", "ProbeShare")],
+    )
+    .await;
+    options.consumer.consumer = "worker-2".into();
+    let second =
+        TestHost::start(broker.clone(), options, vec![probe("shared", "ProbeShare")]).await;
+
+    let counts: Vec<Arc<AtomicUsize>> =
+        vec![Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    for (host, count) in [&first, &second].iter().zip(&counts) {
+        let mut feed = host.host.services().activity.subscribe();
+        let count = count.clone();
+        tokio::spawn(async move {
+            while let Ok(activity) = feed.recv().await {
+                if let Activity::Handled {
+                    outcome: OutcomeKind::Ok,
+                    ..
+                } = activity
+                {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    let mut sent = BTreeSet::new();
+    for index in 0..200 {
+        sent.insert(
+            publish(broker.as_ref(), "ProbeShare", json!({"n": index}))
+                .await
+                .id,
+        );
+        if index % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for("200 events handled", TIMEOUT, || async {
+        journal(broker.as_ref(), "shared").await.len() >= 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = handled_ids(broker.as_ref(), "shared").await;
+    assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), sent);
+    assert!(
+        ids.values().all(|count| *count == 1),
+        "no event handled twice"
+    );
+    let (a, b) = (
+        counts[0].load(Ordering::SeqCst),
+        counts[1].load(Ordering::SeqCst),
+    );
+    assert_eq!(a + b, 200);
+    assert!(a > 0 && b > 0, "both hosts took part: {a} and {b}");
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeShare", "shared").await,
+        0
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A handler error leaves the entry pending and commits none of its effects; a restarted
+/// host with the same consumer name re-delivers it (attempt 2), and then it is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_events_stay_pending_and_are_redelivered_after_restart() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut options = fast_options("restart-host");
+    options.consumer.retry_interval = Duration::from_secs(600);
+    let host = TestHost::start(
+        broker.clone(),
+        options.clone(),
+        vec![probe("flaky", "ProbeFlaky")],
+    )
+    .await;
+    let event = publish(
+        broker.as_ref(),
+        "ProbeFlaky",
+        json!({"action": "fail-until", "attempts": 2}),
+    )
+    .await;
+    let after = publish(broker.as_ref(), "ProbeFlaky", json!({"action": "ok"})).await;
+    wait_for("the next event to be handled", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "flaky")
+            .await
+            .contains_key(&after.id)
+    })
+    .await;
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeFlaky", "flaky").await,
+        1,
+        "failed entry left pending"
+    );
+    assert!(
+        !handled_ids(broker.as_ref(), "flaky")
+            .await
+            .contains_key(&event.id),
+        "no effect of the failed call"
+    );
+    let pending = broker
+        .pending("events:ProbeFlaky", "flaky", 10)
+        .await
+        .expect("XPENDING");
+    assert_eq!(pending[0].consumer, "restart-host");
+    host.stop().await;
+
+    let host = TestHost::start(broker.clone(), options, vec![probe("flaky", "ProbeFlaky")]).await;
+    wait_for("the redelivered event to be handled", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "flaky")
+            .await
+            .contains_key(&event.id)
+    })
+    .await;
+    let record = journal(broker.as_ref(), "flaky")
+        .await
+        .into_iter()
+        .find(|record| record.get("event_id") == Some(&event.id))
+        .expect("journal record");
+    assert_eq!(record.get("attempt").map(String::as_str), Some("2"));
+    wait_for("nothing pending", TIMEOUT, || async {
+        pending_count(broker.as_ref(), "ProbeFlaky", "flaky").await == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+/// A failed entry is retried by the running host after the retry interval, with the attempt
+/// number from Redis's delivery count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_events_are_retried_while_running() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("retry-host"),
+        vec![probe("retrier", "ProbeRetry")],
+    )
+    .await;
+    let event = publish(
+        broker.as_ref(),
+        "ProbeRetry",
+        json!({"action": "fail-until", "attempts": 3}),
+    )
+    .await;
+    wait_for("the third attempt to succeed", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "retrier")
+            .await
+            .contains_key(&event.id)
+    })
+    .await;
+    let record = journal(broker.as_ref(), "retrier").await.remove(0);
+    assert_eq!(record.get("attempt").map(String::as_str), Some("3"));
+    wait_for("nothing pending", TIMEOUT, || async {
+        pending_count(broker.as_ref(), "ProbeRetry", "retrier").await == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+/// Entries that are not events, and events a plugin rejects, are never acknowledged as
+/// successes; the events after them are handled normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_rejected_entries_are_not_acknowledged() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("bad-host"),
+        vec![probe("strict", "ProbeBad")],
+    )
+    .await;
+    xadd(broker.as_ref(), "events:ProbeBad", &[("foo", "bar")]).await;
+    xadd(
+        broker.as_ref(),
+        "events:ProbeBad",
+        &[("payload", "{not json")],
+    )
+    .await;
+    publish(broker.as_ref(), "ProbeBad", json!({"action": "reject"})).await;
+    let good = publish(broker.as_ref(), "ProbeBad", json!({"action": "ok"})).await;
+    wait_for("the good event", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "strict")
+            .await
+            .contains_key(&good.id)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeBad", "strict").await,
+        3,
+        "two malformed + one rejected stay pending"
+    );
+    let text = host.host.services().metrics.render();
+    assert!(text.contains("evhost_events_handled_total{plugin=\"strict\",stream=\"events:ProbeBad\",outcome=\"malformed\"} 2"), "{text}");
+    assert!(text.contains("evhost_events_handled_total{plugin=\"strict\",stream=\"events:ProbeBad\",outcome=\"reject\"} 1"), "{text}");
+    host.stop().await;
+}
+
+/// A plugin that traps loses only that call: the entry stays pending, a fresh instance handles
+/// the next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_discards_the_instance_not_the_host() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut options = fast_options("trap-host");
+    options.consumer.retry_interval = Duration::from_secs(600);
+    let host = TestHost::start(
+        broker.clone(),
+        options,
+        vec![
+            probe("trappy", "ProbeTrap"),
+            probe("bystander", "ProbeTrap"),
+        ],
+    )
+    .await;
+    let before = publish(broker.as_ref(), "ProbeTrap", json!({"action": "ok"})).await;
+    let trap = publish(broker.as_ref(), "ProbeTrap", json!({"action": "trap"})).await;
+    let after = publish(broker.as_ref(), "ProbeTrap", json!({"action": "ok"})).await;
+    wait_for("the event after the trap", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "trappy")
+            .await
+            .contains_key(&after.id)
+    })
+    .await;
+    let ids = handled_ids(broker.as_ref(), "trappy").await;
+    assert!(
+        ids.contains_key(&before.id),
+        "effects before the trap were committed"
+    );
+    assert!(!ids.contains_key(&trap.id));
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeTrap", "trappy").await,
+        1
+    );
+    wait_for("the bystander", TIMEOUT, || async {
+        journal(broker.as_ref(), "bystander").await.len() == 2
+    })
+    .await;
+    let text = host.host.services().metrics.render();
+    assert!(text.contains("outcome=\"trap\"} 1"), "{text}");
+    host.stop().await;
+}
