@@ -1,8 +1,10 @@
 //! Shared by the build scripts of `evhost` and `evhost-tests`: compiles guest crates of this
 //! workspace to `wasm32-wasip2` components and writes a Rust file embedding them.
 //!
-//! Guests are built once into `<target>/wasm-guests` (release profile: small and fast), then
-//! copied into `OUT_DIR` so that the embedded bytes never change under a running build.
+//! Guests are built once into `<target>/wasm-guests` (release profile, no debug info: small and
+//! fast), then copied into `OUT_DIR` so that the embedded bytes never change under a running
+//! build. A guest built with extra environment variables (a variant) gets a target directory of
+//! its own, so variants never rebuild each other.
 
 use std::env;
 use std::fmt::Write as _;
@@ -20,6 +22,8 @@ pub struct Guest {
     pub package: &'static str,
     /// Crate directory relative to the workspace root, e.g. `plugins/payment`.
     pub dir: &'static str,
+    /// Environment variables of the build (read by the guest with `option_env!`).
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 fn workspace_root() -> PathBuf {
@@ -32,12 +36,8 @@ fn workspace_root() -> PathBuf {
         .expect("the workspace root (with wit/ and sdk/) is an ancestor of this crate")
 }
 
-/// Builds `guests` and writes `OUT_DIR/<output>` with one `pub const <CONSTANT>: &[u8]` per
-/// guest plus `pub const ALL: &[(&str, &[u8])]` (package name, bytes).
-pub fn build(guests: &[Guest], output: &str) {
-    let root = workspace_root();
-    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
+fn target_root(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|dir| {
             if dir.is_absolute() {
@@ -47,26 +47,10 @@ pub fn build(guests: &[Guest], output: &str) {
             }
         })
         .unwrap_or_else(|| root.join("target"))
-        .join("wasm-guests");
+}
 
-    for dir in ["wit", "sdk"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
-    }
-    for guest in guests {
-        println!(
-            "cargo:rerun-if-changed={}",
-            root.join(guest.dir).join("src").display()
-        );
-        println!(
-            "cargo:rerun-if-changed={}",
-            root.join(guest.dir).join("Cargo.toml").display()
-        );
-    }
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("Cargo.lock").display()
-    );
-
+/// Runs one `cargo build` for `guests` (which share the same `env`) into `target_dir`.
+fn cargo_build(root: &Path, target_dir: &Path, guests: &[&Guest]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -76,7 +60,7 @@ pub fn build(guests: &[Guest], output: &str) {
         .arg(TARGET)
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_TARGET_DIR", target_dir)
         // Flags meant for the host build must not leak into the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
@@ -84,6 +68,11 @@ pub fn build(guests: &[Guest], output: &str) {
         // Small components: no debug info (the host's release profile keeps line tables).
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    if let Some(first) = guests.first() {
+        for (key, value) in first.env {
+            cmd.env(key, value);
+        }
+    }
     for guest in guests {
         cmd.arg("-p").arg(guest.package);
     }
@@ -96,32 +85,82 @@ pub fn build(guests: &[Guest], output: &str) {
              If the {TARGET} target is missing, run: rustup target add {TARGET}"
         );
     }
+}
+
+/// Builds `guests` and writes `OUT_DIR/<output>` with one `pub const <CONSTANT>: &[u8]` per
+/// guest plus `pub const ALL: &[(&str, &[u8])]` (constant name, bytes).
+pub fn build(guests: &[Guest], output: &str) {
+    let root = workspace_root();
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target_root = target_root(&root);
+
+    for dir in ["wit", "sdk"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    for guest in guests {
+        for part in ["src", "Cargo.toml"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                root.join(guest.dir).join(part).display()
+            );
+        }
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
+
+    // One cargo invocation per distinct environment.
+    let mut variants: Vec<(String, Vec<&Guest>)> = Vec::new();
+    for guest in guests {
+        let suffix: String = guest
+            .env
+            .iter()
+            .map(|(key, value)| format!("-{}-{value}", key.to_lowercase()))
+            .collect();
+        match variants
+            .iter_mut()
+            .find(|(existing, _)| *existing == suffix)
+        {
+            Some((_, members)) => members.push(guest),
+            None => variants.push((suffix, vec![guest])),
+        }
+    }
 
     let mut code =
         String::from("// Generated by the build script: Wasm components of the guest crates.\n\n");
     let mut all = String::from(
-        "/// Every guest, as (package name, component bytes).\npub const ALL: &[(&str, &[u8])] = &[\n",
+        "/// Every guest, as (constant name, component bytes).\npub const ALL: &[(&str, &[u8])] = &[\n",
     );
-    for guest in guests {
-        let file = format!("{}.wasm", guest.package.replace('-', "_"));
-        let built = target_dir.join(TARGET).join("release").join(&file);
-        let copy = out_dir.join(&file);
-        std::fs::copy(&built, &copy).unwrap_or_else(|err| {
-            panic!(
-                "cannot copy {} to {}: {err}",
-                built.display(),
-                copy.display()
-            )
-        });
-        let _ = writeln!(
-            code,
-            "/// The `{}` component ({}).\npub const {}: &[u8] = include_bytes!({:?});",
-            guest.package,
-            guest.dir,
-            guest.constant,
-            copy.display().to_string()
-        );
-        let _ = writeln!(all, "    ({:?}, {}),", guest.package, guest.constant);
+    for (suffix, members) in &variants {
+        let target_dir = target_root.join(format!("wasm-guests{suffix}"));
+        cargo_build(&root, &target_dir, members);
+        for guest in members {
+            let file = format!("{}.wasm", guest.package.replace('-', "_"));
+            let built = target_dir.join(TARGET).join("release").join(&file);
+            let copy = out_dir.join(format!("{}{suffix}.wasm", guest.package));
+            std::fs::copy(&built, &copy).unwrap_or_else(|err| {
+                panic!(
+                    "cannot copy {} to {}: {err}",
+                    built.display(),
+                    copy.display()
+                )
+            });
+            let _ = writeln!(
+                code,
+                "/// The `{}` component ({}{}).\npub const {}: &[u8] = include_bytes!({:?});",
+                guest.package,
+                guest.dir,
+                if suffix.is_empty() {
+                    String::new()
+                } else {
+                    format!(", built with {:?}", guest.env)
+                },
+                guest.constant,
+                copy.display().to_string()
+            );
+            let _ = writeln!(all, "    ({:?}, {}),", guest.constant, guest.constant);
+        }
     }
     all.push_str("];\n");
     code.push_str(&all);

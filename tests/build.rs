@@ -7,11 +7,21 @@ use guest_build::Guest;
 
 fn main() {
     guest_build::build(
-        &[Guest {
-            constant: "PROBE",
-            package: "evhost-test-probe",
-            dir: "tests/guests/probe",
-        }],
+        &[
+            Guest {
+                constant: "PROBE",
+                package: "evhost-test-probe",
+                dir: "tests/guests/probe",
+                env: &[],
+            },
+            // The same probe reporting version 2: a different component to hot-swap to.
+            Guest {
+                constant: "PROBE_V2",
+                package: "evhost-test-probe",
+                dir: "tests/guests/probe",
+                env: &[("EVHOST_PROBE_VERSION", "2")],
+            },
+        ],
         "test_guests.rs",
     );
 }

@@ -226,12 +226,28 @@ impl Consumer {
     }
 
     /// Makes sure `live` runs the current version; returns false if no instance could be made.
-    async fn ensure_instance(&self, live: &mut Option<Live>) -> bool {
+    ///
+    /// When the plugin was swapped, the old instance's buffered effects and the acks of the
+    /// events it handled are committed first: calls already made stay with the old version,
+    /// every later event goes to the new one.
+    async fn ensure_instance(&self, live: &mut Option<Live>, acks: &mut Vec<EntryId>) -> bool {
         let current = self.slot.load_full();
-        if let Some(existing) = live
-            && Arc::ptr_eq(&existing.version, &current)
-        {
-            return true;
+        if let Some(existing) = live.as_ref() {
+            if Arc::ptr_eq(&existing.version, &current) {
+                return true;
+            }
+            tracing::info!(
+                plugin = %self.group,
+                stream = %self.stream,
+                from = %existing.version.version,
+                to = %current.version,
+                "switching to the new plugin version"
+            );
+            if !self.commit(live, std::mem::take(acks)).await {
+                // The entries stay pending and are delivered again, to the new version.
+                *live = None;
+                return false;
+            }
         }
         match current.instantiate().await {
             Ok(instance) => {
@@ -286,7 +302,7 @@ impl Consumer {
                     continue;
                 }
             };
-            if !self.ensure_instance(live).await {
+            if !self.ensure_instance(live, &mut acks).await {
                 left_pending = true;
                 break;
             }

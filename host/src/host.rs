@@ -1,22 +1,35 @@
-//! The host: loads plugins, discovers streams, runs one consumer per plugin × stream and shuts
-//! down gracefully.
+//! The host: loads plugin files (and reloads them when they change), discovers streams, runs one
+//! consumer per plugin × stream and shuts down gracefully.
+//!
+//! # Hot swap
+//!
+//! A changed `*.wasm` (or its sidecar `<name>.toml`) is compiled off the async runtime,
+//! type-checked against the world and described; only then is it swapped into the registry.
+//! Consumers pick the new version up at their next event: calls already running finish on the
+//! old one. A file that fails to load never replaces a working version. Changed subscriptions
+//! are reconciled: consumers join new streams and leave dropped ones (their pending entries stay
+//! in Redis).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc, watch as signal};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, GroupStart};
+use crate::broker::{Broker, BrokerError, GroupStart};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
 use crate::metrics::Metrics;
-use crate::plugin::{HostServices, LoadError, PluginEngine, PluginVersion};
+use crate::plugin::{
+    HostServices, LoadError, PluginEngine, PluginSettings, PluginVersion, sha256_hex,
+};
 use crate::registry::{Registry, RegistryError};
+use crate::watch::{self, PluginWatcher, WatchError};
 
 /// Settings of a host.
 #[derive(Debug, Clone)]
@@ -27,6 +40,8 @@ pub struct HostOptions {
     pub discovery_interval: Duration,
     /// How long shutdown waits for in-flight handlers.
     pub shutdown_grace: Duration,
+    /// Where compiled components are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for HostOptions {
@@ -35,36 +50,42 @@ impl Default for HostOptions {
             consumer: ConsumerOptions::default(),
             discovery_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            cache_dir: None,
         }
     }
 }
 
-/// Load state of a plugin file, for `/api/plugins` and logs.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum PluginStatus {
+/// Load state of a plugin file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Being compiled and validated.
+    Loading,
     /// Loaded and consuming.
-    Running {
-        /// Plugin name.
-        name: String,
-        /// Plugin version.
-        version: String,
-        /// Hex SHA-256 of the component.
-        sha256: String,
-        /// When it was loaded (RFC 3339).
-        loaded_at: String,
-        /// Subscriptions.
-        subscriptions: Vec<String>,
-        /// The file.
-        origin: String,
-    },
-    /// Could not be loaded.
-    Failed {
-        /// The file.
-        origin: String,
-        /// Why.
-        reason: String,
-    },
+    Running,
+    /// The last load failed; a previous version, if any, keeps running.
+    Failed,
+}
+
+/// State of one plugin, for `/api/plugins`, `evhost plugins` and logs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    /// The plugin file (or `embedded:<name>` for built-in plugins).
+    pub file: String,
+    /// Load state of the file.
+    pub state: FileState,
+    /// Name of the running version, if any.
+    pub name: Option<String>,
+    /// Version string of the running version.
+    pub version: Option<String>,
+    /// Hex SHA-256 of the running component.
+    pub sha256: Option<String>,
+    /// When the running version was loaded (RFC 3339).
+    pub loaded_at: Option<String>,
+    /// Subscriptions of the running version.
+    pub subscriptions: Vec<String>,
+    /// Why the last load failed.
+    pub error: Option<String>,
 }
 
 /// Why the host could not add a plugin.
@@ -78,6 +99,27 @@ pub enum AddPluginError {
     Registry(#[from] RegistryError),
 }
 
+/// What the host knows about one plugin file.
+#[derive(Debug, Default)]
+struct FileEntry {
+    /// The plugin name this file provides, once loaded.
+    plugin: Option<String>,
+    /// SHA-256 of the component and of the sidecar of the running version.
+    fingerprint: Option<String>,
+    /// Load state.
+    state: Option<FileState>,
+    /// Last load error.
+    error: Option<String>,
+}
+
+/// A running consumer task.
+struct RunningConsumer {
+    /// Stops it.
+    cancel: CancellationToken,
+    /// Finishes when it stopped.
+    handle: JoinHandle<()>,
+}
+
 /// An evhost instance: plugins, consumers and the services they share.
 pub struct Host {
     /// Broker, metrics, activity feed.
@@ -86,8 +128,8 @@ pub struct Host {
     engine: Arc<PluginEngine>,
     /// Loaded plugins.
     registry: Arc<Registry>,
-    /// Failed plugin files, by origin.
-    failures: std::sync::Mutex<HashMap<String, String>>,
+    /// Plugin files and their states.
+    files: Mutex<BTreeMap<PathBuf, FileEntry>>,
     /// Settings.
     options: HostOptions,
     /// Stops every task.
@@ -95,13 +137,21 @@ pub struct Host {
     /// Tracks consumer tasks for a graceful shutdown.
     tracker: TaskTracker,
     /// Set once the first discovery pass created every group.
-    ready: watch::Sender<bool>,
+    ready: signal::Sender<bool>,
+    /// Wakes the discovery loop after a plugin was added, swapped or removed.
+    reconcile: Notify,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host").finish_non_exhaustive()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Host {
@@ -112,17 +162,21 @@ impl Host {
     /// When the Wasm engine cannot be set up.
     pub fn new(broker: Arc<dyn Broker>, options: HostOptions) -> Result<Arc<Self>, LoadError> {
         let services = HostServices::new(broker, Arc::new(Metrics::new()));
-        let engine = Arc::new(PluginEngine::new(services.clone())?);
-        let (ready, _) = watch::channel(false);
+        let engine = Arc::new(PluginEngine::new(
+            services.clone(),
+            options.cache_dir.clone(),
+        )?);
+        let (ready, _) = signal::channel(false);
         Ok(Arc::new(Host {
             services,
             engine,
             registry: Arc::new(Registry::new()),
-            failures: std::sync::Mutex::new(HashMap::new()),
+            files: Mutex::new(BTreeMap::new()),
             options,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             ready,
+            reconcile: Notify::new(),
         }))
     }
 
@@ -141,7 +195,8 @@ impl Host {
         &self.registry
     }
 
-    /// Registers a loaded plugin version.
+    /// Registers a loaded plugin version that does not come from a watched file (embedded
+    /// plugins, tests).
     ///
     /// # Errors
     ///
@@ -159,34 +214,8 @@ impl Host {
             origin = %version.origin,
             "plugin loaded"
         );
+        self.reconcile.notify_one();
         Ok(())
-    }
-
-    /// Loads and registers the plugin file at `path`.
-    ///
-    /// # Errors
-    ///
-    /// When loading fails or the name is taken; the failure is also recorded for
-    /// [`Host::plugin_statuses`].
-    pub async fn add_file(&self, path: &Path) -> Result<(), AddPluginError> {
-        let origin = path.display().to_string();
-        let result = match self.engine.load_file(path).await {
-            Ok(version) => self.add_version(version).map_err(AddPluginError::from),
-            Err(err) => Err(err.into()),
-        };
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match &result {
-            Ok(()) => {
-                failures.remove(&origin);
-            }
-            Err(err) => {
-                failures.insert(origin, err.to_string());
-            }
-        }
-        result
     }
 
     /// Loads every `*.wasm` file of `dir` (sorted by name). Failures are logged and recorded;
@@ -198,58 +227,221 @@ impl Host {
     pub async fn add_dir(&self, dir: &Path) -> std::io::Result<usize> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm") && path.is_file())
+            .filter(|path| {
+                path.is_file() && watch::plugin_file_of(path).as_deref() == Some(path.as_path())
+            })
             .collect();
         files.sort();
         let mut loaded = 0;
         for path in files {
-            match self.add_file(&path).await {
-                Ok(()) => loaded += 1,
-                Err(err) => {
-                    tracing::error!(path = %path.display(), error = %err, "plugin not loaded")
-                }
+            if self.reload_file(&path).await.is_ok() {
+                loaded += 1;
             }
         }
         Ok(loaded)
     }
 
-    /// State of every plugin file: loaded ones and failed ones.
-    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
-        let mut statuses: Vec<PluginStatus> = self
-            .registry
-            .versions()
-            .iter()
-            .map(|version| PluginStatus::Running {
-                name: version.name.clone(),
-                version: version.version.clone(),
-                sha256: version.sha256.clone(),
-                loaded_at: version.loaded_at.to_string(),
-                subscriptions: version
-                    .subscriptions
-                    .iter()
-                    .map(|sub| sub.to_string())
-                    .collect(),
-                origin: version.origin.clone(),
-            })
-            .collect();
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        statuses.extend(
-            failures
-                .iter()
-                .map(|(origin, reason)| PluginStatus::Failed {
-                    origin: origin.clone(),
-                    reason: reason.clone(),
-                }),
+    /// Loads the plugin file at `path`, or reloads it if it changed (same bytes and sidecar
+    /// again: nothing happens). On failure the previous version, if any, keeps running and the
+    /// failure is recorded and logged with the path and the reason. A missing file is unloaded.
+    ///
+    /// # Errors
+    ///
+    /// When loading fails or the plugin name is taken by another file.
+    pub async fn reload_file(&self, path: &Path) -> Result<(), AddPluginError> {
+        if !path.exists() {
+            self.unload_file(path);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.try_reload(path, started).await;
+        if let Err(err) = &result {
+            let previous = {
+                let mut files = lock(&self.files);
+                let entry = files.entry(path.to_path_buf()).or_default();
+                entry.state = Some(FileState::Failed);
+                entry.error = Some(err.to_string());
+                entry.plugin.clone()
+            };
+            self.services
+                .metrics
+                .record_reload(previous.as_deref().unwrap_or("unknown"), "failed");
+            tracing::error!(
+                path = %path.display(),
+                error = %err,
+                still_running = previous.as_deref().unwrap_or("nothing"),
+                "plugin not loaded; the previous version (if any) keeps running; fix the file to retry"
+            );
+        }
+        result
+    }
+
+    async fn try_reload(&self, path: &Path, started: Instant) -> Result<(), AddPluginError> {
+        let origin = path.display().to_string();
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+        let sidecar = PluginSettings::sidecar_path(path);
+        let sidecar_text = match tokio::fs::read_to_string(&sidecar).await {
+            Ok(text) => Some(text),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(LoadError::Read {
+                    path: sidecar.display().to_string(),
+                    source,
+                }
+                .into());
+            }
+        };
+        let fingerprint = format!(
+            "{}:{}",
+            sha256_hex(&bytes),
+            sha256_hex(sidecar_text.as_deref().unwrap_or_default().as_bytes())
         );
+        {
+            let mut files = lock(&self.files);
+            let entry = files.entry(path.to_path_buf()).or_default();
+            if entry.fingerprint.as_deref() == Some(fingerprint.as_str())
+                && entry.state == Some(FileState::Running)
+            {
+                tracing::debug!(path = %path.display(), "plugin file unchanged; not reloaded");
+                return Ok(());
+            }
+            entry.state = Some(FileState::Loading);
+        }
+        let settings = match &sidecar_text {
+            Some(text) => PluginSettings::parse(text, &sidecar).map_err(LoadError::from)?,
+            None => PluginSettings::default(),
+        };
+        let version = self.engine.load_bytes(origin, bytes, settings).await?;
+        let name = version.name.clone();
+        let previous = lock(&self.files)
+            .get(path)
+            .and_then(|entry| entry.plugin.clone());
+        if previous.as_deref() == Some(name.as_str()) {
+            let old = self.registry.replace(version.clone());
+            tracing::info!(
+                plugin = %name,
+                path = %path.display(),
+                from = old.as_ref().map(|old| old.version.as_str()).unwrap_or("?"),
+                to = %version.version,
+                sha256 = %&version.sha256[..12],
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin swapped"
+            );
+        } else {
+            self.registry.insert(version.clone())?;
+            if let Some(old_name) = &previous {
+                // The file now provides another plugin: the old one is gone.
+                self.registry.remove(old_name);
+                self.services.metrics.clear_plugin_info(old_name);
+            }
+            tracing::info!(
+                plugin = %name,
+                path = %path.display(),
+                version = %version.version,
+                sha256 = %&version.sha256[..12],
+                subscriptions = ?version.subscriptions,
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin loaded"
+            );
+        }
+        {
+            let mut files = lock(&self.files);
+            let entry = files.entry(path.to_path_buf()).or_default();
+            entry.plugin = Some(name.clone());
+            entry.fingerprint = Some(fingerprint);
+            entry.state = Some(FileState::Running);
+            entry.error = None;
+        }
+        let metrics = &self.services.metrics;
+        metrics.set_plugin_info(&name, &version.version, &version.sha256);
+        metrics.record_reload(&name, "ok");
+        metrics.record_swap_duration(started.elapsed());
+        self.reconcile.notify_one();
+        Ok(())
+    }
+
+    /// Unloads the plugin of a removed file: its consumers stop after their in-flight events;
+    /// its pending entries stay in Redis for when it comes back.
+    pub fn unload_file(&self, path: &Path) {
+        let Some(entry) = lock(&self.files).remove(path) else {
+            return;
+        };
+        if let Some(name) = entry.plugin {
+            self.registry.remove(&name);
+            self.services.metrics.clear_plugin_info(&name);
+            self.services.metrics.record_reload(&name, "removed");
+            tracing::info!(plugin = %name, path = %path.display(), "plugin file removed; plugin unloaded");
+            self.reconcile.notify_one();
+        }
+    }
+
+    /// Watches `dir` and reloads plugin files when they change, until the host stops.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be watched.
+    pub fn watch_dir(self: &Arc<Self>, dir: &Path) -> Result<PluginWatcher, WatchError> {
+        let (changes, mut received) = mpsc::unbounded_channel();
+        let watcher = watch::watch(dir, changes)?;
+        let host = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let path = tokio::select! {
+                    () = host.cancel.cancelled() => return,
+                    path = received.recv() => match path {
+                        Some(path) => path,
+                        None => return,
+                    },
+                };
+                let _ = host.reload_file(&path).await;
+            }
+        });
+        tracing::info!(dir = %dir.display(), "watching for plugin changes");
+        Ok(watcher)
+    }
+
+    /// State of every plugin: files (running, loading or failed) and embedded plugins.
+    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        let files = lock(&self.files);
+        let mut statuses = Vec::new();
+        let mut from_files = HashSet::new();
+        for (path, entry) in files.iter() {
+            let version = entry
+                .plugin
+                .as_ref()
+                .and_then(|name| self.registry.get(name))
+                .map(|slot| slot.load_full());
+            if let Some(name) = &entry.plugin {
+                from_files.insert(name.clone());
+            }
+            statuses.push(status(
+                path.display().to_string(),
+                entry.state.clone().unwrap_or(FileState::Loading),
+                version.as_deref(),
+                entry.error.clone(),
+            ));
+        }
+        for version in self.registry.versions() {
+            if !from_files.contains(&version.name) {
+                statuses.push(status(
+                    version.origin.clone(),
+                    FileState::Running,
+                    Some(&version),
+                    None,
+                ));
+            }
+        }
         statuses
     }
 
     /// A receiver that turns `true` once every plugin's consumer groups exist and its consumers
     /// run.
-    pub fn ready(&self) -> watch::Receiver<bool> {
+    pub fn ready(&self) -> signal::Receiver<bool> {
         self.ready.subscribe()
     }
 
@@ -291,12 +483,17 @@ impl Host {
         tracing::info!("stopped");
     }
 
-    /// The periodic stream discovery loop; the first pass marks the host ready.
+    /// The discovery loop: a pass every `discovery_interval` and after every plugin change; the
+    /// first pass marks the host ready.
     async fn discover_forever(self: Arc<Self>) {
-        let mut running: HashSet<(String, String)> = HashSet::new();
+        let mut running: HashMap<(String, String), RunningConsumer> = HashMap::new();
+        let mut stopping: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
         let mut seen_streams: Option<HashSet<String>> = None;
         loop {
-            match self.discover_once(&mut running, &mut seen_streams).await {
+            match self
+                .discover_once(&mut running, &mut stopping, &mut seen_streams)
+                .await
+            {
                 Ok(()) => {
                     self.ready.send_replace(true);
                 }
@@ -306,17 +503,20 @@ impl Host {
             }
             tokio::select! {
                 () = self.cancel.cancelled() => return,
+                () = self.reconcile.notified() => {}
                 () = tokio::time::sleep(self.options.discovery_interval) => {}
             }
         }
     }
 
-    /// One pass: for every plugin, start consumers on the streams it subscribes to.
+    /// One pass: start consumers on every stream a plugin subscribes to, stop those of removed
+    /// plugins and dropped subscriptions.
     async fn discover_once(
         &self,
-        running: &mut HashSet<(String, String)>,
+        running: &mut HashMap<(String, String), RunningConsumer>,
+        stopping: &mut HashMap<(String, String), JoinHandle<()>>,
         seen_streams: &mut Option<HashSet<String>>,
-    ) -> Result<(), crate::broker::BrokerError> {
+    ) -> Result<(), BrokerError> {
         let streams: HashSet<String> = self
             .services
             .broker
@@ -326,12 +526,15 @@ impl Host {
             .collect();
         let first_pass = seen_streams.is_none();
         let previously_seen = seen_streams.get_or_insert_with(HashSet::new);
+        let mut wanted: HashMap<(String, String), GroupStart> = HashMap::new();
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
-            let mut wanted: Vec<(String, GroupStart)> = Vec::new();
             for subscription in &version.subscriptions {
                 if let Some(event_type) = subscription.exact_type() {
-                    wanted.push((stream_for(event_type), version.settings.start));
+                    wanted.insert(
+                        (name.clone(), stream_for(event_type)),
+                        version.settings.start,
+                    );
                 }
             }
             for stream in &streams {
@@ -345,23 +548,55 @@ impl Host {
                     } else {
                         GroupStart::Beginning
                     };
-                    wanted.push((stream.clone(), start));
+                    wanted
+                        .entry((name.clone(), stream.clone()))
+                        .or_insert(start);
                 }
             }
-            for (stream, start) in wanted {
-                if running.insert((name.clone(), stream.clone())) {
-                    self.spawn_consumer(&name, stream, start).await;
+        }
+        let to_stop: Vec<(String, String)> = running
+            .iter()
+            .filter(|(key, consumer)| !wanted.contains_key(*key) || consumer.handle.is_finished())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in to_stop {
+            if let Some(consumer) = running.remove(&key) {
+                if wanted.contains_key(&key) {
+                    tracing::warn!(plugin = %key.0, stream = %key.1, "consumer ended; restarting it");
+                } else {
+                    tracing::info!(plugin = %key.0, stream = %key.1, "stopping consumer (plugin removed or no longer subscribed)");
                 }
+                consumer.cancel.cancel();
+                stopping.insert(key, consumer.handle);
+            }
+        }
+        stopping.retain(|_, handle| !handle.is_finished());
+        for (key, start) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            // A consumer just stopped must finish before its successor starts: same consumer
+            // name, same pending entries.
+            let previous = stopping.remove(&key);
+            if let Some(consumer) = self
+                .spawn_consumer(&key.0, key.1.clone(), start, previous)
+                .await
+            {
+                running.insert(key, consumer);
             }
         }
         previously_seen.extend(streams);
         Ok(())
     }
 
-    async fn spawn_consumer(&self, plugin: &str, stream: String, start: GroupStart) {
-        let Some(slot) = self.registry.get(plugin) else {
-            return;
-        };
+    async fn spawn_consumer(
+        &self,
+        plugin: &str,
+        stream: String,
+        start: GroupStart,
+        previous: Option<JoinHandle<()>>,
+    ) -> Option<RunningConsumer> {
+        let slot = self.registry.get(plugin)?;
         // Create the group before the task starts, so that readiness means "groups exist".
         if let Err(err) = self
             .services
@@ -371,14 +606,47 @@ impl Host {
         {
             tracing::warn!(plugin, stream, error = %err, "cannot create consumer group yet; the consumer will retry");
         }
+        let cancel = self.cancel.child_token();
         let consumer = Consumer::new(
             slot,
             stream,
             start,
             self.services.clone(),
             self.options.consumer.clone(),
-            self.cancel.child_token(),
+            cancel.clone(),
         );
-        self.tracker.spawn(consumer.run());
+        let handle = self.tracker.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            consumer.run().await;
+        });
+        Some(RunningConsumer { cancel, handle })
+    }
+}
+
+fn status(
+    file: String,
+    state: FileState,
+    version: Option<&PluginVersion>,
+    error: Option<String>,
+) -> PluginStatus {
+    PluginStatus {
+        file,
+        state,
+        name: version.map(|version| version.name.clone()),
+        version: version.map(|version| version.version.clone()),
+        sha256: version.map(|version| version.sha256.clone()),
+        loaded_at: version.map(|version| version.loaded_at.to_string()),
+        subscriptions: version
+            .map(|version| {
+                version
+                    .subscriptions
+                    .iter()
+                    .map(|sub| sub.to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        error,
     }
 }

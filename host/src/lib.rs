@@ -9,6 +9,7 @@
 //! - [`broker`]: the [`broker::Broker`] trait with a Redis and an in-memory implementation.
 //! - [`plugin`]: the Wasm engine, plugin versions, instances and host capabilities.
 //! - [`registry`]: plugin name → current version, swappable atomically.
+//! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
 //! - [`consumer`]: one task per plugin × stream: read, dispatch, commit.
 //! - [`host`]: loads plugins, discovers streams, runs consumers, shuts down gracefully.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint.
@@ -28,6 +29,7 @@ pub mod host;
 pub mod metrics;
 pub mod plugin;
 pub mod registry;
+pub mod watch;
 
 pub use broker::{Broker, memory::MemoryBroker, redis::RedisBroker};
 pub use event::Event;

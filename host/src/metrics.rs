@@ -71,6 +71,10 @@ pub struct Metrics {
     commit_failures: CountFamily,
     /// `evhost_plugin_info{plugin,version,sha256}`.
     plugin_info: GaugeFamily,
+    /// `evhost_plugin_reloads_total{plugin,result}`.
+    reloads: CountFamily,
+    /// `evhost_plugin_swap_duration_seconds`: file change seen → new version serving.
+    swap_duration: Histogram,
     /// The current info labels of each plugin, to replace them on reload.
     plugin_info_labels: Mutex<HashMap<String, Labels>>,
 }
@@ -129,6 +133,18 @@ impl Metrics {
             "Batches whose commit (effects + XACK) failed; their events are delivered again",
             commit_failures.clone(),
         );
+        let reloads = CountFamily::default();
+        registry.register(
+            "plugin_reloads",
+            "Plugin file loads, by plugin and result (ok, failed, removed)",
+            reloads.clone(),
+        );
+        let swap_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register(
+            "plugin_swap_duration_seconds",
+            "Time from reading a changed plugin file to serving its new version",
+            swap_duration.clone(),
+        );
         let plugin_info = GaugeFamily::default();
         registry.register(
             "plugin_info",
@@ -144,6 +160,8 @@ impl Metrics {
             commit_failures,
             plugin_info,
             plugin_info_labels: Mutex::new(HashMap::new()),
+            reloads,
+            swap_duration,
         }
     }
 
@@ -173,6 +191,18 @@ impl Metrics {
         self.commit_failures
             .get_or_create(&labels(&[("plugin", plugin)]))
             .inc();
+    }
+
+    /// Counts a plugin file load with its result (`ok`, `failed`, `removed`).
+    pub fn record_reload(&self, plugin: &str, result: &str) {
+        self.reloads
+            .get_or_create(&labels(&[("plugin", plugin), ("result", result)]))
+            .inc();
+    }
+
+    /// Records how long a successful (re)load took.
+    pub fn record_swap_duration(&self, duration: Duration) {
+        self.swap_duration.observe(duration.as_secs_f64());
     }
 
     /// Marks `version` (with its `sha256`) as the loaded version of `plugin`, replacing the

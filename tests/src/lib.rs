@@ -71,6 +71,7 @@ pub fn fast_options(consumer: &str) -> HostOptions {
         },
         discovery_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
+        cache_dir: None,
     }
 }
 
@@ -78,6 +79,8 @@ pub fn fast_options(consumer: &str) -> HostOptions {
 pub struct TestHost {
     pub host: Arc<Host>,
     task: Option<JoinHandle<()>>,
+    /// Watches the plugin directory of [`TestHost::start_watching`].
+    _watcher: Option<evhost::watch::PluginWatcher>,
 }
 
 impl TestHost {
@@ -108,6 +111,31 @@ impl TestHost {
         TestHost {
             host,
             task: Some(task),
+            _watcher: None,
+        }
+    }
+
+    /// Loads the plugin files of `dir`, watches it for changes (hot swap) and runs a host.
+    pub async fn start_watching(
+        broker: Arc<dyn Broker>,
+        options: HostOptions,
+        dir: &std::path::Path,
+    ) -> Self {
+        let host = Host::new(broker, options).expect("start the Wasm engine");
+        host.add_dir(dir).await.expect("read the plugin directory");
+        let watcher = host.watch_dir(dir).expect("watch the plugin directory");
+        let task = {
+            let host = host.clone();
+            tokio::spawn(async move { host.run(std::future::pending()).await })
+        };
+        assert!(
+            host.wait_ready(Duration::from_secs(10)).await,
+            "host not ready within 10 s"
+        );
+        TestHost {
+            host,
+            task: Some(task),
+            _watcher: Some(watcher),
         }
     }
 

@@ -48,6 +48,26 @@ pub struct RunArgs {
     /// How long shutdown waits for in-flight handlers, in seconds.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Directory of compiled plugins, so that restarts and reverts do not recompile
+    /// [default: $XDG_CACHE_HOME/evhost or ~/.cache/evhost].
+    #[arg(long, env = "EVHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not watch the plugin directory for changes (no hot swap).
+    #[arg(long)]
+    pub no_watch: bool,
+}
+
+/// The default compile cache: `$XDG_CACHE_HOME/evhost`, else `$HOME/.cache/evhost`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|dir| !dir.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })
+        .map(|dir| dir.join("evhost"))
 }
 
 /// The machine's hostname, the default consumer name.
@@ -77,6 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         discovery_interval: Duration::from_millis(args.discovery_interval_ms.max(10)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
     };
     let consumer = options.consumer.consumer.clone();
     let host = Host::new(Arc::new(broker), options).context("cannot start the Wasm engine")?;
@@ -88,8 +109,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     if loaded == 0 {
-        tracing::warn!(dir = %args.plugins.display(), "no plugin loaded; add *.wasm files to the directory");
+        tracing::warn!(dir = %args.plugins.display(), "no plugin loaded yet; drop *.wasm files into the directory");
     }
+    let _watcher = if args.no_watch {
+        None
+    } else {
+        Some(host.watch_dir(&args.plugins).with_context(|| {
+            format!(
+                "cannot watch the plugin directory {} (use --no-watch to run without hot swap)",
+                args.plugins.display()
+            )
+        })?)
+    };
     let admin_cancel = CancellationToken::new();
     let bound = admin::serve(host.clone(), args.metrics_addr, admin_cancel.clone())
         .await

@@ -1,7 +1,7 @@
 //! The Wasm engine: compiles plugin components, links host capabilities, checks the world and
 //! loads plugin versions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -122,6 +122,8 @@ pub struct PluginEngine {
     linker: Linker<PluginState>,
     /// Broker, metrics and activity feed handed to every instance.
     services: Arc<HostServices>,
+    /// Where compiled components are cached, keyed by content and engine configuration.
+    cache: Option<CompileCache>,
     /// Drives call deadlines.
     _ticker: EpochTicker,
 }
@@ -159,7 +161,7 @@ impl PluginEngine {
     /// # Errors
     ///
     /// When wasmtime rejects the configuration or linking fails.
-    pub fn new(services: Arc<HostServices>) -> Result<Self, LoadError> {
+    pub fn new(services: Arc<HostServices>, cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -170,10 +172,12 @@ impl PluginEngine {
         Plugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)
             .map_err(|err| LoadError::Engine(err.to_string()))?;
         let ticker = EpochTicker::start(engine.clone())?;
+        let cache = cache_dir.map(|dir| CompileCache::new(dir, &engine));
         Ok(PluginEngine {
             engine,
             linker,
             services,
+            cache,
             _ticker: ticker,
         })
     }
@@ -214,14 +218,19 @@ impl PluginEngine {
     ) -> Result<Arc<PluginVersion>, LoadError> {
         let sha256 = sha256_hex(&bytes);
         let engine = self.engine.clone();
+        let cache = self.cache.clone();
         let compile_origin = origin.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|err| LoadError::Engine(format!("compile task failed: {err}")))?
-            .map_err(|err| LoadError::NotAComponent {
-                origin: compile_origin,
-                reason: format!("{err:#}"),
-            })?;
+        let key = sha256.clone();
+        let component = tokio::task::spawn_blocking(move || match &cache {
+            Some(cache) => cache.load_or_compile(&engine, &key, &bytes),
+            None => Component::new(&engine, &bytes),
+        })
+        .await
+        .map_err(|err| LoadError::Engine(format!("compile task failed: {err}")))?
+        .map_err(|err| LoadError::NotAComponent {
+            origin: compile_origin,
+            reason: format!("{err:#}"),
+        })?;
         let wrong_world = |err: wasmtime::Error| LoadError::WrongWorld {
             origin: origin.clone(),
             reason: format!("{err:#}"),
@@ -269,5 +278,81 @@ impl PluginEngine {
             .map_err(|err| invalid(err.to_string()))?;
         version.set_info(info.name, info.version, subscriptions);
         Ok(Arc::new(version))
+    }
+}
+
+/// Compiled components on disk, so that a restart or a revert to a known version does not
+/// recompile (a Python or JavaScript component takes seconds to compile, milliseconds to load).
+///
+/// Files are named by the SHA-256 of the component bytes and the engine's compatibility hash
+/// (wasmtime version and configuration). The directory must be writable only by the host's
+/// user: its files are loaded as trusted native code.
+#[derive(Debug, Clone)]
+struct CompileCache {
+    /// The cache directory.
+    dir: PathBuf,
+    /// Hex hash of the engine configuration, part of every file name.
+    engine_hash: String,
+}
+
+impl CompileCache {
+    fn new(dir: PathBuf, engine: &Engine) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        CompileCache {
+            dir,
+            engine_hash: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
+    }
+
+    /// Loads the cached compilation of `bytes`, or compiles and caches it. Cache failures are
+    /// logged and never fail the load.
+    fn load_or_compile(
+        &self,
+        engine: &Engine,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
+        let path = self.path(sha256);
+        if path.is_file() {
+            match Self::deserialize(engine, &path) {
+                Ok(component) => {
+                    tracing::debug!(path = %path.display(), "loaded compiled component from cache");
+                    return Ok(component);
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{err:#}"), "ignoring unusable compile cache entry");
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(err) = self.store(&component, &path) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "cannot write the compile cache");
+        }
+        Ok(component)
+    }
+
+    #[allow(unsafe_code)]
+    fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+        // SAFETY: the file was produced by `Component::serialize` of an engine with the same
+        // compatibility hash (part of its name) and written atomically into a directory that
+        // only the host writes; wasmtime checks its header and version before mapping it.
+        unsafe { Component::deserialize_file(engine, path) }
+    }
+
+    fn store(&self, component: &Component, path: &Path) -> std::io::Result<()> {
+        let serialized = component
+            .serialize()
+            .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
+        std::fs::create_dir_all(&self.dir)?;
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&temporary, serialized)?;
+        std::fs::rename(&temporary, path)
     }
 }

@@ -26,8 +26,12 @@ use serde_json::{Map, Value};
 
 /// Name when the config sets none.
 const DEFAULT_NAME: &str = "probe";
-/// Version when the config sets none.
-const DEFAULT_VERSION: &str = "1";
+/// The version when the config has none: `1`, or the value of `EVHOST_PROBE_VERSION` at build
+/// time (the tests build a second copy with `2` to swap between two different components).
+const DEFAULT_VERSION: &str = match option_env!("EVHOST_PROBE_VERSION") {
+    Some(version) => version,
+    None => "1",
+};
 /// Subscriptions when the config sets none.
 const DEFAULT_SUBSCRIPTIONS: &str = "Probe*";
 /// The port the sandbox probe connects to when the event names none (Redis's default).

@@ -1,0 +1,399 @@
+//! Hot swap with a real watcher, real files and a real redis-server: replace, break, remove and
+//! re-add plugin files while events flow; nothing is lost, nothing is handled twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use evhost::broker::{Broker, EntryId};
+use evhost::host::{FileState, PluginStatus};
+use evhost::plugin::sha256_hex;
+use evhost_tests::guests::{PROBE, PROBE_V2};
+use evhost_tests::{
+    RedisServer, TestHost, fast_options, journal, pending_count, publish, redis_broker, wait_for,
+};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A plugin directory holding `swap.wasm` (the probe) and its sidecar naming it `swapper` on
+/// `ProbeSwap` events.
+fn plugin_dir(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wasm = dir.path().join("swap.wasm");
+    std::fs::write(
+        dir.path().join("swap.toml"),
+        "[config]\nname = \"swapper\"\nsubscriptions = \"ProbeSwap\"\n",
+    )
+    .expect("write sidecar");
+    std::fs::write(&wasm, bytes).expect("write plugin");
+    (dir, wasm)
+}
+
+fn status_of(host: &TestHost, file: &Path) -> Option<PluginStatus> {
+    let file = file.display().to_string();
+    host.host
+        .plugin_statuses()
+        .into_iter()
+        .find(|status| status.file == file)
+}
+
+async fn wait_running(host: &TestHost, file: &Path, bytes: &[u8]) {
+    let sha = sha256_hex(bytes);
+    wait_for(
+        &format!("{} to run {}", file.display(), &sha[..12]),
+        TIMEOUT,
+        || async {
+            status_of(host, file).is_some_and(|status| {
+                status.state == FileState::Running && status.sha256.as_deref() == Some(sha.as_str())
+            })
+        },
+    )
+    .await;
+}
+
+/// Journal records of `swapper` as (entry id, event id, version), in stream order.
+async fn handled(broker: &dyn Broker) -> Vec<(EntryId, String, String)> {
+    let mut records: Vec<(EntryId, String, String)> = journal(broker, "swapper")
+        .await
+        .into_iter()
+        .map(|record| {
+            (
+                record["entry_id"].parse().expect("entry id"),
+                record["event_id"].clone(),
+                record["version"].clone(),
+            )
+        })
+        .collect();
+    records.sort();
+    records
+}
+
+fn reloads(host: &TestHost, result: &str) -> u64 {
+    let prefix = format!("evhost_plugin_reloads_total{{plugin=\"swapper\",result=\"{result}\"}} ");
+    host.host
+        .services()
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&prefix)
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Under a steady stream of 20,000 events, the plugin file is replaced v1 → v2 → v1 → v2 by
+/// writing over it: every event is handled exactly once, by exactly one version, and in stream
+/// order the version changes exactly three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_under_load_lose_nothing_and_handle_nothing_twice() {
+    const EVENTS: usize = 20_000;
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let (dir, wasm) = plugin_dir(PROBE);
+    let mut options = fast_options("swap-host");
+    options.consumer.batch_size = 100;
+    let host = TestHost::start_watching(broker.clone(), options, dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+
+    let publisher = {
+        let broker: Arc<dyn Broker> = broker.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(EVENTS);
+            for tick in 0..EVENTS / 25 {
+                for n in 0..25 {
+                    ids.push(
+                        publish(broker.as_ref(), "ProbeSwap", json!({"n": tick * 25 + n}))
+                            .await
+                            .id,
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ids
+        })
+    };
+    for bytes in [PROBE_V2, PROBE, PROBE_V2] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        std::fs::write(&wasm, bytes).expect("replace the plugin");
+        wait_running(&host, &wasm, bytes).await;
+    }
+    let sent = publisher.await.expect("publisher");
+    wait_for("every event handled", Duration::from_secs(120), || async {
+        journal(broker.as_ref(), "swapper").await.len() >= EVENTS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let records = handled(broker.as_ref()).await;
+    let mut per_event: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, event_id, _) in &records {
+        *per_event.entry(event_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_event.len(), EVENTS, "every event handled");
+    assert!(
+        per_event.values().all(|count| *count == 1),
+        "no event handled twice"
+    );
+    assert!(sent.iter().all(|id| per_event.contains_key(id.as_str())));
+    let mut versions: Vec<&str> = records
+        .iter()
+        .map(|(_, _, version)| version.as_str())
+        .collect();
+    versions.dedup();
+    assert_eq!(
+        versions,
+        ["1", "2", "1", "2"],
+        "one switch per swap, never back and forth"
+    );
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeSwap", "swapper").await,
+        0
+    );
+    assert_eq!(reloads(&host, "failed"), 0);
+    host.stop().await;
+}
+
+/// A broken file written over a running plugin fails to load with the path and the reason;
+/// the old version keeps handling events; fixing the file loads it. Same bytes again, or a
+/// second file claiming the same plugin name, do not disturb the running version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_never_replaces_a_working_version() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let (dir, wasm) = plugin_dir(PROBE);
+    let host =
+        TestHost::start_watching(broker.clone(), fast_options("broken-host"), dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+
+    std::fs::write(&wasm, b"\0asm this is not a component").expect("break the plugin");
+    wait_for("the failed state", TIMEOUT, || async {
+        status_of(&host, &wasm).is_some_and(|status| status.state == FileState::Failed)
+    })
+    .await;
+    let status = status_of(&host, &wasm).expect("status");
+    let error = status.error.expect("an error");
+    assert!(
+        error.contains("swap.wasm") && error.contains("not a valid WebAssembly component"),
+        "{error}"
+    );
+    assert_eq!(status.version.as_deref(), Some("1"), "v1 still serving");
+    let event = publish(broker.as_ref(), "ProbeSwap", json!({})).await;
+    wait_for("v1 to handle the event", TIMEOUT, || async {
+        handled(broker.as_ref())
+            .await
+            .iter()
+            .any(|(_, id, version)| *id == event.id && version == "1")
+    })
+    .await;
+
+    // A component of the wrong world (a core module is not a component at all; an empty file
+    // is the truncated copy case).
+    std::fs::write(&wasm, b"").expect("truncate");
+    wait_for("the failed state again", TIMEOUT, || async {
+        status_of(&host, &wasm).is_some_and(|status| {
+            status.state == FileState::Failed && status.version.as_deref() == Some("1")
+        })
+    })
+    .await;
+
+    std::fs::write(&wasm, PROBE_V2).expect("fix the plugin");
+    wait_running(&host, &wasm, PROBE_V2).await;
+    let event = publish(broker.as_ref(), "ProbeSwap", json!({})).await;
+    wait_for("v2 to handle the event", TIMEOUT, || async {
+        handled(broker.as_ref())
+            .await
+            .iter()
+            .any(|(_, id, version)| *id == event.id && version == "2")
+    })
+    .await;
+    assert!(reloads(&host, "failed") >= 2);
+
+    // Same bytes again: no reload.
+    let ok_before = reloads(&host, "ok");
+    std::fs::write(&wasm, PROBE_V2).expect("rewrite the same bytes");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        reloads(&host, "ok"),
+        ok_before,
+        "identical bytes are not reloaded"
+    );
+
+    // Another file describing the same plugin name is refused; the original keeps running.
+    let twin = dir.path().join("twin.wasm");
+    std::fs::copy(dir.path().join("swap.toml"), dir.path().join("twin.toml"))
+        .expect("copy sidecar");
+    std::fs::write(&twin, PROBE).expect("write twin");
+    wait_for("the twin to be refused", TIMEOUT, || async {
+        status_of(&host, &twin).is_some_and(|status| status.state == FileState::Failed)
+    })
+    .await;
+    let error = status_of(&host, &twin)
+        .and_then(|status| status.error)
+        .unwrap_or_default();
+    assert!(error.contains("already used"), "{error}");
+    assert_eq!(
+        status_of(&host, &wasm)
+            .and_then(|status| status.version)
+            .as_deref(),
+        Some("2")
+    );
+    host.stop().await;
+}
+
+/// Removing the file stops the plugin's consumers; events keep arriving and wait in Redis;
+/// adding the file back handles the backlog, each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_then_add_back_handles_the_backlog() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let (dir, wasm) = plugin_dir(PROBE);
+    let host =
+        TestHost::start_watching(broker.clone(), fast_options("remove-host"), dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+
+    let publisher = {
+        let broker: Arc<dyn Broker> = broker.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..300 {
+                ids.push(
+                    publish(broker.as_ref(), "ProbeSwap", json!({"n": n}))
+                        .await
+                        .id,
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    std::fs::remove_file(&wasm).expect("remove the plugin");
+    wait_for("the plugin to be unloaded", TIMEOUT, || async {
+        status_of(&host, &wasm).is_none()
+    })
+    .await;
+    let sent = publisher.await.expect("publisher");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let while_removed = handled(broker.as_ref()).await.len();
+    assert!(
+        while_removed < sent.len(),
+        "the removed plugin handled nothing more"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        handled(broker.as_ref()).await.len(),
+        while_removed,
+        "no consumer runs while removed"
+    );
+
+    std::fs::write(&wasm, PROBE).expect("add the plugin back");
+    wait_for("the backlog", TIMEOUT, || async {
+        handled(broker.as_ref()).await.len() >= sent.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let records = handled(broker.as_ref()).await;
+    let mut ids: Vec<&str> = records.iter().map(|(_, id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = sent.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every event handled exactly once");
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeSwap", "swapper").await,
+        0
+    );
+    host.stop().await;
+}
+
+/// Deploy tools write a temporary file and rename it into place; a slow copy of a file fires
+/// many change events while it is incomplete. Both end with the right version running, and no
+/// incomplete file is ever counted as a successful load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_rename_and_slow_copy_end_with_the_right_version() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let (dir, wasm) = plugin_dir(PROBE);
+    let host =
+        TestHost::start_watching(broker.clone(), fast_options("deploy-host"), dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+
+    let temporary = dir.path().join(".swap.wasm.tmp");
+    std::fs::write(&temporary, PROBE_V2).expect("write the temporary file");
+    std::fs::rename(&temporary, &wasm).expect("rename into place");
+    wait_running(&host, &wasm, PROBE_V2).await;
+    let ok_after_rename = reloads(&host, "ok");
+
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&wasm).expect("open for a slow copy");
+        for chunk in PROBE.chunks(PROBE.len() / 6 + 1) {
+            file.write_all(chunk).expect("write a chunk");
+            file.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    wait_running(&host, &wasm, PROBE).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        reloads(&host, "ok"),
+        ok_after_rename + 1,
+        "only the complete file loaded"
+    );
+    let event = publish(broker.as_ref(), "ProbeSwap", json!({})).await;
+    wait_for("v1 to handle the event", TIMEOUT, || async {
+        handled(broker.as_ref())
+            .await
+            .iter()
+            .any(|(_, id, version)| *id == event.id && version == "1")
+    })
+    .await;
+    host.stop().await;
+}
+
+/// Compiled components are cached on disk by content: a second host with the same cache
+/// directory loads them from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_components_are_cached_on_disk() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let cache = tempfile::tempdir().expect("cache dir");
+    let (dir, wasm) = plugin_dir(PROBE);
+    let mut options = fast_options("cache-host");
+    options.cache_dir = Some(cache.path().to_path_buf());
+    let host = TestHost::start_watching(broker.clone(), options.clone(), dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+    host.stop().await;
+    let cached: Vec<String> = std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(
+        cached[0].starts_with(&sha256_hex(PROBE)) && cached[0].ends_with(".cwasm"),
+        "{cached:?}"
+    );
+
+    // A corrupt cache entry is ignored (recompiled), never fatal.
+    std::fs::write(cache.path().join(&cached[0]), b"garbage").expect("corrupt the entry");
+    let host = TestHost::start_watching(broker.clone(), options, dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+    let event = publish(broker.as_ref(), "ProbeSwap", json!({})).await;
+    wait_for("the event", TIMEOUT, || async {
+        handled(broker.as_ref())
+            .await
+            .iter()
+            .any(|(_, id, _)| *id == event.id)
+    })
+    .await;
+    host.stop().await;
+}
