@@ -13,10 +13,14 @@ pub enum OutcomeKind {
     Retry,
     /// Permanent failure reported by the plugin.
     Reject,
-    /// The plugin trapped, ran out of time or memory.
+    /// The plugin trapped (panic, out of memory, ...).
     Trap,
+    /// The call ran past its deadline.
+    Timeout,
     /// The entry could not be parsed as an event.
     Malformed,
+    /// The entry is larger than the plugin accepts.
+    Oversized,
 }
 
 impl OutcomeKind {
@@ -27,7 +31,9 @@ impl OutcomeKind {
             OutcomeKind::Retry => "retry",
             OutcomeKind::Reject => "reject",
             OutcomeKind::Trap => "trap",
+            OutcomeKind::Timeout => "timeout",
             OutcomeKind::Malformed => "malformed",
+            OutcomeKind::Oversized => "oversized",
         }
     }
 }

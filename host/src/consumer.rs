@@ -1,12 +1,24 @@
 //! One consumer task per plugin × stream: read a batch, hand each event to the plugin in stream
-//! order, commit the effects of the successful calls together with their `XACK`.
+//! order, commit the effects of every handled entry together with its `XACK`.
 //!
-//! On start the task first re-reads its own pending entries (delivered before, never acked),
-//! then new ones. Entries whose call failed stay pending and are read again on the next pending
-//! scan, every `retry_interval`; entries that can never succeed (malformed, rejected) are left
-//! pending but not retried again by this process.
+//! # Delivery
+//!
+//! - On start the task re-reads its own pending entries (delivered before, never acked), then
+//!   reads new ones.
+//! - A failed call (retry error, trap, timeout) leaves the entry pending. Every
+//!   `retry_interval` the task looks at the group's pending entries (`XPENDING ... IDLE`) and
+//!   claims (`XCLAIM`) those whose backoff has passed: its own failures after
+//!   `base × 2^(failures-1)` (with jitter, at most `cap`), and entries of other consumers idle
+//!   for `claim_idle` (a crashed or vanished host). The attempt number is Redis's delivery
+//!   count, so it survives restarts.
+//! - After `max_attempts`, on a reject, for an entry that is not an event, or for one larger
+//!   than `max_event_bytes`, the entry is dead-lettered: appended to `evhost:dlq:<plugin>` and
+//!   acknowledged in one atomic commit.
+//! - Effects of a call are committed with its entry's acknowledgement, only if the entry is
+//!   still pending for this consumer (see [`Settlement`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, OutcomeKind};
 use crate::broker::{
-    Broker, BrokerError, Commit, Delivered, EntryId, GroupReader, GroupStart, Op, ReadFrom,
+    Broker, BrokerError, Commit, Delivered, EntryId, Fields, GroupReader, GroupStart, Op, ReadFrom,
+    Settlement,
 };
+use crate::dlq::{self, DeadLetterReason};
 use crate::event::Event;
 use crate::plugin::{
-    CallError, DeliveryInfo, HostServices, Outcome, PluginInstance, PluginVersion,
+    CallError, DeliveryInfo, HostServices, Outcome, PendingPublish, PluginInstance, PluginVersion,
 };
 use crate::registry::PluginSlot;
 
@@ -31,8 +45,10 @@ pub struct ConsumerOptions {
     pub batch_size: usize,
     /// How long a read waits for new entries.
     pub block: Duration,
-    /// How often entries left pending by a failure are tried again.
+    /// How often pending entries are checked for a retry.
     pub retry_interval: Duration,
+    /// How long another consumer's pending entry must be idle before this one takes it over.
+    pub claim_idle: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -41,7 +57,8 @@ impl Default for ConsumerOptions {
             consumer: "evhost".into(),
             batch_size: 100,
             block: Duration::from_secs(1),
-            retry_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_millis(500),
+            claim_idle: Duration::from_secs(30),
         }
     }
 }
@@ -73,16 +90,38 @@ pub struct Consumer {
     cancel: CancellationToken,
 }
 
+/// The running instance and the version it was made from.
+struct Live {
+    version: Arc<PluginVersion>,
+    instance: PluginInstance,
+}
+
+/// Handled entries waiting for their commit.
+#[derive(Default)]
+struct Batch {
+    /// One settlement per handled entry, in stream order.
+    settlements: Vec<Settlement>,
+    /// The publishes of each settlement (same order), for metrics and the feed.
+    publishes: Vec<Vec<PendingPublish>>,
+}
+
 /// Result of one handler call, for logs, metrics and the feed.
 struct Handled {
     outcome: OutcomeKind,
     detail: Option<String>,
 }
 
-/// The running instance and the version it was made from.
-struct Live {
-    version: Arc<PluginVersion>,
-    instance: PluginInstance,
+fn entry_size(fields: &Fields) -> usize {
+    fields
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
+fn seed(id: EntryId) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Consumer {
@@ -109,6 +148,11 @@ impl Consumer {
 
     fn broker(&self) -> &dyn Broker {
         self.services.broker.as_ref()
+    }
+
+    /// Whether this consumer reads the plugin's redrive stream.
+    fn is_redrive(&self) -> bool {
+        self.stream == dlq::redrive_stream(&self.group)
     }
 
     /// Sleeps for `duration` unless cancelled first; returns false when cancelled.
@@ -139,7 +183,7 @@ impl Consumer {
                     if !self.pause(backoff).await {
                         return false;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -160,19 +204,40 @@ impl Consumer {
         tracing::debug!(plugin = %self.group, stream = %self.stream, consumer = %self.options.consumer, "consumer started");
         let mut mode = Mode::Pending(EntryId::ZERO);
         let mut live: Option<Live> = None;
-        let mut parked: HashSet<EntryId> = HashSet::new();
-        let mut left_pending = false;
-        let mut next_rescan = Instant::now() + self.options.retry_interval;
-        let mut backoff = Duration::from_millis(100);
+        let mut not_before: HashMap<EntryId, Instant> = HashMap::new();
+        let mut next_retry_check = Instant::now() + self.options.retry_interval;
+        let mut backoff = Duration::from_millis(50);
         while !self.cancel.is_cancelled() {
-            if matches!(mode, Mode::New) && left_pending && Instant::now() >= next_rescan {
-                mode = Mode::Pending(EntryId::ZERO);
-                left_pending = false;
+            if matches!(mode, Mode::New) && Instant::now() >= next_retry_check {
+                next_retry_check = Instant::now() + self.options.retry_interval;
+                match self.claim_due(&mut not_before).await {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        self.process_batch(claimed, &mut live, &mut not_before)
+                            .await;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(BrokerError::NoGroup { .. }) => {
+                        if !self.recreate_group().await {
+                            break;
+                        }
+                        mode = Mode::Pending(EntryId::ZERO);
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(plugin = %self.group, stream = %self.stream, error = %err, "cannot check pending entries");
+                    }
+                }
             }
             let (from, after) = match mode {
                 Mode::Pending(after) => (ReadFrom::Pending, after),
                 Mode::New => (ReadFrom::New, EntryId::ZERO),
             };
+            let block = self
+                .options
+                .block
+                .min(next_retry_check.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
             let read = reader.read(
                 &self.stream,
                 &self.group,
@@ -180,7 +245,7 @@ impl Consumer {
                 from,
                 after,
                 self.options.batch_size,
-                Some(self.options.block),
+                Some(block),
             );
             let result = tokio::select! {
                 () = self.cancel.cancelled() => break,
@@ -188,12 +253,11 @@ impl Consumer {
             };
             let entries = match result {
                 Ok(entries) => {
-                    backoff = Duration::from_millis(100);
+                    backoff = Duration::from_millis(50);
                     entries
                 }
                 Err(BrokerError::NoGroup { .. }) => {
-                    tracing::warn!(plugin = %self.group, stream = %self.stream, "consumer group vanished (FLUSHALL or XGROUP DESTROY?); recreating it from the start of the stream");
-                    if !self.ensure_group(GroupStart::Beginning).await {
+                    if !self.recreate_group().await {
                         break;
                     }
                     mode = Mode::Pending(EntryId::ZERO);
@@ -204,7 +268,7 @@ impl Consumer {
                     if !self.pause(backoff).await {
                         break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                     continue;
                 }
             };
@@ -213,24 +277,90 @@ impl Consumer {
                     Some(last) => mode = Mode::Pending(last.entry.id),
                     None => {
                         mode = Mode::New;
-                        next_rescan = Instant::now() + self.options.retry_interval;
                         continue;
                     }
                 }
             }
-            if self.process_batch(entries, &mut live, &mut parked).await {
-                left_pending = true;
-            }
+            self.process_batch(entries, &mut live, &mut not_before)
+                .await;
         }
         tracing::debug!(plugin = %self.group, stream = %self.stream, "consumer stopped");
     }
 
+    async fn recreate_group(&self) -> bool {
+        tracing::warn!(plugin = %self.group, stream = %self.stream, "consumer group vanished (FLUSHALL, restart without persistence, or XGROUP DESTROY?); recreating it from the start of the stream");
+        self.ensure_group(GroupStart::Beginning).await
+    }
+
+    /// Claims the pending entries whose retry is due, and those of consumers silent for
+    /// `claim_idle`.
+    async fn claim_due(
+        &self,
+        not_before: &mut HashMap<EntryId, Instant>,
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        let policy = self.slot.load().settings.retry;
+        let min_idle = (policy.base / 2).min(self.options.claim_idle);
+        let pending = self
+            .broker()
+            .pending(&self.stream, &self.group, min_idle, self.options.batch_size)
+            .await?;
+        let now = Instant::now();
+        let mut own = Vec::new();
+        let mut others = Vec::new();
+        for entry in &pending {
+            let backoff = policy.backoff(entry.deliveries, seed(entry.id));
+            if entry.consumer == self.options.consumer {
+                // None of our own entries is in flight while this task is here.
+                let requested = not_before.get(&entry.id).is_some_and(|at| *at > now);
+                if entry.idle >= backoff && !requested {
+                    own.push(entry.id);
+                }
+            } else if entry.idle >= backoff.max(self.options.claim_idle) {
+                others.push(entry.id);
+            }
+        }
+        let mut claimed = Vec::new();
+        if !own.is_empty() {
+            claimed.extend(
+                self.broker()
+                    .claim_entries(
+                        &self.stream,
+                        &self.group,
+                        &self.options.consumer,
+                        Duration::ZERO,
+                        &own,
+                    )
+                    .await?,
+            );
+        }
+        if !others.is_empty() {
+            let taken = self
+                .broker()
+                .claim_entries(
+                    &self.stream,
+                    &self.group,
+                    &self.options.consumer,
+                    self.options.claim_idle,
+                    &others,
+                )
+                .await?;
+            if !taken.is_empty() {
+                tracing::warn!(plugin = %self.group, stream = %self.stream, entries = taken.len(), "took over pending entries of a consumer silent for {:?}", self.options.claim_idle);
+            }
+            claimed.extend(taken);
+        }
+        claimed.sort_by_key(|delivered| delivered.entry.id);
+        for delivered in &claimed {
+            not_before.remove(&delivered.entry.id);
+        }
+        Ok(claimed)
+    }
+
     /// Makes sure `live` runs the current version; returns false if no instance could be made.
     ///
-    /// When the plugin was swapped, the old instance's buffered effects and the acks of the
-    /// events it handled are committed first: calls already made stay with the old version,
-    /// every later event goes to the new one.
-    async fn ensure_instance(&self, live: &mut Option<Live>, acks: &mut Vec<EntryId>) -> bool {
+    /// When the plugin was swapped, the batch so far is committed first: calls already made
+    /// stay with the old version, every later event goes to the new one.
+    async fn ensure_instance(&self, live: &mut Option<Live>, batch: &mut Batch) -> bool {
         let current = self.slot.load_full();
         if let Some(existing) = live.as_ref() {
             if Arc::ptr_eq(&existing.version, &current) {
@@ -243,11 +373,7 @@ impl Consumer {
                 to = %current.version,
                 "switching to the new plugin version"
             );
-            if !self.commit(live, std::mem::take(acks)).await {
-                // The entries stay pending and are delivered again, to the new version.
-                *live = None;
-                return false;
-            }
+            self.commit(live, std::mem::take(batch)).await;
         }
         match current.instantiate().await {
             Ok(instance) => {
@@ -265,52 +391,160 @@ impl Consumer {
         }
     }
 
-    /// Handles a batch in stream order and commits it. Returns true when some entry was left
-    /// pending for a retry.
+    /// Queues the dead-lettering of an entry: its dead letter and its ack commit together.
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        batch: &mut Batch,
+        delivered: &Delivered,
+        origin: (&str, EntryId),
+        event_id: &str,
+        reason: DeadLetterReason,
+        error: &str,
+        version: &str,
+    ) {
+        let fields = dlq::dead_letter_fields(
+            &self.group,
+            version,
+            origin.0,
+            origin.1,
+            event_id,
+            reason,
+            error,
+            delivered.deliveries,
+            &delivered.entry.fields,
+        );
+        tracing::error!(
+            plugin = %self.group,
+            stream = %origin.0,
+            entry_id = %origin.1,
+            event_id,
+            reason = reason.as_str(),
+            attempts = delivered.deliveries,
+            error,
+            "event dead-lettered to {}",
+            dlq::dlq_stream(&self.group)
+        );
+        self.services
+            .metrics
+            .record_dead_letter(&self.group, reason.as_str());
+        batch.settlements.push(self.settlement(
+            delivered.entry.id,
+            vec![Op::Add {
+                stream: dlq::dlq_stream(&self.group),
+                fields,
+            }],
+        ));
+        batch.publishes.push(Vec::new());
+    }
+
+    fn settlement(&self, id: EntryId, ops: Vec<Op>) -> Settlement {
+        Settlement {
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+            consumer: self.options.consumer.clone(),
+            id,
+            ops,
+        }
+    }
+
+    /// Handles entries in stream order and commits them.
     async fn process_batch(
         &self,
         entries: Vec<Delivered>,
         live: &mut Option<Live>,
-        parked: &mut HashSet<EntryId>,
-    ) -> bool {
-        let mut acks: Vec<EntryId> = Vec::with_capacity(entries.len());
-        let mut left_pending = false;
+        not_before: &mut HashMap<EntryId, Instant>,
+    ) {
+        let mut batch = Batch::default();
         for delivered in entries {
             if self.cancel.is_cancelled() {
-                // Not started: stays pending and is read again on the next start.
+                // Not started: stays pending and is delivered again.
                 break;
             }
+            let version = self.slot.load_full();
+            let settings = &version.settings;
             let id = delivered.entry.id;
-            if parked.contains(&id) {
+            // Redriven dead letters carry their origin; everything else comes from this stream.
+            let (origin_stream, origin_entry, fields) = if self.is_redrive() {
+                match dlq::split_redriven(&delivered.entry.fields) {
+                    Some((stream, entry, fields)) => (stream, entry, fields),
+                    None => (self.stream.clone(), id, delivered.entry.fields.clone()),
+                }
+            } else {
+                (self.stream.clone(), id, delivered.entry.fields.clone())
+            };
+            let origin = (origin_stream.as_str(), origin_entry);
+            let entry_id = origin_entry.to_string();
+            let size = entry_size(&fields);
+            if size > settings.max_event_bytes {
+                let error = format!(
+                    "entry of {size} bytes exceeds max_event_bytes = {}",
+                    settings.max_event_bytes
+                );
+                self.report(
+                    &entry_id,
+                    "",
+                    OutcomeKind::Oversized,
+                    Some(error.clone()),
+                    Duration::ZERO,
+                );
+                self.dead_letter(
+                    &mut batch,
+                    &delivered,
+                    origin,
+                    "",
+                    DeadLetterReason::Oversized,
+                    &error,
+                    &version.version,
+                );
                 continue;
             }
-            let entry_id = id.to_string();
-            let event = match Event::from_entry(&self.stream, id, &delivered.entry.fields) {
+            let event = match Event::from_entry(origin_stream.as_str(), origin_entry, &fields) {
                 Ok(event) => event,
                 Err(reason) => {
-                    tracing::warn!(plugin = %self.group, stream = %self.stream, entry_id, reason = %reason, "malformed entry left pending (not acknowledged)");
-                    parked.insert(id);
+                    let error = reason.to_string();
                     self.report(
                         &entry_id,
                         "",
-                        Handled {
-                            outcome: OutcomeKind::Malformed,
-                            detail: Some(reason.to_string()),
-                        },
+                        OutcomeKind::Malformed,
+                        Some(error.clone()),
                         Duration::ZERO,
+                    );
+                    self.dead_letter(
+                        &mut batch,
+                        &delivered,
+                        origin,
+                        "",
+                        DeadLetterReason::Malformed,
+                        &error,
+                        &version.version,
                     );
                     continue;
                 }
             };
-            if !self.ensure_instance(live, &mut acks).await {
-                left_pending = true;
+            if delivered.deliveries > settings.retry.max_attempts {
+                // Delivered more often than allowed without a verdict (e.g. the host crashed
+                // while handling it): give up before it takes the host down again.
+                let error = format!("delivered {} times without success", delivered.deliveries);
+                self.dead_letter(
+                    &mut batch,
+                    &delivered,
+                    origin,
+                    &event.id,
+                    DeadLetterReason::MaxAttempts,
+                    &error,
+                    &version.version,
+                );
+                continue;
+            }
+            if !self.ensure_instance(live, &mut batch).await {
                 break;
             }
             let Some(current) = live.as_mut() else {
                 break;
             };
             let delivery = DeliveryInfo {
-                stream: self.stream.clone(),
+                stream: origin_stream.clone(),
                 entry_id: entry_id.clone(),
                 attempt: delivered.deliveries,
                 group: self.group.clone(),
@@ -318,114 +552,161 @@ impl Consumer {
             let started = Instant::now();
             let result = current.instance.handle(&event, &delivery).await;
             let elapsed = started.elapsed();
+            let last_attempt = delivered.deliveries >= settings.retry.max_attempts;
             let handled = match result {
-                Ok(Outcome::Ok) => {
-                    acks.push(id);
+                Ok(Outcome::Ok(effects)) => {
+                    batch.settlements.push(self.settlement(id, effects.ops));
+                    batch.publishes.push(effects.publishes);
                     Handled {
                         outcome: OutcomeKind::Ok,
                         detail: None,
                     }
                 }
-                Ok(Outcome::Retry { reason, .. }) => {
-                    left_pending = true;
-                    tracing::warn!(plugin = %self.group, stream = %self.stream, entry_id, event_id = %event.id, attempt = delivery.attempt, reason, "handler asked for a retry; entry left pending");
+                Ok(Outcome::Retry { reason, delay }) => {
+                    if last_attempt {
+                        self.dead_letter(
+                            &mut batch,
+                            &delivered,
+                            origin,
+                            &event.id,
+                            DeadLetterReason::MaxAttempts,
+                            &reason,
+                            &current.version.version,
+                        );
+                    } else {
+                        self.services.metrics.record_retry(&self.group);
+                        if let Some(delay) = delay {
+                            not_before.insert(id, Instant::now() + delay);
+                        }
+                        tracing::warn!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event.id, attempt = delivery.attempt, reason, "handler asked for a retry; entry left pending");
+                    }
                     Handled {
                         outcome: OutcomeKind::Retry,
                         detail: Some(reason),
                     }
                 }
                 Ok(Outcome::Reject { reason }) => {
-                    parked.insert(id);
-                    tracing::error!(plugin = %self.group, stream = %self.stream, entry_id, event_id = %event.id, reason, "handler rejected the event; entry left pending (not acknowledged)");
+                    self.dead_letter(
+                        &mut batch,
+                        &delivered,
+                        origin,
+                        &event.id,
+                        DeadLetterReason::Rejected,
+                        &reason,
+                        &current.version.version,
+                    );
                     Handled {
                         outcome: OutcomeKind::Reject,
                         detail: Some(reason),
                     }
                 }
                 Err(err) => {
-                    left_pending = true;
-                    tracing::error!(plugin = %self.group, stream = %self.stream, entry_id, event_id = %event.id, attempt = delivery.attempt, error = %err, "handler failed; instance discarded, entry left pending");
-                    // Commit what succeeded so far: those effects live in this instance.
-                    let detail = match &err {
-                        CallError::Timeout(_) | CallError::Trap(_) => err.to_string(),
-                    };
-                    self.report(
-                        &entry_id,
-                        &event.id,
-                        Handled {
-                            outcome: OutcomeKind::Trap,
-                            detail: Some(detail),
-                        },
-                        elapsed,
-                    );
-                    if !self.commit(live, std::mem::take(&mut acks)).await {
-                        left_pending = true;
-                    }
+                    let detail = err.to_string();
+                    let plugin_version = current.version.version.clone();
+                    // The instance is poisoned; the batch's key-value state lives in it, so
+                    // commit what succeeded before discarding it.
+                    self.commit(live, std::mem::take(&mut batch)).await;
                     *live = None;
-                    continue;
+                    if last_attempt {
+                        self.dead_letter(
+                            &mut batch,
+                            &delivered,
+                            origin,
+                            &event.id,
+                            DeadLetterReason::MaxAttempts,
+                            &detail,
+                            &plugin_version,
+                        );
+                    } else {
+                        self.services.metrics.record_retry(&self.group);
+                        tracing::error!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event.id, attempt = delivery.attempt, error = %err, "handler failed; instance discarded, entry left pending");
+                    }
+                    let outcome = match err {
+                        CallError::Timeout(_) => OutcomeKind::Timeout,
+                        CallError::Trap(_) => OutcomeKind::Trap,
+                    };
+                    Handled {
+                        outcome,
+                        detail: Some(detail),
+                    }
                 }
             };
-            self.report(&entry_id, &event.id, handled, elapsed);
+            self.report(
+                &entry_id,
+                &event.id,
+                handled.outcome,
+                handled.detail,
+                elapsed,
+            );
         }
-        if !self.commit(live, acks).await {
-            left_pending = true;
-        }
-        left_pending
+        self.commit(live, batch).await;
     }
 
-    /// Commits the buffered effects of `live` with the acks; returns false on failure (the
-    /// entries then stay pending and are delivered again).
-    async fn commit(&self, live: &mut Option<Live>, acks: Vec<EntryId>) -> bool {
-        let (mut ops, publishes) = match live.as_mut() {
-            Some(current) => current.instance.effects().take_batch(),
-            None => (Vec::new(), Vec::new()),
-        };
-        if acks.is_empty() && ops.is_empty() {
-            return true;
+    /// Commits the batch; entries whose commit fails stay pending and are delivered again.
+    async fn commit(&self, live: &mut Option<Live>, batch: Batch) {
+        if let Some(current) = live.as_mut() {
+            current.instance.effects().end_batch();
         }
-        let acked = acks.len();
-        ops.push(Op::Ack {
-            stream: self.stream.clone(),
-            group: self.group.clone(),
-            ids: acks,
-        });
-        match self.broker().commit(&Commit { ops }).await {
-            Ok(()) => {
-                for publish in publishes {
-                    self.services
-                        .metrics
-                        .record_published(&self.group, &publish.event_type);
-                    let _ = self.services.activity.send(Activity::Published {
-                        plugin: self.group.clone(),
-                        event_type: publish.event_type,
-                        event_id: publish.event_id,
-                        data: publish.data,
-                    });
+        if batch.settlements.is_empty() {
+            return;
+        }
+        let entries = batch.settlements.len();
+        let ids: Vec<EntryId> = batch
+            .settlements
+            .iter()
+            .map(|settlement| settlement.id)
+            .collect();
+        let commit = Commit {
+            ops: Vec::new(),
+            settlements: batch.settlements,
+        };
+        match self.broker().commit(&commit).await {
+            Ok(report) => {
+                if !report.skipped.is_empty() {
+                    tracing::warn!(plugin = %self.group, stream = %self.stream, skipped = ?report.skipped, "entries were taken over by another consumer meanwhile; their effects were dropped here");
                 }
-                true
+                for (id, publishes) in ids.iter().zip(batch.publishes) {
+                    if report.skipped.contains(id) {
+                        continue;
+                    }
+                    for publish in publishes {
+                        self.services
+                            .metrics
+                            .record_published(&self.group, &publish.event_type);
+                        let _ = self.services.activity.send(Activity::Published {
+                            plugin: self.group.clone(),
+                            event_type: publish.event_type,
+                            event_id: publish.event_id,
+                            data: publish.data,
+                        });
+                    }
+                }
             }
             Err(err) => {
                 self.services.metrics.record_commit_failure(&self.group);
-                tracing::error!(plugin = %self.group, stream = %self.stream, entries = acked, error = %err, "commit failed; the batch's effects were dropped and its entries will be delivered again");
-                false
+                tracing::error!(plugin = %self.group, stream = %self.stream, entries, error = %err, "commit failed; the batch's effects were dropped and its entries will be delivered again");
             }
         }
     }
 
-    fn report(&self, entry_id: &str, event_id: &str, handled: Handled, duration: Duration) {
-        self.services.metrics.record_handled(
-            &self.group,
-            &self.stream,
-            handled.outcome.as_str(),
-            duration,
-        );
+    fn report(
+        &self,
+        entry_id: &str,
+        event_id: &str,
+        outcome: OutcomeKind,
+        detail: Option<String>,
+        duration: Duration,
+    ) {
+        self.services
+            .metrics
+            .record_handled(&self.group, &self.stream, outcome.as_str(), duration);
         let _ = self.services.activity.send(Activity::Handled {
             plugin: self.group.clone(),
             stream: self.stream.clone(),
             entry_id: entry_id.to_string(),
             event_id: event_id.to_string(),
-            outcome: handled.outcome,
-            detail: handled.detail,
+            outcome,
+            detail,
             duration,
         });
     }

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerError, GroupStart};
 use crate::consumer::{Consumer, ConsumerOptions};
+use crate::dlq;
 use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
 use crate::metrics::Metrics;
 use crate::plugin::{
@@ -529,6 +530,11 @@ impl Host {
         let mut wanted: HashMap<(String, String), GroupStart> = HashMap::new();
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
+            // Dead letters re-driven to this plugin alone.
+            wanted.insert(
+                (name.clone(), dlq::redrive_stream(&name)),
+                GroupStart::Beginning,
+            );
             for subscription in &version.subscriptions {
                 if let Some(event_type) = subscription.exact_type() {
                     wanted.insert(

@@ -10,7 +10,8 @@
 //! - [`plugin`]: the Wasm engine, plugin versions, instances and host capabilities.
 //! - [`registry`]: plugin name → current version, swappable atomically.
 //! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
-//! - [`consumer`]: one task per plugin × stream: read, dispatch, commit.
+//! - [`consumer`]: one task per plugin × stream: read, dispatch, retry, commit.
+//! - [`dlq`]: dead letters and their re-drive to one plugin.
 //! - [`host`]: loads plugins, discovers streams, runs consumers, shuts down gracefully.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //! - [`activity`]: a live feed of what the host does.
@@ -24,6 +25,7 @@ pub mod artifacts;
 pub mod broker;
 pub mod cli;
 pub mod consumer;
+pub mod dlq;
 pub mod event;
 pub mod host;
 pub mod metrics;

@@ -69,6 +69,10 @@ pub struct Metrics {
     published: CountFamily,
     /// `evhost_commit_failures_total{plugin}`.
     commit_failures: CountFamily,
+    /// `evhost_retries_total{plugin}`.
+    retries: CountFamily,
+    /// `evhost_dead_letters_total{plugin,reason}`.
+    dead_letters: CountFamily,
     /// `evhost_plugin_info{plugin,version,sha256}`.
     plugin_info: GaugeFamily,
     /// `evhost_plugin_reloads_total{plugin,result}`.
@@ -145,6 +149,18 @@ impl Metrics {
             "Time from reading a changed plugin file to serving its new version",
             swap_duration.clone(),
         );
+        let retries = CountFamily::default();
+        registry.register(
+            "retries",
+            "Failed calls whose event was left pending for another attempt",
+            retries.clone(),
+        );
+        let dead_letters = CountFamily::default();
+        registry.register(
+            "dead_letters",
+            "Events moved to a dead-letter stream, by plugin and reason",
+            dead_letters.clone(),
+        );
         let plugin_info = GaugeFamily::default();
         registry.register(
             "plugin_info",
@@ -158,6 +174,8 @@ impl Metrics {
             handler_duration,
             published,
             commit_failures,
+            retries,
+            dead_letters,
             plugin_info,
             plugin_info_labels: Mutex::new(HashMap::new()),
             reloads,
@@ -190,6 +208,20 @@ impl Metrics {
     pub fn record_commit_failure(&self, plugin: &str) {
         self.commit_failures
             .get_or_create(&labels(&[("plugin", plugin)]))
+            .inc();
+    }
+
+    /// Counts a failed call left pending for a retry.
+    pub fn record_retry(&self, plugin: &str) {
+        self.retries
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .inc();
+    }
+
+    /// Counts a dead-lettered event.
+    pub fn record_dead_letter(&self, plugin: &str, reason: &str) {
+        self.dead_letters
+            .get_or_create(&labels(&[("plugin", plugin), ("reason", reason)]))
             .inc();
     }
 

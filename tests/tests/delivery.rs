@@ -183,7 +183,7 @@ async fn failed_events_stay_pending_and_are_redelivered_after_restart() {
         "no effect of the failed call"
     );
     let pending = broker
-        .pending("events:ProbeFlaky", "flaky", 10)
+        .pending("events:ProbeFlaky", "flaky", Duration::ZERO, 10)
         .await
         .expect("XPENDING");
     assert_eq!(pending[0].consumer, "restart-host");
@@ -243,9 +243,10 @@ async fn failed_events_are_retried_while_running() {
 }
 
 /// Entries that are not events, and events a plugin rejects, are never acknowledged as
-/// successes; the events after them are handled normally.
+/// successes: each goes to the plugin's dead-letter stream with its reason, in the same commit
+/// as its acknowledgement; the events after them are handled normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_rejected_entries_are_not_acknowledged() {
+async fn malformed_and_rejected_entries_are_dead_lettered() {
     let server = RedisServer::start();
     let broker = redis_broker(&server).await;
     let host = TestHost::start(
@@ -254,14 +255,14 @@ async fn malformed_and_rejected_entries_are_not_acknowledged() {
         vec![probe("strict", "ProbeBad")],
     )
     .await;
-    xadd(broker.as_ref(), "events:ProbeBad", &[("foo", "bar")]).await;
+    let unknown = xadd(broker.as_ref(), "events:ProbeBad", &[("foo", "bar")]).await;
     xadd(
         broker.as_ref(),
         "events:ProbeBad",
         &[("payload", "{not json")],
     )
     .await;
-    publish(broker.as_ref(), "ProbeBad", json!({"action": "reject"})).await;
+    let rejected = publish(broker.as_ref(), "ProbeBad", json!({"action": "reject"})).await;
     let good = publish(broker.as_ref(), "ProbeBad", json!({"action": "ok"})).await;
     wait_for("the good event", TIMEOUT, || async {
         handled_ids(broker.as_ref(), "strict")
@@ -269,15 +270,45 @@ async fn malformed_and_rejected_entries_are_not_acknowledged() {
             .contains_key(&good.id)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for("three dead letters", TIMEOUT, || async {
+        evhost::dlq::list(broker.as_ref(), "strict", 100)
+            .await
+            .expect("dlq")
+            .len()
+            == 3
+    })
+    .await;
+    let letters = evhost::dlq::list(broker.as_ref(), "strict", 100)
+        .await
+        .expect("dlq");
+    assert_eq!(letters[0].reason, "malformed");
+    assert_eq!(letters[0].entry_id, unknown.to_string());
+    assert_eq!(letters[0].stream, "events:ProbeBad");
+    assert_eq!(
+        letters[0].fields,
+        vec![("foo".to_string(), "bar".to_string())],
+        "original fields kept"
+    );
+    assert!(
+        letters[0].error.contains("unrecognised entry format"),
+        "{}",
+        letters[0].error
+    );
+    assert_eq!(letters[1].reason, "malformed");
+    assert_eq!(letters[2].reason, "rejected");
+    assert_eq!(letters[2].event_id, rejected.id);
+    assert_eq!(letters[2].plugin_version, "1");
     assert_eq!(
         pending_count(broker.as_ref(), "ProbeBad", "strict").await,
-        3,
-        "two malformed + one rejected stay pending"
+        0,
+        "dead letters are acknowledged"
     );
     let text = host.host.services().metrics.render();
     assert!(text.contains("evhost_events_handled_total{plugin=\"strict\",stream=\"events:ProbeBad\",outcome=\"malformed\"} 2"), "{text}");
-    assert!(text.contains("evhost_events_handled_total{plugin=\"strict\",stream=\"events:ProbeBad\",outcome=\"reject\"} 1"), "{text}");
+    assert!(
+        text.contains("evhost_dead_letters_total{plugin=\"strict\",reason=\"rejected\"} 1"),
+        "{text}"
+    );
     host.stop().await;
 }
 

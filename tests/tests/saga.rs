@@ -228,10 +228,28 @@ async fn payment_charges_once_and_reports_failures() {
             .as_str()
             .is_some_and(|reason| !reason.is_empty())
     );
-    // The event lacking fields was rejected: it is not acknowledged.
+    // The event lacking fields was rejected: dead-lettered with the reason, and acknowledged.
+    wait_for("the dead letter", TIMEOUT, || async {
+        evhost::dlq::list(broker.as_ref(), "payment", 10)
+            .await
+            .expect("dlq")
+            .len()
+            == 1
+    })
+    .await;
+    let letter = evhost::dlq::list(broker.as_ref(), "payment", 10)
+        .await
+        .expect("dlq")
+        .remove(0);
+    assert_eq!(letter.reason, "rejected");
+    assert!(
+        letter.error.contains("winning_bidder_id"),
+        "{}",
+        letter.error
+    );
     assert_eq!(
         pending_count(broker.as_ref(), "AuctionEnded", "payment").await,
-        1
+        0
     );
     host.stop().await;
 }

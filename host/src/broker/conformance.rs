@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
     Broker, BrokerError, Commit, Delivered, EntryId, Fields, GroupInfo, GroupReader, GroupStart,
-    Op, ReadFrom, StreamEntry,
+    Op, ReadFrom, Settlement, StreamEntry,
 };
 
 /// Upper bound for any single case step that waits: a broken wake-up fails instead of hanging.
@@ -50,6 +50,179 @@ pub async fn run_all(broker: &dyn Broker) {
     range_and_len(broker, &prefix("range_and_len")).await;
     streams_by_prefix(broker, &prefix("streams_by_prefix")).await;
     keys(broker, &prefix("keys")).await;
+    settlements(broker, &prefix("settlements")).await;
+    claim_by_id(broker, &prefix("claim_by_id")).await;
+}
+
+/// A settlement applies its effects and acks its entry only while the entry is pending for
+/// the settling consumer: after another consumer claimed it, or once acked, it is skipped and
+/// none of its effects happen; unconditional ops of the same commit still apply.
+pub async fn settlements(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let out = format!("{prefix}out");
+    let ids = add_n(broker, &s, 2).await;
+    assert!(ok(
+        "create_group",
+        broker.create_group(&s, "g", GroupStart::Beginning).await
+    ));
+    let mut reader = open_reader(broker).await;
+    assert_eq!(read_new(&mut *reader, &s, "g", "c1", 10).await.len(), 2);
+    // c2 takes the second entry over (c1 was presumed dead).
+    let taken = ok(
+        "claim_entries",
+        broker
+            .claim_entries(&s, "g", "c2", Duration::ZERO, &ids[1..])
+            .await,
+    );
+    assert_eq!(ids_of(&taken), ids[1..], "{s}: claimed by id");
+    let settle = |id: EntryId, key: &str| Settlement {
+        stream: s.clone(),
+        group: "g".into(),
+        consumer: "c1".into(),
+        id,
+        ops: vec![add_op(&out, 7), set_op(key, b"v")],
+    };
+    let first_key = format!("{prefix}k1");
+    let second_key = format!("{prefix}k2");
+    let report = ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: vec![set_op(&format!("{prefix}always"), b"1")],
+                settlements: vec![settle(ids[0], &first_key), settle(ids[1], &second_key)],
+            })
+            .await,
+    );
+    assert_eq!(
+        report.skipped,
+        ids[1..],
+        "{s}: the entry owned by c2 is skipped"
+    );
+    assert_eq!(
+        ok("len", broker.len(&out).await),
+        1,
+        "{out}: only the owned entry's add"
+    );
+    assert!(
+        ok("get", broker.get(&first_key).await).is_some(),
+        "{first_key}: set"
+    );
+    assert!(
+        ok("get", broker.get(&second_key).await).is_none(),
+        "{second_key}: not set"
+    );
+    assert!(ok("get", broker.get(&format!("{prefix}always")).await).is_some());
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
+    assert_eq!(
+        pending.iter().map(|p| p.id).collect::<Vec<_>>(),
+        ids[1..],
+        "{s}: first acked"
+    );
+    // Settling an entry that is already acknowledged does nothing.
+    let again = ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: Vec::new(),
+                settlements: vec![settle(ids[0], &second_key)],
+            })
+            .await,
+    );
+    assert_eq!(again.skipped, ids[..1]);
+    assert_eq!(ok("len", broker.len(&out).await), 1, "{out}: no second add");
+    // A settlement for a missing group fails the whole commit.
+    let missing = broker
+        .commit(&Commit {
+            ops: vec![set_op(&format!("{prefix}never"), b"1")],
+            settlements: vec![Settlement {
+                group: "nope".into(),
+                ..settle(ids[1], &second_key)
+            }],
+        })
+        .await;
+    assert!(
+        matches!(missing, Err(BrokerError::NoGroup { .. })),
+        "{s}: {missing:?}"
+    );
+    assert!(
+        ok("get", broker.get(&format!("{prefix}never")).await).is_none(),
+        "nothing applied"
+    );
+    // Remove deletes a stream entry.
+    let removed = ok(
+        "range",
+        broker.range(&out, EntryId::ZERO, EntryId::MAX, 10).await,
+    );
+    ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: vec![Op::Remove {
+                    stream: out.clone(),
+                    id: removed[0].id,
+                }],
+                settlements: Vec::new(),
+            })
+            .await,
+    );
+    assert_eq!(ok("len", broker.len(&out).await), 0, "{out}: entry removed");
+}
+
+/// `pending` filters by idle time; `claim_entries` (XCLAIM) moves only entries idle long
+/// enough, counts a delivery, and ignores ids that are not pending.
+pub async fn claim_by_id(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let ids = add_n(broker, &s, 3).await;
+    assert!(ok(
+        "create_group",
+        broker.create_group(&s, "g", GroupStart::Beginning).await
+    ));
+    let mut reader = open_reader(broker).await;
+    assert_eq!(read_new(&mut *reader, &s, "g", "c1", 10).await.len(), 3);
+    let idle = ok(
+        "pending",
+        broker.pending(&s, "g", Duration::from_secs(60), 10).await,
+    );
+    assert!(idle.is_empty(), "{s}: nothing idle for a minute: {idle:?}");
+    let early = ok(
+        "claim_entries",
+        broker
+            .claim_entries(&s, "g", "c2", Duration::from_secs(60), &ids)
+            .await,
+    );
+    assert!(early.is_empty(), "{s}: not idle long enough: {early:?}");
+    tokio::time::sleep(CLAIM_IDLE + Duration::from_millis(20)).await;
+    let idle = ok("pending", broker.pending(&s, "g", CLAIM_IDLE, 10).await);
+    assert_eq!(idle.len(), 3, "{s}: all idle now");
+    assert!(idle.iter().all(|p| p.deliveries == 1 && p.consumer == "c1"));
+    ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: vec![ack_op(&s, "g", &ids[..1])],
+                settlements: Vec::new(),
+            })
+            .await,
+    );
+    let claimed = ok(
+        "claim_entries",
+        broker.claim_entries(&s, "g", "c2", CLAIM_IDLE, &ids).await,
+    );
+    assert_eq!(
+        ids_of(&claimed),
+        ids[1..],
+        "{s}: the acked entry is not claimed"
+    );
+    assert_eq!(
+        deliveries_of(&claimed),
+        [2, 2],
+        "{s}: a claim counts a delivery"
+    );
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
+    assert!(
+        pending.iter().all(|p| p.consumer == "c2"),
+        "{s}: now held by c2: {pending:?}"
+    );
 }
 
 /// `create_group` creates a missing stream (MKSTREAM) and answers `false` for an existing group
@@ -221,7 +394,7 @@ pub async fn load_sharing(broker: &dyn Broker, prefix: &str) {
         let count = held.iter().filter(|(_, c)| *c == consumer).count();
         assert_eq!(count, 2, "{s}: {consumer} gets its share: {held:?}");
     }
-    let pending = ok("pending", broker.pending(&s, "g", 10).await);
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     let owners: Vec<(EntryId, &str)> = pending
         .iter()
         .map(|p| (p.id, p.consumer.as_str()))
@@ -248,7 +421,7 @@ pub async fn ack(broker: &dyn Broker, prefix: &str) {
         3,
         "{s}: all delivered"
     );
-    let pending = ok("pending", broker.pending(&s, "g", 10).await);
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     assert_eq!(
         pending.iter().map(|p| p.id).collect::<Vec<_>>(),
         ids,
@@ -262,7 +435,7 @@ pub async fn ack(broker: &dyn Broker, prefix: &str) {
     );
 
     commit_ok(broker, vec![ack_op(&s, "g", &ids[..2])]).await;
-    let pending = ok("pending", broker.pending(&s, "g", 10).await);
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     assert_eq!(
         pending.iter().map(|p| p.id).collect::<Vec<_>>(),
         ids[2..],
@@ -281,7 +454,7 @@ pub async fn ack(broker: &dyn Broker, prefix: &str) {
     )
     .await;
     assert!(
-        ok("pending", broker.pending(&s, "g", 10).await).is_empty(),
+        ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await).is_empty(),
         "{s}: all acked"
     );
     assert_eq!(
@@ -345,7 +518,7 @@ pub async fn redelivery(broker: &dyn Broker, prefix: &str) {
         new.is_empty(),
         "{s}: delivered entries are not new: {new:?}"
     );
-    let pending = ok("pending", broker.pending(&s, "g", 10).await);
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     let seen: Vec<(EntryId, &str, u32)> = pending
         .iter()
         .map(|p| (p.id, p.consumer.as_str(), p.deliveries))
@@ -471,7 +644,7 @@ pub async fn commit_atomicity(broker: &dyn Broker, prefix: &str) {
         "{doomed}: deleted"
     );
     assert!(
-        ok("pending", broker.pending(&s, "g", 10).await).is_empty(),
+        ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await).is_empty(),
         "{s}: acked"
     );
 
@@ -484,6 +657,7 @@ pub async fn commit_atomicity(broker: &dyn Broker, prefix: &str) {
                     set_op(&untouched, b"x"),
                     ack_op(&stream, group, &[id]),
                 ],
+                settlements: Vec::new(),
             })
             .await;
         assert!(
@@ -538,7 +712,7 @@ pub async fn no_group(broker: &dyn Broker, prefix: &str) {
                 "{stream}: read of a missing group"
             );
         }
-        let pending = broker.pending(stream, "nope", 10).await;
+        let pending = broker.pending(stream, "nope", Duration::ZERO, 10).await;
         assert_no_group(pending.map(|_| ()), stream, "pending");
         let claimed = broker
             .claim(stream, "nope", "c", Duration::ZERO, EntryId::ZERO, 10)
@@ -611,7 +785,7 @@ pub async fn claim(broker: &dyn Broker, prefix: &str) {
     );
     assert_eq!(second.next, EntryId::ZERO, "{s}: the scan reached the end");
 
-    let pending = ok("pending", broker.pending(&s, "g", 10).await);
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     let seen: Vec<(EntryId, &str, u32)> = pending
         .iter()
         .map(|p| (p.id, p.consumer.as_str(), p.deliveries))
@@ -837,7 +1011,15 @@ async fn open_reader(broker: &dyn Broker) -> Box<dyn GroupReader> {
 }
 
 async fn commit_ok(broker: &dyn Broker, ops: Vec<Op>) {
-    ok("commit", broker.commit(&Commit { ops }).await);
+    ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops,
+                settlements: Vec::new(),
+            })
+            .await,
+    );
 }
 
 async fn group_info(broker: &dyn Broker, stream: &str, group: &str) -> GroupInfo {

@@ -36,8 +36,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Broker, BrokerError, Claimed, Commit, Delivered, EntryId, Fields, GroupInfo, GroupReader,
-    GroupStart, Op, PendingEntry, ReadFrom, StreamEntry,
+    Broker, BrokerError, Claimed, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo,
+    GroupReader, GroupStart, Op, PendingEntry, ReadFrom, StreamEntry,
 };
 
 /// Keys per [`Broker::scan_keys`] page.
@@ -296,12 +296,20 @@ impl State {
         Ok(delivered)
     }
 
-    /// Applies every op or none. Returns whether entries were appended.
-    fn commit(&mut self, commit: &Commit, now_ms: u64) -> Result<bool, BrokerError> {
+    /// Applies every op or none; returns the report and whether entries were appended.
+    fn commit(
+        &mut self,
+        commit: &Commit,
+        now_ms: u64,
+    ) -> Result<(CommitReport, bool), BrokerError> {
         // Validate everything and choose the new entries' ids before writing anything.
         let mut last_ids: HashMap<&str, EntryId> = HashMap::new();
         let mut new_ids = Vec::new();
-        for op in &commit.ops {
+        let settlement_ops = commit
+            .settlements
+            .iter()
+            .flat_map(|settlement| settlement.ops.iter());
+        for op in commit.ops.iter().chain(settlement_ops) {
             match op {
                 Op::Add { stream, .. } => {
                     let last = match last_ids.get(stream.as_str()) {
@@ -315,45 +323,87 @@ impl State {
                     last_ids.insert(stream, id);
                     new_ids.push(id);
                 }
-                Op::Ack { stream, group, .. } => {
-                    let exists = self
-                        .streams
-                        .get(stream)
-                        .is_some_and(|found| found.groups.contains_key(group));
-                    if !exists {
-                        return Err(BrokerError::NoGroup {
-                            stream: stream.clone(),
-                            group: group.clone(),
-                        });
-                    }
-                }
-                Op::Set { .. } | Op::Delete { .. } => {}
+                Op::Ack { stream, group, .. } => self.check_group(stream, group)?,
+                Op::Set { .. } | Op::Delete { .. } | Op::Remove { .. } => {}
             }
         }
+        for settlement in &commit.settlements {
+            self.check_group(&settlement.stream, &settlement.group)?;
+        }
+        // Ids are drawn in op order; a skipped settlement's adds leave a gap, as on Redis
+        // where they would simply not be generated (ids stay strictly increasing either way).
         let mut new_ids = new_ids.into_iter();
         for op in &commit.ops {
-            match op {
-                Op::Add { stream, fields } => {
-                    if let Some(id) = new_ids.next() {
-                        self.append(stream, id, fields.clone());
+            self.apply(op, &mut new_ids);
+        }
+        let mut report = CommitReport::default();
+        for settlement in &commit.settlements {
+            let owned = self
+                .group_mut(&settlement.stream, &settlement.group)
+                .ok()
+                .and_then(|(_, group)| group.pel.get(&settlement.id))
+                .is_some_and(|pending| pending.consumer == settlement.consumer);
+            if owned {
+                for op in &settlement.ops {
+                    self.apply(op, &mut new_ids);
+                }
+                if let Ok((_, group)) = self.group_mut(&settlement.stream, &settlement.group) {
+                    group.pel.remove(&settlement.id);
+                }
+            } else {
+                for op in &settlement.ops {
+                    if matches!(op, Op::Add { .. }) {
+                        new_ids.next();
                     }
                 }
-                Op::Set { key, value } => {
-                    self.keys.insert(key.clone(), value.clone());
+                report.skipped.push(settlement.id);
+            }
+        }
+        Ok((report, !last_ids.is_empty()))
+    }
+
+    fn check_group(&self, stream: &str, group: &str) -> Result<(), BrokerError> {
+        let exists = self
+            .streams
+            .get(stream)
+            .is_some_and(|found| found.groups.contains_key(group));
+        if exists {
+            Ok(())
+        } else {
+            Err(BrokerError::NoGroup {
+                stream: stream.to_string(),
+                group: group.to_string(),
+            })
+        }
+    }
+
+    /// Applies one validated op; `new_ids` supplies the ids of appended entries.
+    fn apply(&mut self, op: &Op, new_ids: &mut impl Iterator<Item = EntryId>) {
+        match op {
+            Op::Add { stream, fields } => {
+                if let Some(id) = new_ids.next() {
+                    self.append(stream, id, fields.clone());
                 }
-                Op::Delete { key } => {
-                    self.keys.remove(key);
+            }
+            Op::Set { key, value } => {
+                self.keys.insert(key.clone(), value.clone());
+            }
+            Op::Delete { key } => {
+                self.keys.remove(key);
+            }
+            Op::Remove { stream, id } => {
+                if let Some(found) = self.streams.get_mut(stream) {
+                    found.entries.remove(id);
                 }
-                Op::Ack { stream, group, ids } => {
-                    if let Ok((_, group)) = self.group_mut(stream, group) {
-                        for id in ids {
-                            group.pel.remove(id);
-                        }
+            }
+            Op::Ack { stream, group, ids } => {
+                if let Ok((_, group)) = self.group_mut(stream, group) {
+                    for id in ids {
+                        group.pel.remove(id);
                     }
                 }
             }
         }
-        Ok(!last_ids.is_empty())
     }
 
     fn scan_keys(&self, prefix: &str, cursor: u64) -> (Vec<String>, u64) {
@@ -416,6 +466,7 @@ impl State {
         &mut self,
         stream: &str,
         group: &str,
+        min_idle: Duration,
         count: usize,
         now: Instant,
     ) -> Result<Vec<PendingEntry>, BrokerError> {
@@ -423,6 +474,7 @@ impl State {
         Ok(group
             .pel
             .iter()
+            .filter(|(_, pending)| now.saturating_duration_since(pending.delivered_at) >= min_idle)
             .take(count)
             .map(|(id, pending)| PendingEntry {
                 id: *id,
@@ -431,6 +483,47 @@ impl State {
                 deliveries: pending.deliveries,
             })
             .collect())
+    }
+
+    /// `XCLAIM stream group consumer min_idle ids...`: entries deleted from the stream are
+    /// dropped from the pending list, as Redis 7 does.
+    fn claim_entries(
+        &mut self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[EntryId],
+        now: Instant,
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        let (entries, group) = self.group_mut(stream, group)?;
+        let mut claimed = Vec::new();
+        for id in ids {
+            let Some(pending) = group.pel.get_mut(id) else {
+                continue;
+            };
+            if now.saturating_duration_since(pending.delivered_at) < min_idle {
+                continue;
+            }
+            let Some(fields) = entries.get(id) else {
+                group.pel.remove(id);
+                continue;
+            };
+            pending.consumer = consumer.to_string();
+            pending.deliveries = pending.deliveries.saturating_add(1);
+            pending.delivered_at = now;
+            claimed.push(Delivered {
+                entry: StreamEntry {
+                    id: *id,
+                    fields: fields.clone(),
+                },
+                deliveries: pending.deliveries,
+            });
+        }
+        if !claimed.is_empty() {
+            remember_consumer(group, consumer);
+        }
+        Ok(claimed)
     }
 
     /// `XAUTOCLAIM stream group consumer min_idle start COUNT count`.
@@ -549,14 +642,15 @@ impl Broker for MemoryBroker {
         Ok(id)
     }
 
-    async fn commit(&self, commit: &Commit) -> Result<(), BrokerError> {
+    async fn commit(&self, commit: &Commit) -> Result<CommitReport, BrokerError> {
         if commit.is_empty() {
-            return Ok(());
+            return Ok(CommitReport::default());
         }
-        if self.with_state(|state| state.commit(commit, unix_ms()))? {
+        let (report, appended) = self.with_state(|state| state.commit(commit, unix_ms()))?;
+        if appended {
             self.wake_readers();
         }
-        Ok(())
+        Ok(report)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
@@ -604,10 +698,23 @@ impl Broker for MemoryBroker {
         &self,
         stream: &str,
         group: &str,
+        min_idle: Duration,
         count: usize,
     ) -> Result<Vec<PendingEntry>, BrokerError> {
         let now = Instant::now();
-        self.with_state(|state| state.pending(stream, group, count, now))
+        self.with_state(|state| state.pending(stream, group, min_idle, count, now))
+    }
+
+    async fn claim_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[EntryId],
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        let now = Instant::now();
+        self.with_state(|state| state.claim_entries(stream, group, consumer, min_idle, ids, now))
     }
 
     /// `XAUTOCLAIM`; a `count` of 0 is an error, as in Redis.
@@ -741,8 +848,9 @@ mod tests {
                     fields: fields("c"),
                 },
             ],
+            settlements: Vec::new(),
         };
-        assert!(state.commit(&commit, 40).expect("commit"));
+        assert!(state.commit(&commit, 40).expect("commit").1);
         let ids: Vec<EntryId> = state
             .range("s", EntryId::ZERO, EntryId::MAX, 10)
             .into_iter()
@@ -896,7 +1004,10 @@ mod tests {
         assert_eq!(claimed.next, EntryId::ZERO);
         assert_eq!(claimed.entries.len(), 1);
         assert_eq!(claimed.entries[0].entry.id, b);
-        let pending = broker.pending("s", "g", 10).await.expect("pending");
+        let pending = broker
+            .pending("s", "g", Duration::ZERO, 10)
+            .await
+            .expect("pending");
         assert_eq!(pending.len(), 1, "the deleted entry left the PEL");
     }
 

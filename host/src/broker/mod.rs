@@ -80,7 +80,14 @@ pub enum Op {
         /// The full key.
         key: String,
     },
-    /// Acknowledge entries of a group (`XACK`).
+    /// Delete one entry of a stream (`XDEL`).
+    Remove {
+        /// The stream.
+        stream: String,
+        /// The entry.
+        id: EntryId,
+    },
+    /// Acknowledge entries of a group (`XACK`), whoever holds them.
     Ack {
         /// Stream the entries belong to.
         stream: String,
@@ -91,18 +98,50 @@ pub enum Op {
     },
 }
 
-/// A list of writes applied all together or not at all (`MULTI`/`EXEC` on Redis).
+/// The outcome of handling one entry: its effects and its acknowledgement, applied only if the
+/// entry is still pending for `consumer`.
+///
+/// If another consumer claimed the entry in the meantime (this one was presumed dead), or it
+/// was acknowledged already, nothing of the settlement is applied: the effects of an event are
+/// committed at most once even when two consumers handled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The entry's stream.
+    pub stream: String,
+    /// The consumer group.
+    pub group: String,
+    /// The consumer that must still hold the entry.
+    pub consumer: String,
+    /// The entry.
+    pub id: EntryId,
+    /// Writes caused by handling it (`Add`, `Set`, `Delete`, `Remove`; no acks).
+    pub ops: Vec<Op>,
+}
+
+/// Writes applied all together or not at all: first `ops`, then each settlement in order.
+///
+/// On Redis this is one Lua script, which (unlike `MULTI`/`EXEC`) can check that consumer
+/// groups exist and that entries are still owned before writing anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
-    /// The writes, applied in order.
+    /// Unconditional writes, applied in order.
     pub ops: Vec<Op>,
+    /// Per-entry effects and acknowledgements, applied in order.
+    pub settlements: Vec<Settlement>,
 }
 
 impl Commit {
     /// True when the commit has nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.settlements.is_empty()
     }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Settlements not applied because their entry was no longer pending for the consumer.
+    pub skipped: Vec<EntryId>,
 }
 
 /// A pending entry of a consumer group (`XPENDING` extended form).
@@ -183,8 +222,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Appends an entry to a stream and returns its id.
     async fn add(&self, stream: &str, fields: &Fields) -> Result<EntryId, BrokerError>;
 
-    /// Applies every write of `commit` atomically, in order.
-    async fn commit(&self, commit: &Commit) -> Result<(), BrokerError>;
+    /// Applies every write of `commit` atomically, in order, and reports the settlements it
+    /// skipped.
+    ///
+    /// Fails without writing anything when a group named by an `Ack` or a settlement is missing.
+    async fn commit(&self, commit: &Commit) -> Result<CommitReport, BrokerError>;
 
     /// Reads a key.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError>;
@@ -212,13 +254,25 @@ pub trait Broker: Send + Sync + 'static {
     /// Consumer groups of `stream` (empty when the stream does not exist).
     async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>, BrokerError>;
 
-    /// Up to `count` pending entries of `group`, oldest first.
+    /// Up to `count` pending entries of `group` idle for at least `min_idle`, oldest first.
     async fn pending(
         &self,
         stream: &str,
         group: &str,
+        min_idle: Duration,
         count: usize,
     ) -> Result<Vec<PendingEntry>, BrokerError>;
+
+    /// Transfers the given pending entries to `consumer` if they are idle for at least
+    /// `min_idle` (`XCLAIM`), counting a delivery; returns the entries transferred.
+    async fn claim_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[EntryId],
+    ) -> Result<Vec<Delivered>, BrokerError>;
 
     /// Transfers pending entries idle for at least `min_idle` to `consumer` (`XAUTOCLAIM`),
     /// scanning from `start`, at most `count` entries.

@@ -14,17 +14,32 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 
 use super::{
-    Broker, BrokerError, Claimed, Commit, Delivered, EntryId, Fields, GroupInfo, GroupReader,
-    GroupStart, Op, PendingEntry, ReadFrom, StreamEntry,
+    Broker, BrokerError, Claimed, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo,
+    GroupReader, GroupStart, Op, PendingEntry, ReadFrom, StreamEntry,
 };
 
 /// How long past its `BLOCK` time a read may take before the connection is presumed dead.
 const READ_GRACE: Duration = Duration::from_secs(10);
-/// Applies a [`Commit`] atomically. `KEYS[i]` is the key of op `i`; `ARGV` holds the ops in
-/// order: `A <n> <field> <value>...` (XADD), `S <value>` (SET), `D` (DEL),
-/// `K <group> <n> <id>...` (XACK). Every acked group is checked first; a missing one fails the
-/// whole commit with `NOGROUP <op position>` before anything is written.
+/// Applies a [`Commit`] atomically. `KEYS[k]` is the key of the `k`-th op (a settlement's
+/// stream counts as an op, followed by its own ops). `ARGV` holds the ops in order:
+/// `A <n> <field> <value>...` (XADD), `S <value>` (SET), `D` (DEL), `R <id>` (XDEL),
+/// `K <group> <n> <id>...` (XACK), `T <group> <consumer> <id> <n>` (a settlement: the next `n`
+/// ops and an XACK of `<id>` apply only if `<id>` is still pending for `<consumer>`).
+///
+/// Every group named by `K` or `T` is checked first; a missing one fails the whole commit with
+/// `NOGROUP <k>` (its key index) before anything is written. Returns the ids of the
+/// settlements it skipped.
 const COMMIT_SCRIPT: &str = r"
+local function width(a)
+  local op = ARGV[a]
+  if op == 'A' then return 2 + 2 * tonumber(ARGV[a + 1])
+  elseif op == 'S' or op == 'R' then return 2
+  elseif op == 'D' then return 1
+  elseif op == 'K' then return 3 + tonumber(ARGV[a + 2])
+  elseif op == 'T' then return 5
+  end
+  error('unknown commit op ' .. tostring(op))
+end
 local function missing(stream, group)
   local ok = redis.pcall('XINFO', 'CONSUMERS', stream, group)
   if type(ok) == 'table' and ok.err then
@@ -35,47 +50,58 @@ local function missing(stream, group)
   end
   return false
 end
-local a = 1
-for k = 1, #KEYS do
-  local op = ARGV[a]
-  if op == 'A' then a = a + 2 + 2 * tonumber(ARGV[a + 1])
-  elseif op == 'S' then a = a + 2
-  elseif op == 'D' then a = a + 1
-  elseif op == 'K' then
-    if missing(KEYS[k], ARGV[a + 1]) then
-      return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. ARGV[a + 1] .. ' on ' .. KEYS[k])
-    end
-    a = a + 3 + tonumber(ARGV[a + 2])
-  else
-    return redis.error_reply('ERR unknown commit op ' .. tostring(op))
+local function chunked(command, key, group, first, last)
+  while first <= last do
+    local upto = math.min(first + 999, last)
+    redis.call(command, key, group, unpack(ARGV, first, upto))
+    first = upto + 1
   end
 end
-a = 1
-for k = 1, #KEYS do
+local function apply(a, k)
   local op = ARGV[a]
   if op == 'A' then
-    local n = tonumber(ARGV[a + 1])
-    redis.call('XADD', KEYS[k], '*', unpack(ARGV, a + 2, a + 1 + 2 * n))
-    a = a + 2 + 2 * n
-  elseif op == 'S' then
-    redis.call('SET', KEYS[k], ARGV[a + 1])
-    a = a + 2
-  elseif op == 'D' then
-    redis.call('DEL', KEYS[k])
-    a = a + 1
-  else
-    local n = tonumber(ARGV[a + 2])
-    -- unpack() is bounded by Lua's stack: acknowledge in chunks.
-    local first = a + 3
-    while first <= a + 2 + n do
-      local last = math.min(first + 999, a + 2 + n)
-      redis.call('XACK', KEYS[k], ARGV[a + 1], unpack(ARGV, first, last))
-      first = last + 1
-    end
-    a = a + 3 + n
+    redis.call('XADD', KEYS[k], '*', unpack(ARGV, a + 2, a + 1 + 2 * tonumber(ARGV[a + 1])))
+  elseif op == 'S' then redis.call('SET', KEYS[k], ARGV[a + 1])
+  elseif op == 'D' then redis.call('DEL', KEYS[k])
+  elseif op == 'R' then redis.call('XDEL', KEYS[k], ARGV[a + 1])
+  elseif op == 'K' then chunked('XACK', KEYS[k], ARGV[a + 1], a + 3, a + 2 + tonumber(ARGV[a + 2]))
   end
 end
-return 'OK'
+local a, k = 1, 1
+while a <= #ARGV do
+  local op = ARGV[a]
+  if (op == 'K' or op == 'T') and missing(KEYS[k], ARGV[a + 1]) then
+    return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. ARGV[a + 1] .. ' on ' .. KEYS[k])
+  end
+  a = a + width(a)
+  k = k + 1
+end
+local skipped = {}
+a, k = 1, 1
+while a <= #ARGV do
+  if ARGV[a] == 'T' then
+    local stream, group, consumer, id = KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local n = tonumber(ARGV[a + 4])
+    local owned = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+    a = a + 5
+    k = k + 1
+    for _ = 1, n do
+      if owned then apply(a, k) end
+      a = a + width(a)
+      k = k + 1
+    end
+    if owned then
+      redis.call('XACK', stream, group, id)
+    else
+      skipped[#skipped + 1] = id
+    end
+  else
+    apply(a, k)
+    a = a + width(a)
+    k = k + 1
+  end
+end
+return skipped
 ";
 /// Keys per `SCAN` page.
 const SCAN_PAGE: usize = 500;
@@ -180,42 +206,62 @@ impl Broker for RedisBroker {
         parse_id(&self.query(&cmd).await?)
     }
 
-    async fn commit(&self, commit: &Commit) -> Result<(), BrokerError> {
+    async fn commit(&self, commit: &Commit) -> Result<CommitReport, BrokerError> {
         if commit.is_empty() {
-            return Ok(());
+            return Ok(CommitReport::default());
         }
-        // One script: it checks every acked group exists before writing anything, which
+        // One script: it checks groups and ownership before writing anything, which
         // MULTI/EXEC cannot do (XACK on a missing group answers 0, and EXEC never rolls back).
         // `Script` sends EVALSHA and falls back to EVAL once if the server lacks the script.
         let mut invocation = self.commit_script.prepare_invoke();
-        for op in &commit.ops {
+        // (stream, group) of every key index that names a group, to explain a NOGROUP.
+        let mut groups_by_key: Vec<Option<(String, String)>> = Vec::new();
+        let encode = |invocation: &mut redis::ScriptInvocation<'_>,
+                      groups_by_key: &mut Vec<Option<(String, String)>>,
+                      op: &Op| {
             match op {
-                Op::Add { stream: key, .. }
-                | Op::Set { key, .. }
-                | Op::Delete { key }
-                | Op::Ack { stream: key, .. } => invocation.key(key),
-            };
-        }
-        for op in &commit.ops {
-            match op {
-                Op::Add { fields, .. } => {
-                    invocation.arg("A").arg(fields.len());
+                Op::Add { stream, fields } => {
+                    invocation.key(stream).arg("A").arg(fields.len());
                     for (name, value) in fields {
                         invocation.arg(name).arg(value);
                     }
+                    groups_by_key.push(None);
                 }
-                Op::Set { value, .. } => {
-                    invocation.arg("S").arg(value);
+                Op::Set { key, value } => {
+                    invocation.key(key).arg("S").arg(value);
+                    groups_by_key.push(None);
                 }
-                Op::Delete { .. } => {
-                    invocation.arg("D");
+                Op::Delete { key } => {
+                    invocation.key(key).arg("D");
+                    groups_by_key.push(None);
                 }
-                Op::Ack { group, ids, .. } => {
-                    invocation.arg("K").arg(group).arg(ids.len());
+                Op::Remove { stream, id } => {
+                    invocation.key(stream).arg("R").arg(id.to_string());
+                    groups_by_key.push(None);
+                }
+                Op::Ack { stream, group, ids } => {
+                    invocation.key(stream).arg("K").arg(group).arg(ids.len());
                     for id in ids {
                         invocation.arg(id.to_string());
                     }
+                    groups_by_key.push(Some((stream.clone(), group.clone())));
                 }
+            }
+        };
+        for op in &commit.ops {
+            encode(&mut invocation, &mut groups_by_key, op);
+        }
+        for settlement in &commit.settlements {
+            invocation
+                .key(&settlement.stream)
+                .arg("T")
+                .arg(&settlement.group)
+                .arg(&settlement.consumer)
+                .arg(settlement.id.to_string())
+                .arg(settlement.ops.len());
+            groups_by_key.push(Some((settlement.stream.clone(), settlement.group.clone())));
+            for op in &settlement.ops {
+                encode(&mut invocation, &mut groups_by_key, op);
             }
         }
         let mut conn = self.conn.clone();
@@ -224,19 +270,25 @@ impl Broker for RedisBroker {
             .await
             .map_err(BrokerError::from)
         {
-            Ok(_) => Ok(()),
+            Ok(Value::Array(skipped)) => Ok(CommitReport {
+                skipped: skipped.iter().map(parse_id).collect::<Result<_, _>>()?,
+            }),
+            Ok(Value::Nil) => Ok(CommitReport::default()),
+            Ok(other) => Err(unexpected("commit script", &other)),
             Err(BrokerError::Redis(err)) if err.code() == Some("NOGROUP") => {
-                // The script names the failing op's position (1-based).
+                // The script names the failing key (1-based).
                 let failed = err
                     .detail()
                     .and_then(|detail| detail.split_whitespace().next()?.parse::<usize>().ok())
-                    .and_then(|position| commit.ops.get(position.checked_sub(1)?));
+                    .and_then(|position| {
+                        groups_by_key
+                            .get(position.checked_sub(1)?)
+                            .cloned()
+                            .flatten()
+                    });
                 match failed {
-                    Some(Op::Ack { stream, group, .. }) => Err(BrokerError::NoGroup {
-                        stream: stream.clone(),
-                        group: group.clone(),
-                    }),
-                    _ => Err(BrokerError::Redis(err)),
+                    Some((stream, group)) => Err(BrokerError::NoGroup { stream, group }),
+                    None => Err(BrokerError::Redis(err)),
                 }
             }
             Err(err) => Err(err),
@@ -332,15 +384,48 @@ impl Broker for RedisBroker {
         &self,
         stream: &str,
         group: &str,
+        min_idle: Duration,
         count: usize,
     ) -> Result<Vec<PendingEntry>, BrokerError> {
         let mut cmd = redis::cmd("XPENDING");
-        cmd.arg(stream).arg(group).arg("-").arg("+").arg(count);
+        cmd.arg(stream).arg(group);
+        if !min_idle.is_zero() {
+            cmd.arg("IDLE").arg(millis(min_idle));
+        }
+        cmd.arg("-").arg("+").arg(count);
         let reply = self
             .query(&cmd)
             .await
             .map_err(|err| no_group(err, stream, group))?;
         parse_pending(&reply)
+    }
+
+    async fn claim_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[EntryId],
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(millis(min_idle));
+        for id in ids {
+            cmd.arg(id.to_string());
+        }
+        let reply = self
+            .query(&cmd)
+            .await
+            .map_err(|err| no_group(err, stream, group))?;
+        let entries = parse_entries(&reply)?;
+        let mut conn = self.conn.clone();
+        with_delivery_counts(&mut conn, stream, group, consumer, entries).await
     }
 
     async fn claim(
@@ -356,7 +441,7 @@ impl Broker for RedisBroker {
         cmd.arg(stream)
             .arg(group)
             .arg(consumer)
-            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(millis(min_idle))
             .arg(start.to_string())
             .arg("COUNT")
             .arg(count);
@@ -484,7 +569,7 @@ async fn with_delivery_counts<C: redis::aio::ConnectionLike + Send>(
         .arg(group)
         .arg(first.id.to_string())
         .arg(last.id.to_string())
-        .arg(entries.len())
+        .arg(entries.len().max(10_000))
         .arg(consumer);
     let reply = cmd.query_async::<Value>(conn).await?;
     let counts: HashMap<EntryId, u32> = parse_pending(&reply)?
@@ -498,6 +583,10 @@ async fn with_delivery_counts<C: redis::aio::ConnectionLike + Send>(
             Delivered { entry, deliveries }
         })
         .collect())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unexpected(command: &str, value: &Value) -> BrokerError {

@@ -39,9 +39,14 @@ pub struct RunArgs {
     /// How long a read waits for new entries, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub block_ms: u64,
-    /// How often failed entries are tried again, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    /// How often pending entries are checked for a due retry, in milliseconds (each plugin's
+    /// sidecar sets its backoff and attempts).
+    #[arg(long, default_value_t = 500)]
     pub retry_interval_ms: u64,
+    /// How long another consumer's pending entries must be idle before this host takes them
+    /// over (a crashed host), in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub claim_idle_ms: u64,
     /// How often new `events:*` streams are looked for, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub discovery_interval_ms: u64,
@@ -94,6 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             batch_size: args.batch_size.max(1),
             block: Duration::from_millis(args.block_ms.max(1)),
             retry_interval: Duration::from_millis(args.retry_interval_ms.max(10)),
+            claim_idle: Duration::from_millis(args.claim_idle_ms.max(100)),
         },
         discovery_interval: Duration::from_millis(args.discovery_interval_ms.max(10)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),

@@ -15,7 +15,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use super::bindings::evhost::plugin::types;
 use super::bindings::{Plugin, PluginPre};
 use super::settings::PluginSettings;
-use super::state::{CallScope, Effects, HostServices, PluginState};
+use super::state::{CallEffects, CallScope, Effects, HostServices, PluginState};
 use super::subscription::Subscription;
 use crate::event::Event;
 
@@ -31,10 +31,10 @@ pub enum CallError {
 }
 
 /// What the plugin said about an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
-    /// Handled: acknowledge.
-    Ok,
+    /// Handled: commit these effects and acknowledge.
+    Ok(CallEffects),
     /// Transient failure: deliver again later.
     Retry {
         /// Why.
@@ -218,7 +218,7 @@ impl PluginInstance {
     }
 
     /// Calls `handle()` for `event`. Effects of the call are buffered: on [`Outcome::Ok`] they
-    /// join the batch, otherwise they are dropped.
+    /// are returned for the caller to commit, otherwise they are dropped.
     ///
     /// # Errors
     ///
@@ -257,10 +257,7 @@ impl PluginInstance {
         let result = tokio::time::timeout(self.timeout, call).await;
         let effects = &mut self.store.data_mut().effects;
         match result {
-            Ok(Ok(Ok(()))) => {
-                effects.keep_call();
-                Ok(Outcome::Ok)
-            }
+            Ok(Ok(Ok(()))) => Ok(Outcome::Ok(effects.keep_call())),
             Ok(Ok(Err(error))) => {
                 effects.discard_call();
                 Ok(match error {

@@ -10,6 +10,6 @@ pub mod subscription;
 
 pub use engine::{LoadError, PluginEngine, sha256_hex};
 pub use instance::{CallError, DeliveryInfo, Outcome, PluginInstance, PluginVersion};
-pub use settings::PluginSettings;
-pub use state::{Effects, HostServices, PluginState};
+pub use settings::{PluginSettings, RetryPolicy};
+pub use state::{CallEffects, Effects, HostServices, PendingPublish, PluginState};
 pub use subscription::Subscription;

@@ -9,6 +9,12 @@
 //! [limits]
 //! timeout_ms = 5000      # per-call deadline
 //! memory_mib = 128       # linear memory cap per instance
+//! max_event_bytes = 1048576  # larger entries go to the dead-letter stream unread
+//!
+//! [retry]
+//! max_attempts = 5       # then the event is dead-lettered
+//! base_ms = 500          # first retry delay; doubles with each attempt (with jitter)
+//! cap_ms = 60000         # longest retry delay
 //! ```
 
 use std::collections::BTreeMap;
@@ -23,6 +29,48 @@ use crate::broker::GroupStart;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default memory cap per instance (JavaScript guests need this much).
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// Default largest entry handed to a plugin.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// When failed events are tried again, and when they are given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before an event is dead-lettered (the first delivery counts).
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub base: Duration,
+    /// Longest delay between attempts.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before the next attempt of an entry that failed `failures` times: exponential
+    /// (`base × 2^(failures-1)`, at most `cap`) with a jitter of up to −50 % that is stable for
+    /// a given `seed` (e.g. the entry id), so that repeated checks agree.
+    pub fn backoff(&self, failures: u32, seed: u64) -> Duration {
+        let exponent = failures.saturating_sub(1).min(31);
+        let full = self.base.saturating_mul(1u32 << exponent).min(self.cap);
+        // SplitMix64 of the seed: a cheap, stable pseudo-random fraction in [0.5, 1.0).
+        let mut z = seed
+            .wrapping_add(u64::from(failures))
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let fraction = 0.5 + (z >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+        full.mul_f64(fraction)
+    }
+}
 
 /// Settings of one plugin.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +83,10 @@ pub struct PluginSettings {
     pub timeout: Duration,
     /// Maximum linear memory of one instance, in bytes.
     pub memory_bytes: usize,
+    /// Largest entry (sum of field names and values) handed to the plugin.
+    pub max_event_bytes: usize,
+    /// Retries and dead-lettering.
+    pub retry: RetryPolicy,
 }
 
 impl Default for PluginSettings {
@@ -44,6 +96,8 @@ impl Default for PluginSettings {
             config: BTreeMap::new(),
             timeout: DEFAULT_TIMEOUT,
             memory_bytes: mib(DEFAULT_MEMORY_MIB),
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -77,6 +131,16 @@ struct SidecarFile {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    retry: RetrySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySection {
+    max_attempts: Option<u32>,
+    base_ms: Option<u64>,
+    cap_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +148,7 @@ struct SidecarFile {
 struct LimitsSection {
     timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
+    max_event_bytes: Option<usize>,
 }
 
 fn mib(value: u64) -> usize {
@@ -151,6 +216,27 @@ impl PluginSettings {
                 .memory_mib
                 .map(mib)
                 .unwrap_or(defaults.memory_bytes),
+            max_event_bytes: file
+                .limits
+                .max_event_bytes
+                .unwrap_or(defaults.max_event_bytes),
+            retry: RetryPolicy {
+                max_attempts: file
+                    .retry
+                    .max_attempts
+                    .unwrap_or(defaults.retry.max_attempts)
+                    .max(1),
+                base: file
+                    .retry
+                    .base_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(defaults.retry.base),
+                cap: file
+                    .retry
+                    .cap_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(defaults.retry.cap),
+            },
         })
     }
 }
@@ -170,6 +256,24 @@ mod tests {
         );
         assert_eq!(settings.timeout, Duration::from_millis(100));
         assert_eq!(settings.memory_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn parses_the_retry_policy_and_backs_off() {
+        let text = "[retry]\nmax_attempts = 3\nbase_ms = 100\ncap_ms = 1000\n";
+        let settings = PluginSettings::parse(text, Path::new("p.toml")).expect("valid");
+        let policy = settings.retry;
+        assert_eq!(policy.max_attempts, 3);
+        for failures in 1..10 {
+            let full =
+                Duration::from_millis(100 * (1 << (failures - 1))).min(Duration::from_secs(1));
+            let delay = policy.backoff(failures, 42);
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "{failures}: {delay:?} vs {full:?}"
+            );
+            assert_eq!(delay, policy.backoff(failures, 42), "stable for a seed");
+        }
     }
 
     #[test]

@@ -54,11 +54,21 @@ pub struct PendingPublish {
     pub data: String,
 }
 
+/// The writes of one successful call, handed to the consumer to settle with its entry.
+#[derive(Debug, Default)]
+pub struct CallEffects {
+    /// Writes, in call order.
+    pub ops: Vec<Op>,
+    /// Publishes among them, for metrics and the activity feed.
+    pub publishes: Vec<PendingPublish>,
+}
+
 /// Effects of handler calls, buffered until they are committed with the acknowledgement.
 ///
-/// A call's writes first go to the call layer; when the call succeeds they move to the batch
-/// layer, which the consumer commits together with the batch's `XACK`. Reads see the call layer,
-/// then the batch layer, then the broker (read-your-writes).
+/// A call's writes go to the call layer. When the call succeeds they are handed to the
+/// consumer ([`Effects::keep_call`]), which commits them with the entry's `XACK`, and its
+/// key-value writes stay visible to later calls of the batch until [`Effects::end_batch`].
+/// Reads see the call layer, then the batch layer, then the broker (read-your-writes).
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Set while `handle` runs.
@@ -69,12 +79,8 @@ pub struct Effects {
     call_overlay: HashMap<String, Option<Vec<u8>>>,
     /// Publishes of the running call.
     call_publishes: Vec<PendingPublish>,
-    /// Writes of the successful calls of the batch, in order.
-    batch_ops: Vec<Op>,
-    /// Key-value state of the batch.
+    /// Key-value state written by the successful calls of the batch, not yet committed.
     batch_overlay: HashMap<String, Option<Vec<u8>>>,
-    /// Publishes of the batch.
-    batch_publishes: Vec<PendingPublish>,
 }
 
 impl Effects {
@@ -86,12 +92,14 @@ impl Effects {
         self.call_publishes.clear();
     }
 
-    /// The call succeeded: its effects join the batch.
-    pub fn keep_call(&mut self) {
+    /// The call succeeded: returns its writes; its key-value state stays visible to the batch.
+    pub fn keep_call(&mut self) -> CallEffects {
         self.scope = None;
-        self.batch_ops.append(&mut self.call_ops);
         self.batch_overlay.extend(self.call_overlay.drain());
-        self.batch_publishes.append(&mut self.call_publishes);
+        CallEffects {
+            ops: std::mem::take(&mut self.call_ops),
+            publishes: std::mem::take(&mut self.call_publishes),
+        }
     }
 
     /// The call failed: its effects are dropped.
@@ -102,13 +110,9 @@ impl Effects {
         self.call_publishes.clear();
     }
 
-    /// Takes the batch's writes and publishes for committing, leaving the buffers empty.
-    pub fn take_batch(&mut self) -> (Vec<Op>, Vec<PendingPublish>) {
+    /// The batch was committed (or abandoned): reads go to the broker again.
+    pub fn end_batch(&mut self) {
         self.batch_overlay.clear();
-        (
-            std::mem::take(&mut self.batch_ops),
-            std::mem::take(&mut self.batch_publishes),
-        )
     }
 
     /// The buffered value of `key`: `Some(None)` when deleted, `None` when not buffered.
@@ -128,7 +132,7 @@ impl Effects {
             Op::Delete { key } => {
                 self.call_overlay.insert(key.clone(), None);
             }
-            Op::Add { .. } | Op::Ack { .. } => {}
+            Op::Add { .. } | Op::Ack { .. } | Op::Remove { .. } => {}
         }
         self.call_ops.push(op);
     }

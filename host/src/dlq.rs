@@ -1,0 +1,320 @@
+//! Dead letters: entries a plugin will never handle, kept with the reason, and re-driven on
+//! request.
+//!
+//! An entry is dead-lettered when the plugin rejects it, when it failed `max_attempts` times,
+//! when it cannot be parsed, or when it is larger than the plugin's `max_event_bytes`. It is
+//! appended to `evhost:dlq:<plugin>` and acknowledged in the same atomic commit, so it is never
+//! in both places or in neither.
+//!
+//! `evhost dlq retry` moves dead letters to `evhost:redrive:<plugin>`, a stream only that
+//! plugin's consumers read: the other groups of the original stream never see the event again.
+
+use jiff::Timestamp;
+
+use crate::broker::{Broker, BrokerError, Commit, EntryId, Fields, Op};
+
+/// Field of a redriven entry naming the stream the event originally came from.
+pub const ORIGIN_STREAM: &str = "evhost-origin-stream";
+/// Field of a redriven entry naming its original entry id.
+pub const ORIGIN_ENTRY: &str = "evhost-origin-entry";
+/// Prefix of the original fields inside a dead letter.
+const FIELD_PREFIX: &str = "field:";
+
+/// The dead-letter stream of `plugin`.
+pub fn dlq_stream(plugin: &str) -> String {
+    format!("evhost:dlq:{plugin}")
+}
+
+/// The stream of events re-driven to `plugin` alone.
+pub fn redrive_stream(plugin: &str) -> String {
+    format!("evhost:redrive:{plugin}")
+}
+
+/// Why an entry was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The plugin rejected the event (permanent failure).
+    Rejected,
+    /// The event failed `max_attempts` times.
+    MaxAttempts,
+    /// The entry is not an event in any accepted format.
+    Malformed,
+    /// The entry is larger than the plugin's `max_event_bytes`.
+    Oversized,
+}
+
+impl DeadLetterReason {
+    /// Lower-case name, stored in the dead letter and used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::MaxAttempts => "max-attempts",
+            DeadLetterReason::Malformed => "malformed",
+            DeadLetterReason::Oversized => "oversized",
+        }
+    }
+}
+
+/// Everything a dead letter records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Id of the dead letter in `evhost:dlq:<plugin>`.
+    pub dlq_id: String,
+    /// The plugin that gave up.
+    pub plugin: String,
+    /// Its version at the time.
+    pub plugin_version: String,
+    /// Where the entry came from.
+    pub stream: String,
+    /// The original entry id.
+    pub entry_id: String,
+    /// The event id, when the entry could be parsed.
+    pub event_id: String,
+    /// Why (`rejected`, `max-attempts`, `malformed`, `oversized`).
+    pub reason: String,
+    /// The last error.
+    pub error: String,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// When it was dead-lettered (RFC 3339).
+    pub time: String,
+    /// The original fields, with values as text (lossy for binary values).
+    pub fields: Vec<(String, String)>,
+    /// The original fields as stored.
+    #[serde(skip)]
+    pub raw_fields: Fields,
+}
+
+/// The fields of a dead letter for an entry.
+#[allow(clippy::too_many_arguments)]
+pub fn dead_letter_fields(
+    plugin: &str,
+    plugin_version: &str,
+    stream: &str,
+    entry_id: EntryId,
+    event_id: &str,
+    reason: DeadLetterReason,
+    error: &str,
+    attempts: u32,
+    fields: &Fields,
+) -> Fields {
+    let mut letter: Fields = vec![
+        ("plugin".into(), plugin.as_bytes().to_vec()),
+        ("plugin_version".into(), plugin_version.as_bytes().to_vec()),
+        ("stream".into(), stream.as_bytes().to_vec()),
+        ("entry_id".into(), entry_id.to_string().into_bytes()),
+        ("event_id".into(), event_id.as_bytes().to_vec()),
+        ("reason".into(), reason.as_str().as_bytes().to_vec()),
+        ("error".into(), error.as_bytes().to_vec()),
+        ("attempts".into(), attempts.to_string().into_bytes()),
+        ("time".into(), Timestamp::now().to_string().into_bytes()),
+    ];
+    for (name, value) in fields {
+        letter.push((format!("{FIELD_PREFIX}{name}"), value.clone()));
+    }
+    letter
+}
+
+fn parse(dlq_id: EntryId, fields: Fields) -> DeadLetter {
+    let mut letter = DeadLetter {
+        dlq_id: dlq_id.to_string(),
+        plugin: String::new(),
+        plugin_version: String::new(),
+        stream: String::new(),
+        entry_id: String::new(),
+        event_id: String::new(),
+        reason: String::new(),
+        error: String::new(),
+        attempts: 0,
+        time: String::new(),
+        fields: Vec::new(),
+        raw_fields: Vec::new(),
+    };
+    for (name, value) in fields {
+        let text = String::from_utf8_lossy(&value).into_owned();
+        if let Some(original) = name.strip_prefix(FIELD_PREFIX) {
+            letter.fields.push((original.to_string(), text));
+            letter.raw_fields.push((original.to_string(), value));
+            continue;
+        }
+        match name.as_str() {
+            "plugin" => letter.plugin = text,
+            "plugin_version" => letter.plugin_version = text,
+            "stream" => letter.stream = text,
+            "entry_id" => letter.entry_id = text,
+            "event_id" => letter.event_id = text,
+            "reason" => letter.reason = text,
+            "error" => letter.error = text,
+            "attempts" => letter.attempts = text.parse().unwrap_or(0),
+            "time" => letter.time = text,
+            _ => {}
+        }
+    }
+    letter
+}
+
+/// Up to `count` dead letters of `plugin`, oldest first.
+///
+/// # Errors
+///
+/// When the broker fails.
+pub async fn list(
+    broker: &dyn Broker,
+    plugin: &str,
+    count: usize,
+) -> Result<Vec<DeadLetter>, BrokerError> {
+    Ok(broker
+        .range(&dlq_stream(plugin), EntryId::ZERO, EntryId::MAX, count)
+        .await?
+        .into_iter()
+        .map(|entry| parse(entry.id, entry.fields))
+        .collect())
+}
+
+/// One dead letter of `plugin`.
+///
+/// # Errors
+///
+/// When the broker fails.
+pub async fn get(
+    broker: &dyn Broker,
+    plugin: &str,
+    id: EntryId,
+) -> Result<Option<DeadLetter>, BrokerError> {
+    Ok(broker
+        .range(&dlq_stream(plugin), id, id, 1)
+        .await?
+        .into_iter()
+        .next()
+        .map(|entry| parse(entry.id, entry.fields)))
+}
+
+/// Re-drives dead letters to `plugin` alone: each moves, atomically, from the dead-letter
+/// stream to the plugin's redrive stream, where the running host delivers it again (attempts
+/// start over). Returns how many moved.
+///
+/// # Errors
+///
+/// When the broker fails (letters moved before the failure stay moved).
+pub async fn redrive(
+    broker: &dyn Broker,
+    plugin: &str,
+    letters: &[DeadLetter],
+) -> Result<usize, BrokerError> {
+    let mut moved = 0;
+    for letter in letters {
+        let Ok(dlq_id) = letter.dlq_id.parse::<EntryId>() else {
+            continue;
+        };
+        let mut fields: Fields = vec![
+            (ORIGIN_STREAM.into(), letter.stream.as_bytes().to_vec()),
+            (ORIGIN_ENTRY.into(), letter.entry_id.as_bytes().to_vec()),
+        ];
+        fields.extend(letter.raw_fields.iter().cloned());
+        broker
+            .commit(&Commit {
+                ops: vec![
+                    Op::Add {
+                        stream: redrive_stream(plugin),
+                        fields,
+                    },
+                    Op::Remove {
+                        stream: dlq_stream(plugin),
+                        id: dlq_id,
+                    },
+                ],
+                settlements: Vec::new(),
+            })
+            .await?;
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+/// Deletes dead letters of `plugin`; returns how many.
+///
+/// # Errors
+///
+/// When the broker fails.
+pub async fn purge(
+    broker: &dyn Broker,
+    plugin: &str,
+    letters: &[DeadLetter],
+) -> Result<usize, BrokerError> {
+    let ops: Vec<Op> = letters
+        .iter()
+        .filter_map(|letter| letter.dlq_id.parse().ok())
+        .map(|id| Op::Remove {
+            stream: dlq_stream(plugin),
+            id,
+        })
+        .collect();
+    let count = ops.len();
+    broker
+        .commit(&Commit {
+            ops,
+            settlements: Vec::new(),
+        })
+        .await?;
+    Ok(count)
+}
+
+/// Splits a redriven entry into its origin (stream, entry id) and the original fields.
+pub fn split_redriven(fields: &Fields) -> Option<(String, EntryId, Fields)> {
+    let mut stream = None;
+    let mut entry = None;
+    let mut original = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        match name.as_str() {
+            ORIGIN_STREAM => stream = String::from_utf8(value.clone()).ok(),
+            ORIGIN_ENTRY => {
+                entry = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+            }
+            _ => original.push((name.clone(), value.clone())),
+        }
+    }
+    Some((stream?, entry?, original))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_round_trip() {
+        let fields: Fields = vec![("payload".into(), b"{}".to_vec())];
+        let letter_fields = dead_letter_fields(
+            "payment",
+            "1.0",
+            "events:AuctionEnded",
+            EntryId::new(5, 1),
+            "e-1",
+            DeadLetterReason::Rejected,
+            "bad data",
+            2,
+            &fields,
+        );
+        let letter = parse(EntryId::new(9, 0), letter_fields);
+        assert_eq!(letter.plugin, "payment");
+        assert_eq!(letter.stream, "events:AuctionEnded");
+        assert_eq!(letter.entry_id, "5-1");
+        assert_eq!(letter.reason, "rejected");
+        assert_eq!(letter.attempts, 2);
+        assert_eq!(letter.raw_fields, fields);
+        let mut redriven = vec![
+            (ORIGIN_STREAM.to_string(), b"events:AuctionEnded".to_vec()),
+            (ORIGIN_ENTRY.to_string(), b"5-1".to_vec()),
+        ];
+        redriven.extend(fields.clone());
+        assert_eq!(
+            split_redriven(&redriven),
+            Some((
+                "events:AuctionEnded".to_string(),
+                EntryId::new(5, 1),
+                fields
+            ))
+        );
+    }
+}
