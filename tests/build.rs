@@ -14,6 +14,12 @@ fn main() {
                 dir: "tests/guests/probe",
                 env: &[],
             },
+            Guest {
+                constant: "OTHER_WORLD",
+                package: "evhost-test-other-world",
+                dir: "tests/guests/other-world",
+                env: &[],
+            },
             // The same probe reporting version 2: a different component to hot-swap to.
             Guest {
                 constant: "PROBE_V2",

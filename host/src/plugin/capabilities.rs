@@ -23,6 +23,26 @@ pub struct Bucket {
 }
 
 const NOT_IN_CALL: &str = "effects are only allowed while `handle` runs";
+/// Most writes one `handle` call may buffer.
+const MAX_WRITES_PER_CALL: usize = 10_000;
+
+impl PluginState {
+    /// Checks a write against the per-write size limit and the per-call write count.
+    fn check_write(&self, what: &str, bytes: usize) -> Result<(), String> {
+        if bytes > self.max_effect_bytes {
+            return Err(format!(
+                "{what} of {bytes} bytes exceeds the limit of {} bytes (max_event_bytes)",
+                self.max_effect_bytes
+            ));
+        }
+        if self.effects.call_writes() >= MAX_WRITES_PER_CALL {
+            return Err(format!(
+                "more than {MAX_WRITES_PER_CALL} writes in one call"
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl types::Host for PluginState {}
 
@@ -132,6 +152,9 @@ impl kv::HostBucket for PluginState {
         if self.effects.scope.is_none() {
             return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
         }
+        if let Err(reason) = self.check_write("value", key.len() + value.len()) {
+            return Ok(Err(kv::Error::Other(reason)));
+        }
         let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
         self.effects.push(Op::Set { key, value });
         Ok(Ok(()))
@@ -212,6 +235,10 @@ impl publisher::Host for PluginState {
         if let Err(reason) = event::validate_type(&outgoing.type_) {
             return Ok(Err(reason));
         }
+        if let Err(reason) = self.check_write("event data", outgoing.data.len()) {
+            tracing::warn!(plugin = %self.plugin, "publish refused: {reason}");
+            return Ok(Err(reason));
+        }
         let mut event = Event::new(outgoing.type_, self.plugin.to_string(), outgoing.data);
         if let Some(content_type) = outgoing.datacontenttype {
             event.datacontenttype = content_type;
@@ -246,6 +273,13 @@ impl journal::Host for PluginState {
         }
         if fields.is_empty() {
             return Ok(Err("a journal record needs at least one field".into()));
+        }
+        let size = fields
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        if let Err(reason) = self.check_write("journal record", size) {
+            return Ok(Err(reason));
         }
         let stream = self.journal_stream();
         let fields = fields

@@ -160,6 +160,7 @@ impl PluginVersion {
             self.config.clone(),
             self.services.clone(),
             limits,
+            self.settings.max_event_bytes,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

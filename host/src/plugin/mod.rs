@@ -4,6 +4,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod engine;
 pub mod instance;
+pub mod output;
 pub mod settings;
 pub mod state;
 pub mod subscription;

@@ -8,6 +8,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::output::{Channel, LogOutput};
 use crate::activity::Activity;
 use crate::broker::{Broker, Op};
 use crate::metrics::Metrics;
@@ -123,6 +124,11 @@ impl Effects {
             .map(|value| value.as_deref())
     }
 
+    /// Writes buffered by the running call.
+    pub fn call_writes(&self) -> usize {
+        self.call_ops.len()
+    }
+
     /// Buffers a write.
     pub fn push(&mut self, op: Op) {
         match &op {
@@ -165,6 +171,8 @@ pub struct PluginState {
     pub(crate) config: Arc<BTreeMap<String, String>>,
     /// Broker, metrics and activity feed.
     pub(crate) services: Arc<HostServices>,
+    /// Largest single write (published event, journal record, key-value value).
+    pub(crate) max_effect_bytes: usize,
     /// Buffered effects.
     pub effects: Effects,
 }
@@ -176,11 +184,14 @@ impl PluginState {
         config: Arc<BTreeMap<String, String>>,
         services: Arc<HostServices>,
         limits: StoreLimits,
+        max_effect_bytes: usize,
     ) -> Self {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .stdout(LogOutput::new(plugin.clone(), Channel::Stdout))
+            .stderr(LogOutput::new(plugin.clone(), Channel::Stderr))
             .build();
         PluginState {
             wasi,
@@ -189,6 +200,7 @@ impl PluginState {
             plugin,
             config,
             services,
+            max_effect_bytes,
             effects: Effects::default(),
         }
     }

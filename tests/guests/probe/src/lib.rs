@@ -18,6 +18,14 @@
 //! | `"trap"` | panic |
 //! | `"sandbox"` | tries the filesystem, environment, arguments and a TCP connection to `127.0.0.1:<port>` (`port` from the data, default 6379), and publishes `ProbeReport` with one `"denied: <error>"` or `"allowed: <detail>"` per try |
 //! | `"publish"` | publishes an event of type `publish_type` with data `publish_data` |
+//! | `"loop"` | loops forever (the host's deadline must stop it) |
+//! | `"alloc"` | allocates memory until it runs out (a memory bomb) |
+//! | `"recurse"` | recurses until the stack overflows |
+//! | `"huge-publish"` | publishes `ProbeHuge` with `mib` MiB of data (default 4) and reports the host's answer by publishing `ProbeHugeResult` |
+//! | `"print"` | writes `text` to stdout and stderr |
+//! | `"configured"` | does what the config value `action` says (`ok` or `reject`; default `ok`) |
+//!
+//! With the config value `panic_in_describe = "true"`, `describe()` panics.
 //!
 //! Anything else is rejected. The records of a failed call are discarded by the host.
 
@@ -54,6 +62,18 @@ enum Action {
     Sandbox { port: u16 },
     /// Publish `data` as an event of type `event_type`.
     Publish { event_type: String, data: Value },
+    /// Loop forever.
+    Loop,
+    /// Allocate until memory runs out.
+    Alloc,
+    /// Recurse until the stack overflows.
+    Recurse,
+    /// Publish `mib` MiB and report what the host said.
+    HugePublish { mib: usize },
+    /// Write `text` to stdout and stderr.
+    Print { text: String },
+    /// Do what the config value `action` says.
+    Configured,
 }
 
 /// Reads the action from the event's data object.
@@ -85,6 +105,24 @@ fn parse_action(data: &Map<String, Value>) -> Result<Action> {
         }
         "reject" => Action::Reject,
         "trap" => Action::Trap,
+        "loop" => Action::Loop,
+        "alloc" => Action::Alloc,
+        "recurse" => Action::Recurse,
+        "huge-publish" => Action::HugePublish {
+            mib: data
+                .get("mib")
+                .and_then(Value::as_u64)
+                .and_then(|mib| usize::try_from(mib).ok())
+                .unwrap_or(4),
+        },
+        "print" => Action::Print {
+            text: data
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("hello from the probe")
+                .to_owned(),
+        },
+        "configured" => Action::Configured,
         "sandbox" => Action::Sandbox {
             port: match data.get("port") {
                 None | Some(Value::Null) => DEFAULT_PROBE_PORT,
@@ -216,6 +254,9 @@ pub struct Probe;
 
 impl Plugin for Probe {
     fn describe() -> PluginInfo {
+        if config::get("panic_in_describe").as_deref() == Some("true") {
+            panic!("asked to panic in describe()");
+        }
         let (name, version) = identity();
         let subscriptions =
             config::get("subscriptions").unwrap_or_else(|| DEFAULT_SUBSCRIPTIONS.to_owned());
@@ -251,8 +292,47 @@ impl Plugin for Probe {
                 publish(&event_type, &data)?;
                 Ok(())
             }
+            Action::Loop => loop {
+                std::hint::black_box(delivery.attempt());
+            },
+            Action::Alloc => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1024 * 1024]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Action::Recurse => {
+                std::hint::black_box(recurse(u64::from(delivery.attempt())));
+                Ok(())
+            }
+            Action::HugePublish { mib } => {
+                let big = "x".repeat(mib.saturating_mul(1024 * 1024));
+                let answer = match publish("ProbeHuge", &big) {
+                    Ok(id) => format!("published {id}"),
+                    Err(err) => format!("refused: {}", err.message()),
+                };
+                publish("ProbeHugeResult", &serde_json::json!({ "answer": answer }))?;
+                Ok(())
+            }
+            Action::Print { text } => {
+                println!("{text}");
+                eprintln!("{text} (stderr)");
+                Ok(())
+            }
+            Action::Configured => match config::get("action").as_deref() {
+                Some("reject") => Err(Error::reject("the config says reject")),
+                _ => Ok(()),
+            },
         }
     }
+}
+
+/// Recurses without end (the result is never produced).
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(frame[0].wrapping_add(1)).wrapping_add(frame[63])
 }
 
 evhost_sdk::export_plugin!(Probe);
