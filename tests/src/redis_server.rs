@@ -5,6 +5,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,10 @@ pub struct RedisServer {
     child: Child,
     /// The loopback port it listens on.
     port: u16,
+    /// Extra configuration arguments, kept for restarts.
+    extra: Vec<String>,
     /// Its working directory and log file, removed on drop.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for RedisServer {
@@ -43,6 +46,50 @@ fn answers_ping(port: u16) -> bool {
     matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG"))
 }
 
+/// Starts `redis-server` on `port` with its files in `dir`.
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> Child {
+    let child = Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--protected-mode", "yes"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+            "redis-server is not installed, and these tests need a real one: \
+             install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: \
+             `brew install redis`) and run the tests again"
+        ),
+        Err(err) => panic!("cannot start redis-server: {err}"),
+    }
+}
+
+/// Waits until the server on `port` answers; false if it exited or took over 10 s.
+fn wait_up(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if answers_ping(port) {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 impl RedisServer {
     /// Starts a fresh server and waits until it answers `PING`.
     ///
@@ -51,6 +98,17 @@ impl RedisServer {
     /// When `redis-server` is missing or does not come up within 10 s (the panic message
     /// includes the server's log).
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a fresh server with extra configuration, e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]`.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
         let mut last_log = String::new();
         for _ in 0..5 {
             let dir = tempfile::Builder::new()
@@ -58,54 +116,17 @@ impl RedisServer {
                 .tempdir()
                 .expect("create a temporary directory");
             let port = free_port();
-            let log = dir.path().join("redis.log");
-            let child = Command::new("redis-server")
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--bind")
-                .arg("127.0.0.1")
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--daemonize",
-                    "no",
-                    "--protected-mode",
-                    "yes",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match child {
-                Ok(child) => child,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "redis-server is not installed, and these tests need a real one: \
-                     install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: \
-                     `brew install redis`) and run the tests again"
-                ),
-                Err(err) => panic!("cannot start redis-server: {err}"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if answers_ping(port) {
-                    return RedisServer {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited: probably lost the port race; try another port
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let mut child = spawn(port, dir.path(), &extra);
+            if wait_up(&mut child, port) {
+                return RedisServer {
+                    child,
+                    port,
+                    extra,
+                    dir,
+                };
             }
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+            // Exited (probably lost the port race) or hung: try another port.
+            last_log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -120,6 +141,32 @@ impl RedisServer {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Kills the server with SIGKILL (a crash) and starts it again on the same port and
+    /// directory, so that it reloads its append-only file if it has one.
+    ///
+    /// # Panics
+    ///
+    /// When it does not come back within 10 s.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..50 {
+            let mut child = spawn(self.port, self.dir.path(), &self.extra);
+            if wait_up(&mut child, self.port) {
+                self.child = child;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+        panic!(
+            "redis-server did not restart on port {}; its log:\n{log}",
+            self.port
+        );
     }
 }
 
