@@ -466,4 +466,36 @@ mod tests {
         assert!(validate_type("a b").is_err());
         assert!(validate_type("Pay*").is_err());
     }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// Arbitrary field maps (names, values, counts, invalid UTF-8, JSON-ish text) never
+        /// panic the parser: they decode or give a `MalformedEntry`.
+        #[test]
+        fn parsing_arbitrary_entries_never_panics(
+            stream in "(events:)?[A-Za-z.*]{0,12}",
+            ms in proptest::num::u64::ANY,
+            seq in proptest::num::u64::ANY,
+            fields in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just("payload".to_string()),
+                        proptest::strategy::Just("data".to_string()),
+                        proptest::strategy::Just("id".to_string()),
+                        proptest::strategy::Just("type".to_string()),
+                        proptest::strategy::Just("specversion".to_string()),
+                        "[a-z_]{0,10}",
+                    ],
+                    proptest::prop_oneof![
+                        proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+                        "\\{\"(id|type|data|timestamp|metadata|source_agent)\":(\"[a-z]{0,5}\"|[0-9]{1,3}|null|\\{\\}|\\[\\]|\\{\"a\":1\\}),?\\}".prop_map(String::into_bytes),
+                    ],
+                ),
+                0..6,
+            ),
+        ) {
+            let _ = Event::from_entry(&stream, EntryId::new(ms, seq), &fields);
+        }
+    }
 }

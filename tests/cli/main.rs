@@ -215,3 +215,87 @@ fn run_processes_events_and_stops_on_sigterm() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// `evhost dlq` lists, shows and re-drives dead letters, with JSON output for scripts and
+/// usage errors (exit code 2) that say what to do.
+#[test]
+fn dlq_lists_shows_and_redrives_dead_letters() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let dlq_id: String = redis::cmd("XADD")
+        .arg("evhost:dlq:payment")
+        .arg("*")
+        .arg(&[
+            ("plugin", "payment"),
+            ("plugin_version", "0.1.0"),
+            ("stream", "events:AuctionEnded"),
+            ("entry_id", "1700000000000-0"),
+            ("event_id", "e-1"),
+            ("reason", "rejected"),
+            ("error", "missing field `winning_price`"),
+            ("attempts", "1"),
+            ("time", "2026-11-24T18:00:00Z"),
+            ("field:payload", r#"{"auction_id":"a1"}"#),
+        ])
+        .query(&mut conn)
+        .expect("XADD");
+    let run = |args: &[&str]| {
+        evhost()
+            .arg("dlq")
+            .args(args)
+            .args(["--redis", &server.url()])
+            .output()
+            .expect("run evhost dlq")
+    };
+
+    let output = run(&["list", "--plugin", "payment", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let letters: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON list");
+    assert_eq!(letters[0]["dlq_id"], dlq_id.as_str());
+    assert_eq!(letters[0]["reason"], "rejected");
+    assert_eq!(letters[0]["fields"][0][0], "payload");
+
+    let output = run(&["show", "--plugin", "payment", &dlq_id]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success()
+            && text.contains("missing field `winning_price`")
+            && text.contains("payload = "),
+        "{text}"
+    );
+
+    let output = run(&["purge", "--plugin", "payment"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "nothing selected is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--all"));
+    let output = run(&["show", "--plugin", "payment", "not-an-id"]);
+    assert_eq!(output.status.code(), Some(2));
+
+    let output = run(&["retry", "--plugin", "payment", "--all", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let moved: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(moved["redriven"], 1);
+    assert_eq!(xrange_len(&server, "evhost:dlq:payment"), 0);
+    assert_eq!(
+        xrange_len(&server, "evhost:redrive:payment"),
+        1,
+        "moved to the plugin's own redrive stream"
+    );
+    assert_eq!(
+        xrange_len(&server, "events:AuctionEnded"),
+        0,
+        "other groups never see it"
+    );
+}

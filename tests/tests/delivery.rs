@@ -356,3 +356,124 @@ async fn a_trap_discards_the_instance_not_the_host() {
     assert!(text.contains("outcome=\"trap\"} 1"), "{text}");
     host.stop().await;
 }
+
+/// A plugin that rejects until its configuration is fixed: its dead letter is re-driven after
+/// the fix (a sidecar change reloads the plugin) and handled by that plugin alone; another
+/// plugin on the same stream never sees the event twice. A transient failure that never
+/// heals is dead-lettered after `max_attempts`, exactly once, and its entry acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_redriven_to_one_plugin_only() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sidecar = |name: &str, action: &str| {
+        format!(
+            "[config]\nname = \"{name}\"\nsubscriptions = \"ProbeRedrive\"\naction = \"{action}\"\n[retry]\nmax_attempts = 3\nbase_ms = 50\n"
+        )
+    };
+    for name in ["fixer", "other"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.wasm")),
+            evhost_tests::guests::PROBE,
+        )
+        .expect("write plugin");
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            sidecar(name, if name == "fixer" { "reject" } else { "ok" }),
+        )
+        .expect("write sidecar");
+    }
+    let host =
+        TestHost::start_watching(broker.clone(), fast_options("redrive-host"), dir.path()).await;
+    let event = publish(
+        broker.as_ref(),
+        "ProbeRedrive",
+        json!({"action": "configured"}),
+    )
+    .await;
+    wait_for("the dead letter", TIMEOUT, || async {
+        evhost::dlq::list(broker.as_ref(), "fixer", 10)
+            .await
+            .expect("dlq")
+            .len()
+            == 1
+    })
+    .await;
+    wait_for("the other plugin", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "other")
+            .await
+            .contains_key(&event.id)
+    })
+    .await;
+
+    // Fix the configuration: the sidecar change reloads the plugin.
+    std::fs::write(dir.path().join("fixer.toml"), sidecar("fixer", "ok")).expect("fix sidecar");
+    wait_for("the reload", TIMEOUT, || async {
+        host.host
+            .services()
+            .metrics
+            .render()
+            .contains("evhost_plugin_reloads_total{plugin=\"fixer\",result=\"ok\"} 2")
+    })
+    .await;
+    let letters = evhost::dlq::list(broker.as_ref(), "fixer", 10)
+        .await
+        .expect("dlq");
+    assert_eq!(
+        evhost::dlq::redrive(broker.as_ref(), "fixer", &letters)
+            .await
+            .expect("redrive"),
+        1
+    );
+    wait_for("the redriven event", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "fixer").await.get(&event.id) == Some(&1)
+    })
+    .await;
+    let record = journal(broker.as_ref(), "fixer").await.remove(0);
+    assert_eq!(
+        record.get("stream").map(String::as_str),
+        Some("events:ProbeRedrive"),
+        "the plugin sees the original stream"
+    );
+    assert!(
+        evhost::dlq::list(broker.as_ref(), "fixer", 10)
+            .await
+            .expect("dlq")
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        handled_ids(broker.as_ref(), "other").await.get(&event.id),
+        Some(&1),
+        "the other group never saw it again"
+    );
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeRedrive", "fixer").await,
+        0
+    );
+
+    // A failure that never heals: three attempts, then exactly one dead letter.
+    let doomed = publish(broker.as_ref(), "ProbeRedrive", json!({"action": "fail"})).await;
+    wait_for("the max-attempts dead letter", TIMEOUT, || async {
+        evhost::dlq::list(broker.as_ref(), "fixer", 10)
+            .await
+            .expect("dlq")
+            .len()
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let letters = evhost::dlq::list(broker.as_ref(), "fixer", 10)
+        .await
+        .expect("dlq");
+    assert_eq!(letters.len(), 1, "exactly one dead letter");
+    assert_eq!(letters[0].event_id, doomed.id);
+    assert_eq!(letters[0].reason, "max-attempts");
+    assert_eq!(letters[0].attempts, 3);
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeRedrive", "fixer").await,
+        0,
+        "source acknowledged"
+    );
+    host.stop().await;
+}

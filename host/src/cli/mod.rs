@@ -2,6 +2,7 @@
 
 mod common;
 mod demo;
+mod dlq;
 mod examples;
 mod publish;
 mod run;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use common::{connect_redis, redact_url};
 pub use demo::DemoArgs;
+pub use dlq::{DlqArgs, DlqCommand};
 pub use examples::ExamplesArgs;
 pub use publish::PublishArgs;
 pub use run::RunArgs;
@@ -51,6 +53,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Write the example plugins (payment, notification, audit, metrics) into a directory.
     Examples(ExamplesArgs),
+    /// List, show, re-drive or purge a plugin's dead letters.
+    Dlq(DlqArgs),
 }
 
 impl Command {
@@ -58,7 +62,9 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Run(_) => "info",
-            Command::Demo(_) | Command::Publish(_) | Command::Examples(_) => "warn",
+            Command::Demo(_) | Command::Publish(_) | Command::Examples(_) | Command::Dlq(_) => {
+                "warn"
+            }
         }
     }
 }
@@ -93,6 +99,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Publish(args) => publish::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Examples(args) => examples::run(args),
+        Command::Dlq(args) => dlq::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

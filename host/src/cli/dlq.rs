@@ -1,0 +1,210 @@
+//! `evhost dlq`: list, show, re-drive and purge a plugin's dead letters.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::UsageError;
+use super::common::{DEFAULT_REDIS_URL, connect_redis};
+use crate::broker::EntryId;
+use crate::dlq::{self, DeadLetter};
+
+/// Arguments of `evhost dlq`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  evhost dlq list --plugin payment\n  evhost dlq show --plugin payment 1732470000000-0\n  evhost dlq retry --plugin payment --all\n  evhost dlq purge --plugin payment 1732470000000-0 --json"
+)]
+pub struct DlqArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DlqCommand,
+    /// Redis server URL.
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, global = true)]
+    pub redis: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List the dead letters of a plugin, oldest first.
+    List {
+        /// The plugin.
+        #[arg(long)]
+        plugin: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// Show one dead letter with its original fields.
+    Show {
+        /// The plugin.
+        #[arg(long)]
+        plugin: String,
+        /// The dead letter's id (first column of `list`).
+        id: String,
+    },
+    /// Deliver dead letters again, to this plugin only (never to the other groups).
+    Retry(Selection),
+    /// Delete dead letters.
+    Purge(Selection),
+}
+
+/// Which dead letters of which plugin.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// The plugin.
+    #[arg(long)]
+    pub plugin: String,
+    /// Dead-letter ids; or `--all`.
+    pub ids: Vec<String>,
+    /// Every dead letter of the plugin.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+}
+
+fn parse_id(text: &str) -> anyhow::Result<EntryId> {
+    text.parse()
+        .map_err(|err| UsageError(format!("{err} (use an id from `evhost dlq list`)")).into())
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn print_table(letters: &[DeadLetter]) {
+    println!(
+        "{:<22} {:<28} {:<22} {:<13} {:>8}  ERROR",
+        "ID", "STREAM", "ENTRY", "REASON", "ATTEMPTS"
+    );
+    for letter in letters {
+        println!(
+            "{:<22} {:<28} {:<22} {:<13} {:>8}  {}",
+            letter.dlq_id,
+            truncate(&letter.stream, 28),
+            letter.entry_id,
+            letter.reason,
+            letter.attempts,
+            truncate(&letter.error, 60)
+        );
+    }
+}
+
+/// Runs `evhost dlq`.
+///
+/// # Errors
+///
+/// When Redis cannot be reached, an id is invalid or unknown.
+pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
+    let broker = connect_redis(&args.redis).await?;
+    match args.command {
+        DlqCommand::List { plugin, count } => {
+            let letters = dlq::list(&broker, &plugin, count).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else if letters.is_empty() {
+                println!(
+                    "no dead letters for {plugin} (stream {})",
+                    dlq::dlq_stream(&plugin)
+                );
+            } else {
+                print_table(&letters);
+            }
+        }
+        DlqCommand::Show { plugin, id } => {
+            let id = parse_id(&id)?;
+            let letter = dlq::get(&broker, &plugin, id)
+                .await?
+                .with_context(|| format!("no dead letter {id} in {}", dlq::dlq_stream(&plugin)))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&letter)?);
+            } else {
+                println!("id         {}", letter.dlq_id);
+                println!("plugin     {} {}", letter.plugin, letter.plugin_version);
+                println!("stream     {}", letter.stream);
+                println!("entry      {}", letter.entry_id);
+                println!("event      {}", letter.event_id);
+                println!("reason     {}", letter.reason);
+                println!("attempts   {}", letter.attempts);
+                println!("time       {}", letter.time);
+                println!("error      {}", letter.error);
+                println!("fields");
+                for (name, value) in &letter.fields {
+                    println!("  {name} = {value}");
+                }
+            }
+        }
+        DlqCommand::Retry(selection) | DlqCommand::Purge(selection)
+            if !selection.all && selection.ids.is_empty() =>
+        {
+            return Err(UsageError(format!(
+                "name the dead letters to act on, or pass --all (see `evhost dlq list --plugin {}`)",
+                selection.plugin
+            ))
+            .into());
+        }
+        DlqCommand::Retry(selection) => {
+            let letters = select(&broker, &selection).await?;
+            let moved = dlq::redrive(&broker, &selection.plugin, &letters).await?;
+            report(
+                args.json,
+                "redriven",
+                moved,
+                &format!(
+                    "to {} (read by {} only)",
+                    dlq::redrive_stream(&selection.plugin),
+                    selection.plugin
+                ),
+            );
+        }
+        DlqCommand::Purge(selection) => {
+            let letters = select(&broker, &selection).await?;
+            let purged = dlq::purge(&broker, &selection.plugin, &letters).await?;
+            report(
+                args.json,
+                "purged",
+                purged,
+                &format!("from {}", dlq::dlq_stream(&selection.plugin)),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn report(json: bool, what: &str, count: usize, detail: &str) {
+    if json {
+        println!("{}", serde_json::json!({ what: count }));
+    } else {
+        println!("{what} {count} dead letter(s) {detail}");
+    }
+}
+
+/// The dead letters named by `selection` (all of them with `--all`).
+async fn select(
+    broker: &crate::broker::redis::RedisBroker,
+    selection: &Selection,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    if selection.all {
+        return Ok(dlq::list(broker, &selection.plugin, 1_000_000).await?);
+    }
+    let mut letters = Vec::new();
+    for text in &selection.ids {
+        let id = parse_id(text)?;
+        let letter = dlq::get(broker, &selection.plugin, id)
+            .await?
+            .with_context(|| {
+                format!(
+                    "no dead letter {id} in {}",
+                    dlq::dlq_stream(&selection.plugin)
+                )
+            })?;
+        letters.push(letter);
+    }
+    Ok(letters)
+}
