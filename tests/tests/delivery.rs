@@ -477,3 +477,41 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
     );
     host.stop().await;
 }
+
+/// After a `FLUSHALL` (or a Redis restart without persistence) the groups are gone: the host
+/// recreates them by itself and handles the events that arrive afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_lost_in_a_flush_are_recreated() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("flush-host"),
+        vec![probe("flushed", "ProbeFlush")],
+    )
+    .await;
+    let before = publish(broker.as_ref(), "ProbeFlush", json!({})).await;
+    wait_for("the first event", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "flushed")
+            .await
+            .contains_key(&before.id)
+    })
+    .await;
+    let mut conn = evhost_tests::raw_connection(&server).await;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("FLUSHALL");
+    let after = publish(broker.as_ref(), "ProbeFlush", json!({})).await;
+    wait_for("the event after the flush", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "flushed")
+            .await
+            .contains_key(&after.id)
+    })
+    .await;
+    wait_for("nothing pending", TIMEOUT, || async {
+        pending_count(broker.as_ref(), "ProbeFlush", "flushed").await == 0
+    })
+    .await;
+    host.stop().await;
+}
