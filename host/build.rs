@@ -27,6 +27,12 @@ fn main() {
                 env: &[],
             },
             Guest {
+                constant: "NOOP",
+                package: "evhost-plugin-noop",
+                dir: "plugins/noop",
+                env: &[],
+            },
+            Guest {
                 constant: "METRICS",
                 package: "evhost-plugin-metrics",
                 dir: "plugins/metrics",

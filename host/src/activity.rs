@@ -2,7 +2,7 @@
 //!
 //! The feed is a broadcast channel: slow or absent listeners never hold up event handling.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How a handler call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,10 @@ pub enum Activity {
         detail: Option<String>,
         /// Time spent in the handler.
         duration: Duration,
+        /// When the handler was entered (wall clock), for latency measurements.
+        started_at: SystemTime,
+        /// SHA-256 of the plugin version that handled it.
+        sha256: String,
     },
     /// A plugin's publish was committed.
     Published {

@@ -1,6 +1,6 @@
-//! The example plugins (payment, notification, audit, metrics), compiled to Wasm components by
-//! the build script and embedded in the binary, so that `evhost demo` and `evhost plugins
-//! install-examples` need nothing else.
+//! The example plugins (payment, notification, audit, metrics, and `noop` for the benchmark),
+//! compiled to Wasm components by the build script and embedded in the binary, so that
+//! `evhost demo`, `evhost examples` and `evhost bench` need nothing else.
 
 include!(concat!(env!("OUT_DIR"), "/example_plugins.rs"));
 

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -486,7 +486,9 @@ impl Consumer {
                     "",
                     OutcomeKind::Oversized,
                     Some(error.clone()),
+                    SystemTime::now(),
                     Duration::ZERO,
+                    &version,
                 );
                 self.dead_letter(
                     &mut batch,
@@ -508,7 +510,9 @@ impl Consumer {
                         "",
                         OutcomeKind::Malformed,
                         Some(error.clone()),
+                        SystemTime::now(),
                         Duration::ZERO,
+                        &version,
                     );
                     self.dead_letter(
                         &mut batch,
@@ -549,7 +553,9 @@ impl Consumer {
                 attempt: delivered.deliveries,
                 group: self.group.clone(),
             };
+            let started_at = SystemTime::now();
             let started = Instant::now();
+            let handled_by = current.version.clone();
             let result = current.instance.handle(&event, &delivery).await;
             let elapsed = started.elapsed();
             let last_attempt = delivered.deliveries >= settings.retry.max_attempts;
@@ -636,7 +642,9 @@ impl Consumer {
                 &event.id,
                 handled.outcome,
                 handled.detail,
+                started_at,
                 elapsed,
+                &handled_by,
             );
         }
         self.commit(live, batch).await;
@@ -689,25 +697,33 @@ impl Consumer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         entry_id: &str,
         event_id: &str,
         outcome: OutcomeKind,
         detail: Option<String>,
+        started_at: SystemTime,
         duration: Duration,
+        version: &PluginVersion,
     ) {
         self.services
             .metrics
             .record_handled(&self.group, &self.stream, outcome.as_str(), duration);
-        let _ = self.services.activity.send(Activity::Handled {
-            plugin: self.group.clone(),
-            stream: self.stream.clone(),
-            entry_id: entry_id.to_string(),
-            event_id: event_id.to_string(),
-            outcome,
-            detail,
-            duration,
-        });
+        // Build the feed's record only when someone listens: no per-event allocations otherwise.
+        if self.services.activity.receiver_count() > 0 {
+            let _ = self.services.activity.send(Activity::Handled {
+                plugin: self.group.clone(),
+                stream: self.stream.clone(),
+                entry_id: entry_id.to_string(),
+                event_id: event_id.to_string(),
+                outcome,
+                detail,
+                duration,
+                started_at,
+                sha256: version.sha256.clone(),
+            });
+        }
     }
 }

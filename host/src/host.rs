@@ -518,6 +518,9 @@ impl Host {
         stopping: &mut HashMap<(String, String), JoinHandle<()>>,
         seen_streams: &mut Option<HashSet<String>>,
     ) -> Result<(), BrokerError> {
+        if self.cancel.is_cancelled() {
+            return Ok(());
+        }
         let streams: HashSet<String> = self
             .services
             .broker
@@ -602,6 +605,9 @@ impl Host {
         start: GroupStart,
         previous: Option<JoinHandle<()>>,
     ) -> Option<RunningConsumer> {
+        if self.cancel.is_cancelled() {
+            return None;
+        }
         let slot = self.registry.get(plugin)?;
         // Create the group before the task starts, so that readiness means "groups exist".
         if let Err(err) = self

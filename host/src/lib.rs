@@ -16,12 +16,15 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //! - [`activity`]: a live feed of what the host does.
 //! - [`artifacts`]: the example plugins, compiled by the build script and embedded.
+//! - [`bench`]: `evhost bench`, evhost beside a raw Redis consumer loop.
 //! - [`cli`]: the `evhost` command line, one module per subcommand.
+//! - [`redis_process`]: a private `redis-server` (for `evhost bench` and the tests).
 #![warn(missing_docs)]
 
 pub mod activity;
 pub mod admin;
 pub mod artifacts;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod consumer;
@@ -30,9 +33,18 @@ pub mod event;
 pub mod host;
 pub mod metrics;
 pub mod plugin;
+pub mod redis_process;
 pub mod registry;
 pub mod watch;
 
 pub use broker::{Broker, memory::MemoryBroker, redis::RedisBroker};
 pub use event::Event;
 pub use host::{Host, HostOptions};
+
+/// Resident set size of process `pid` in bytes, read from `/proc` (Linux); `None` elsewhere.
+pub fn process_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -299,3 +299,66 @@ fn dlq_lists_shows_and_redrives_dead_letters() {
         "other groups never see it"
     );
 }
+
+/// `evhost bench` runs every measurement against a private redis-server it starts itself and
+/// reports them as JSON (small sizes here; the figures are only meaningful in release builds).
+#[test]
+fn bench_runs_every_measurement_and_reports_json() {
+    let output = evhost()
+        .args([
+            "bench",
+            "--events",
+            "2000",
+            "--saga-events",
+            "300",
+            "--rates",
+            "2000",
+        ])
+        .args([
+            "--latency-secs",
+            "1",
+            "--swaps",
+            "2",
+            "--memory-events",
+            "2000",
+            "--json",
+        ])
+        .output()
+        .expect("run evhost bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    for ratio in [&report["trivial"]["ratio"], &report["saga"]["ratio"]] {
+        assert!(ratio.as_f64().is_some_and(|ratio| ratio > 0.0), "{report}");
+    }
+    assert!(
+        report["latency"][0]["evhost"]["samples"]
+            .as_u64()
+            .is_some_and(|n| n > 500),
+        "{report}"
+    );
+    assert!(
+        report["latency"][0]["raw"]["samples"]
+            .as_u64()
+            .is_some_and(|n| n > 500),
+        "{report}"
+    );
+    assert_eq!(
+        report["swap_ms"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert!(
+        report["rss_rest_mib"].as_f64().is_some_and(|mib| mib > 1.0),
+        "{report}"
+    );
+    assert!(
+        report["rss_after_mib"]
+            .as_f64()
+            .is_some_and(|mib| mib > 1.0),
+        "{report}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The `evhost` command line: one module per subcommand.
 
+mod bench;
 mod common;
 mod demo;
 mod dlq;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use bench::BenchArgs;
 pub use common::{connect_redis, redact_url};
 pub use demo::DemoArgs;
 pub use dlq::{DlqArgs, DlqCommand};
@@ -55,6 +57,8 @@ pub enum Command {
     Examples(ExamplesArgs),
     /// List, show, re-drive or purge a plugin's dead letters.
     Dlq(DlqArgs),
+    /// Measure evhost beside a raw Redis consumer loop (throughput, latency, hot swap, memory).
+    Bench(BenchArgs),
 }
 
 impl Command {
@@ -62,9 +66,11 @@ impl Command {
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Run(_) => "info",
-            Command::Demo(_) | Command::Publish(_) | Command::Examples(_) | Command::Dlq(_) => {
-                "warn"
-            }
+            Command::Demo(_)
+            | Command::Publish(_)
+            | Command::Examples(_)
+            | Command::Dlq(_)
+            | Command::Bench(_) => "warn",
         }
     }
 }
@@ -100,6 +106,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Examples(args) => examples::run(args),
         Command::Dlq(args) => dlq::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,62 @@
+//! `evhost bench`: evhost beside a raw Redis consumer loop, in one run (see [`crate::bench`]).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::bench::{self, BenchOptions};
+
+/// Arguments of `evhost bench`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000"
+)]
+pub struct BenchArgs {
+    /// Measure against this Redis (it is FLUSHALLed!) instead of a private redis-server.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Events per throughput measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Auctions for the four-plugin saga throughput.
+    #[arg(long, default_value_t = 20_000)]
+    pub saga_events: usize,
+    /// Produce rates of the latency measurements, events per second.
+    #[arg(long, value_delimiter = ',', default_value = "5000,20000")]
+    pub rates: Vec<u32>,
+    /// Seconds per latency measurement.
+    #[arg(long, default_value_t = 3)]
+    pub latency_secs: u64,
+    /// Hot swaps to time.
+    #[arg(long, default_value_t = 20)]
+    pub swaps: usize,
+    /// Events pushed through the four plugins before the second memory reading.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub memory_events: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `evhost bench`.
+///
+/// # Errors
+///
+/// When Redis or the host fails during a measurement.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let options = BenchOptions {
+        events: args.events.max(1),
+        saga_events: args.saga_events.max(1),
+        rates: args.rates,
+        latency_duration: Duration::from_secs(args.latency_secs.max(1)),
+        swaps: args.swaps,
+        memory_events: args.memory_events.max(1),
+    };
+    let report = bench::run(args.redis, &options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

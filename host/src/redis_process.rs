@@ -1,0 +1,191 @@
+//! A private `redis-server` process: free loopback port, temporary directory, killed on drop.
+//!
+//! Used by `evhost bench` (which measures against a server of its own) and by the tests (one
+//! server per test). Shaped after redis-rs's `redis-test` helper.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisProcessError {
+    /// The binary is not installed.
+    #[error(
+        "redis-server is not installed: install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`)"
+    )]
+    NotInstalled,
+    /// Starting it failed.
+    #[error("cannot start redis-server: {0}")]
+    Spawn(std::io::Error),
+    /// It did not answer `PING` in time.
+    #[error("redis-server did not come up; its log:\n{0}")]
+    NotReady(String),
+    /// The temporary directory could not be created.
+    #[error("cannot create a directory for redis-server: {0}")]
+    TempDir(std::io::Error),
+}
+
+/// A running `redis-server` owned by this process.
+pub struct RedisServer {
+    /// The server process; killed (by its pid) on drop.
+    child: Child,
+    /// The loopback port it listens on.
+    port: u16,
+    /// Extra configuration arguments, kept for restarts.
+    extra: Vec<String>,
+    /// Its working directory and log file, removed on drop.
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+fn free_port() -> Result<u16, RedisProcessError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(RedisProcessError::Spawn)?;
+    Ok(listener
+        .local_addr()
+        .map_err(RedisProcessError::Spawn)?
+        .port())
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 16];
+    matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG"))
+}
+
+/// Starts `redis-server` on `port` with its files in `dir`.
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Child, RedisProcessError> {
+    let child = Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--protected-mode", "yes"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => Ok(child),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(RedisProcessError::NotInstalled)
+        }
+        Err(err) => Err(RedisProcessError::Spawn(err)),
+    }
+}
+
+/// Waits until the server on `port` answers; false if it exited or took over 10 s.
+fn wait_up(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if answers_ping(port) {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+impl RedisServer {
+    /// Starts a fresh server with extra configuration (e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]`) and waits until it answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// When `redis-server` is missing or does not come up within 10 s (the error includes the
+    /// server's log).
+    pub fn start_with(extra: &[&str]) -> Result<Self, RedisProcessError> {
+        let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("evhost-redis-")
+                .tempdir()
+                .map_err(RedisProcessError::TempDir)?;
+            let port = free_port()?;
+            let mut child = spawn(port, dir.path(), &extra)?;
+            if wait_up(&mut child, port) {
+                return Ok(RedisServer {
+                    child,
+                    port,
+                    extra,
+                    dir,
+                });
+            }
+            // Exited (probably lost the port race) or hung: try another port.
+            last_log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Err(RedisProcessError::NotReady(last_log))
+    }
+
+    /// The server's URL, `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL (a crash) and starts it again on the same port and
+    /// directory, so that it reloads its append-only file if it has one.
+    ///
+    /// # Errors
+    ///
+    /// When it does not come back.
+    pub fn crash_and_restart(&mut self) -> Result<(), RedisProcessError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..50 {
+            let mut child = spawn(self.port, self.dir.path(), &self.extra)?;
+            if wait_up(&mut child, self.port) {
+                self.child = child;
+                return Ok(());
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+        Err(RedisProcessError::NotReady(log))
+    }
+
+    /// Resident memory of the server process in bytes, when the OS tells (Linux).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        crate::process_rss_bytes(self.child.id())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
