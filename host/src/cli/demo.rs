@@ -46,6 +46,10 @@ pub struct DemoArgs {
     /// Keep running after the summary (Ctrl-C to stop).
     #[arg(long)]
     pub follow: bool,
+    /// Run the plugins from this directory, writing the examples into it first when it has no
+    /// `*.wasm`, and watch it: replace a file while the demo follows to hot-swap it.
+    #[arg(long)]
+    pub plugins: Option<std::path::PathBuf>,
     /// Give up waiting for the saga after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
@@ -190,7 +194,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let host = Host::new(broker.clone(), options).context("cannot start the Wasm engine")?;
     println!("evhost demo: the auction saga on {place}\n");
+    let _watcher = match &args.plugins {
+        Some(dir) => Some(load_directory(&host, dir).await?),
+        None => None,
+    };
     for (name, bytes) in artifacts::examples() {
+        if args.plugins.is_some() {
+            break;
+        }
         let settings = PluginSettings {
             start: GroupStart::End,
             ..PluginSettings::default()
@@ -282,13 +293,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     print_summary(&host, broker.as_ref(), &done).await?;
 
     if args.follow {
-        println!("\nfollowing; Ctrl-C to stop");
+        match &args.plugins {
+            Some(dir) => println!(
+                "\nfollowing; replace a plugin in {} to hot-swap it, publish with `evhost publish`; Ctrl-C to stop",
+                dir.display()
+            ),
+            None => {
+                println!("\nfollowing; Ctrl-C to stop (add --plugins DIR to hot-swap plugin files)")
+            }
+        }
         shutdown_signal().await;
     }
     host.stop();
     let _ = runner.await;
     printer.abort();
     Ok(())
+}
+
+/// Loads the plugins of `dir` (writing the examples there first if it has none) and watches it.
+async fn load_directory(
+    host: &Arc<Host>,
+    dir: &std::path::Path,
+) -> anyhow::Result<crate::watch::PluginWatcher> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let has_plugins = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .any(|entry| entry.path().extension().is_some_and(|ext| ext == "wasm"));
+    if !has_plugins {
+        for (name, bytes) in artifacts::examples() {
+            let path = dir.join(format!("{name}.wasm"));
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    host.add_dir(dir)
+        .await
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    for status in host.plugin_statuses() {
+        match (&status.name, &status.error) {
+            (Some(name), None) => println!(
+                "  loaded {name:<13} {:<7} from {}",
+                status.version.clone().unwrap_or_default(),
+                status.file
+            ),
+            (_, Some(error)) => println!("  failed {}: {error}", status.file),
+            (None, None) => {}
+        }
+    }
+    Ok(host.watch_dir(dir)?)
 }
 
 async fn publish(
