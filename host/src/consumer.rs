@@ -31,6 +31,7 @@ use crate::broker::{
 };
 use crate::dlq::{self, DeadLetterReason};
 use crate::event::Event;
+use crate::metrics::HandlerMetrics;
 use crate::plugin::{
     CallError, DeliveryInfo, HostServices, Outcome, PendingPublish, PluginInstance, PluginVersion,
 };
@@ -88,6 +89,8 @@ pub struct Consumer {
     options: ConsumerOptions,
     /// Stops the task.
     cancel: CancellationToken,
+    /// Cached handles of the per-event metrics.
+    handler_metrics: HandlerMetrics,
 }
 
 /// The running instance and the version it was made from.
@@ -135,6 +138,7 @@ impl Consumer {
         cancel: CancellationToken,
     ) -> Self {
         let group = slot.load().name.clone();
+        let handler_metrics = services.metrics.handler_metrics(&group, &stream);
         Consumer {
             slot,
             stream,
@@ -143,6 +147,7 @@ impl Consumer {
             services,
             options,
             cancel,
+            handler_metrics,
         }
     }
 
@@ -556,7 +561,9 @@ impl Consumer {
             let started_at = SystemTime::now();
             let started = Instant::now();
             let handled_by = current.version.clone();
-            let result = current.instance.handle(&event, &delivery).await;
+            let attempt = delivery.attempt;
+            let event_id = event.id.clone();
+            let result = current.instance.handle(event, delivery).await;
             let elapsed = started.elapsed();
             let last_attempt = delivered.deliveries >= settings.retry.max_attempts;
             let handled = match result {
@@ -574,7 +581,7 @@ impl Consumer {
                             &mut batch,
                             &delivered,
                             origin,
-                            &event.id,
+                            &event_id,
                             DeadLetterReason::MaxAttempts,
                             &reason,
                             &current.version.version,
@@ -584,7 +591,7 @@ impl Consumer {
                         if let Some(delay) = delay {
                             not_before.insert(id, Instant::now() + delay);
                         }
-                        tracing::warn!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event.id, attempt = delivery.attempt, reason, "handler asked for a retry; entry left pending");
+                        tracing::warn!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, reason, "handler asked for a retry; entry left pending");
                     }
                     Handled {
                         outcome: OutcomeKind::Retry,
@@ -596,7 +603,7 @@ impl Consumer {
                         &mut batch,
                         &delivered,
                         origin,
-                        &event.id,
+                        &event_id,
                         DeadLetterReason::Rejected,
                         &reason,
                         &current.version.version,
@@ -618,14 +625,14 @@ impl Consumer {
                             &mut batch,
                             &delivered,
                             origin,
-                            &event.id,
+                            &event_id,
                             DeadLetterReason::MaxAttempts,
                             &detail,
                             &plugin_version,
                         );
                     } else {
                         self.services.metrics.record_retry(&self.group);
-                        tracing::error!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event.id, attempt = delivery.attempt, error = %err, "handler failed; instance discarded, entry left pending");
+                        tracing::error!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, error = %err, "handler failed; instance discarded, entry left pending");
                     }
                     let outcome = match err {
                         CallError::Timeout(_) => OutcomeKind::Timeout,
@@ -639,7 +646,7 @@ impl Consumer {
             };
             self.report(
                 &entry_id,
-                &event.id,
+                &event_id,
                 handled.outcome,
                 handled.detail,
                 started_at,
@@ -708,9 +715,8 @@ impl Consumer {
         duration: Duration,
         version: &PluginVersion,
     ) {
-        self.services
-            .metrics
-            .record_handled(&self.group, &self.stream, outcome.as_str(), duration);
+        self.handler_metrics
+            .record(&self.services.metrics, outcome.as_str(), duration);
         // Build the feed's record only when someone listens: no per-event allocations otherwise.
         if self.services.activity.receiver_count() > 0 {
             let _ = self.services.activity.send(Activity::Handled {

@@ -55,6 +55,31 @@ impl PluginFamily {
     }
 }
 
+/// Cached metric handles of one consumer (see [`Metrics::handler_metrics`]).
+#[derive(Debug, Clone)]
+pub struct HandlerMetrics {
+    /// The plugin, for outcomes other than `ok`.
+    plugin: String,
+    /// The stream, for outcomes other than `ok`.
+    stream: String,
+    /// `evhost_events_handled_total{outcome="ok"}` of this plugin and stream.
+    ok: Counter,
+    /// `evhost_handler_duration_seconds` of this plugin.
+    duration: Histogram,
+}
+
+impl HandlerMetrics {
+    /// Counts one handled entry (outcome `ok` without any lookup).
+    pub fn record(&self, metrics: &Metrics, outcome: &str, duration: Duration) {
+        if outcome == "ok" {
+            self.ok.inc();
+            self.duration.observe(duration.as_secs_f64());
+        } else {
+            metrics.record_handled(&self.plugin, &self.stream, outcome, duration);
+        }
+    }
+}
+
 /// All metrics of one host process.
 pub struct Metrics {
     /// The registry, locked for registration of plugin metrics and for rendering.
@@ -195,6 +220,23 @@ impl Metrics {
         self.handler_duration
             .get_or_create(&labels(&[("plugin", plugin)]))
             .observe(duration.as_secs_f64());
+    }
+
+    /// Handles on one consumer's per-event metrics, so that the hot path does not build label
+    /// sets or look up families.
+    pub fn handler_metrics(&self, plugin: &str, stream: &str) -> HandlerMetrics {
+        HandlerMetrics {
+            plugin: plugin.to_string(),
+            stream: stream.to_string(),
+            ok: self.handled.get_or_create_owned(&labels(&[
+                ("plugin", plugin),
+                ("stream", stream),
+                ("outcome", "ok"),
+            ])),
+            duration: self
+                .handler_duration
+                .get_or_create_owned(&labels(&[("plugin", plugin)])),
+        }
     }
 
     /// Counts a committed publish.

@@ -153,7 +153,9 @@ async fn swaps_under_load_lose_nothing_and_handle_nothing_twice() {
         pending_count(broker.as_ref(), "ProbeSwap", "swapper").await,
         0
     );
-    assert_eq!(reloads(&host, "failed"), 0);
+    // Writing over a file in place can be seen half-written: such a load fails and is retried
+    // when the write completes, but never runs. Exactly the four complete files loaded.
+    assert_eq!(reloads(&host, "ok"), 4, "initial load + three swaps");
     host.stop().await;
 }
 
@@ -193,12 +195,15 @@ async fn a_broken_file_never_replaces_a_working_version() {
     // A component of the wrong world (a core module is not a component at all; an empty file
     // is the truncated copy case).
     std::fs::write(&wasm, b"").expect("truncate");
-    wait_for("the failed state again", TIMEOUT, || async {
-        status_of(&host, &wasm).is_some_and(|status| {
-            status.state == FileState::Failed && status.version.as_deref() == Some("1")
-        })
+    wait_for("the second failure", TIMEOUT, || async {
+        reloads(&host, "failed") >= 2
     })
     .await;
+    assert_eq!(
+        status_of(&host, &wasm).and_then(|status| status.version),
+        Some("1".to_string()),
+        "v1 still serving"
+    );
 
     std::fs::write(&wasm, PROBE_V2).expect("fix the plugin");
     wait_running(&host, &wasm, PROBE_V2).await;
@@ -210,8 +215,6 @@ async fn a_broken_file_never_replaces_a_working_version() {
             .any(|(_, id, version)| *id == event.id && version == "2")
     })
     .await;
-    assert!(reloads(&host, "failed") >= 2);
-
     // Same bytes again: no reload.
     let ok_before = reloads(&host, "ok");
     std::fs::write(&wasm, PROBE_V2).expect("rewrite the same bytes");

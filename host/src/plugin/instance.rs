@@ -226,29 +226,30 @@ impl PluginInstance {
     /// [`CallError`] on trap or timeout; the instance must then be dropped.
     pub async fn handle(
         &mut self,
-        event: &Event,
-        delivery: &DeliveryInfo,
+        event: Event,
+        delivery: DeliveryInfo,
     ) -> Result<Outcome, CallError> {
-        let wit_event = types::Event {
-            id: event.id.clone(),
-            type_: event.event_type.clone(),
-            source: event.source.clone(),
-            time: event.time.clone(),
-            specversion: event.specversion.clone(),
-            datacontenttype: event.datacontenttype.clone(),
-            data: event.data.clone(),
-            extensions: event.extensions.clone(),
-        };
-        let wit_delivery = types::Delivery {
-            stream: delivery.stream.clone(),
-            entry_id: delivery.entry_id.clone(),
-            attempt: delivery.attempt,
-            group: delivery.group.clone(),
-        };
         self.store.data_mut().effects.begin_call(CallScope {
             event_id: event.id.clone(),
             correlation_id: event.correlation_id().to_string(),
         });
+        // The event moves into the call: no copy of its data.
+        let wit_event = types::Event {
+            id: event.id,
+            type_: event.event_type,
+            source: event.source,
+            time: event.time,
+            specversion: event.specversion,
+            datacontenttype: event.datacontenttype,
+            data: event.data,
+            extensions: event.extensions,
+        };
+        let wit_delivery = types::Delivery {
+            stream: delivery.stream,
+            entry_id: delivery.entry_id,
+            attempt: delivery.attempt,
+            group: delivery.group,
+        };
         self.store.set_epoch_deadline(1);
         let call = self.bindings.evhost_plugin_handler().call_handle(
             &mut self.store,
