@@ -118,6 +118,8 @@ pub struct BenchReport {
     pub swap_max_ms: f64,
     /// Host RSS at rest with the four plugins, MiB.
     pub rss_rest_mib: f64,
+    /// Host RSS just before the `memory_events` events (same host, at rest), MiB.
+    pub rss_before_mib: f64,
     /// Host RSS after `memory_events` events, MiB.
     pub rss_after_mib: f64,
     /// Events pushed for the memory figure.
@@ -513,8 +515,19 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     // Memory after many events through the four plugins (audit and metrics see them all).
     eprintln!("bench: memory after {} events", opts.memory_events);
     flush(&mut admin).await?;
-    prefill(&url, "BenchMemory", opts.memory_events, false).await?;
+    prefill(&url, "BenchMemory", opts.memory_events / 10, false).await?;
     let saga = Running::start(broker.clone(), saga_plugins()).await?;
+    // Warm up (instances, buffers), then read the baseline at rest.
+    drained(
+        broker.as_ref(),
+        &stream_for("BenchMemory"),
+        &["audit", "metrics"],
+        Duration::from_secs(600),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = process_rss_bytes(pid);
+    prefill(&url, "BenchMemory", opts.memory_events, false).await?;
     drained(
         broker.as_ref(),
         &stream_for("BenchMemory"),
@@ -545,6 +558,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
         swap_median_ms,
         swap_max_ms,
         rss_rest_mib: mib(rss_rest),
+        rss_before_mib: mib(rss_before),
         rss_after_mib: mib(rss_after),
         memory_events: opts.memory_events,
         seconds: started.elapsed().as_secs_f64(),
@@ -730,9 +744,9 @@ impl BenchReport {
         );
         line(
             &mut out,
-            &format!("RSS after {} events", self.memory_events),
+            &format!("RSS before/after {} events", self.memory_events),
             String::new(),
-            format!("{:.1} MiB", self.rss_after_mib),
+            format!("{:.1}/{:.1} MiB", self.rss_before_mib, self.rss_after_mib),
             String::new(),
             "no growth",
         );

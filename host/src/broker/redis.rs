@@ -23,8 +23,10 @@ const READ_GRACE: Duration = Duration::from_secs(10);
 /// Applies a [`Commit`] atomically. `KEYS[k]` is the key of the `k`-th op (a settlement's
 /// stream counts as an op, followed by its own ops). `ARGV` holds the ops in order:
 /// `A <n> <field> <value>...` (XADD), `S <value>` (SET), `D` (DEL), `R <id>` (XDEL),
-/// `K <group> <n> <id>...` (XACK), `T <group> <consumer> <id> <n>` (a settlement: the next `n`
-/// ops and an XACK of `<id>` apply only if `<id>` is still pending for `<consumer>`).
+/// `K <group> <n> <id>...` (XACK), `O <group> <consumer> <min> <max> <count>` (looks up once
+/// which entries of that range are pending for `<consumer>`), `T <group> <consumer> <id> <n>`
+/// (a settlement: the next `n` ops and an XACK of `<id>` apply only if `<id>` is still pending
+/// for `<consumer>`; the acks of a batch go out as one XACK per group).
 ///
 /// Every group named by `K` or `T` is checked first; a missing one fails the whole commit with
 /// `NOGROUP <k>` (its key index) before anything is written. Returns the ids of the
@@ -37,6 +39,7 @@ local function width(a)
   elseif op == 'D' then return 1
   elseif op == 'K' then return 3 + tonumber(ARGV[a + 2])
   elseif op == 'T' then return 5
+  elseif op == 'O' then return 6
   end
   error('unknown commit op ' .. tostring(op))
 end
@@ -70,28 +73,47 @@ end
 local a, k = 1, 1
 while a <= #ARGV do
   local op = ARGV[a]
-  if (op == 'K' or op == 'T') and missing(KEYS[k], ARGV[a + 1]) then
+  if (op == 'K' or op == 'T' or op == 'O') and missing(KEYS[k], ARGV[a + 1]) then
     return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. ARGV[a + 1] .. ' on ' .. KEYS[k])
   end
   a = a + width(a)
   k = k + 1
 end
 local skipped = {}
+local owned = {}
+local acks = {}
 a, k = 1, 1
 while a <= #ARGV do
-  if ARGV[a] == 'T' then
+  local op = ARGV[a]
+  if op == 'O' then
+    -- The entries pending for a consumer in an id range, fetched once per batch.
+    local set = {}
+    local list = redis.call('XPENDING', KEYS[k], ARGV[a + 1], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 2])
+    for _, entry in ipairs(list) do set[entry[1]] = true end
+    owned[KEYS[k] .. '\0' .. ARGV[a + 1] .. '\0' .. ARGV[a + 2]] = set
+    a = a + 6
+    k = k + 1
+  elseif op == 'T' then
     local stream, group, consumer, id = KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     local n = tonumber(ARGV[a + 4])
-    local owned = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+    local set = owned[stream .. '\0' .. group .. '\0' .. consumer]
+    local mine
+    if set then
+      mine = set[id] == true
+    else
+      mine = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+    end
     a = a + 5
     k = k + 1
     for _ = 1, n do
-      if owned then apply(a, k) end
+      if mine then apply(a, k) end
       a = a + width(a)
       k = k + 1
     end
-    if owned then
-      redis.call('XACK', stream, group, id)
+    if mine then
+      local key = stream .. '\0' .. group
+      if not acks[key] then acks[key] = { stream, group } end
+      table.insert(acks[key], id)
     else
       skipped[#skipped + 1] = id
     end
@@ -99,6 +121,14 @@ while a <= #ARGV do
     apply(a, k)
     a = a + width(a)
     k = k + 1
+  end
+end
+for _, ack in pairs(acks) do
+  local first = 3
+  while first <= #ack do
+    local last = math.min(first + 999, #ack)
+    redis.call('XACK', ack[1], ack[2], unpack(ack, first, last))
+    first = last + 1
   end
 end
 return skipped
@@ -250,6 +280,42 @@ impl Broker for RedisBroker {
         };
         for op in &commit.ops {
             encode(&mut invocation, &mut groups_by_key, op);
+        }
+        // One ownership lookup per (stream, group, consumer) instead of one per entry.
+        let mut ranges: Vec<(&str, &str, &str, EntryId, EntryId, usize)> = Vec::new();
+        for settlement in &commit.settlements {
+            let found = ranges.iter_mut().find(|(stream, group, consumer, ..)| {
+                *stream == settlement.stream
+                    && *group == settlement.group
+                    && *consumer == settlement.consumer
+            });
+            match found {
+                Some((_, _, _, min, max, count)) => {
+                    *min = (*min).min(settlement.id);
+                    *max = (*max).max(settlement.id);
+                    *count += 1;
+                }
+                None => ranges.push((
+                    &settlement.stream,
+                    &settlement.group,
+                    &settlement.consumer,
+                    settlement.id,
+                    settlement.id,
+                    1,
+                )),
+            }
+        }
+        for (stream, group, consumer, min, max, _) in &ranges {
+            invocation
+                .key(*stream)
+                .arg("O")
+                .arg(*group)
+                .arg(*consumer)
+                .arg(min.to_string())
+                .arg(max.to_string())
+                // Every pending entry of the consumer in the range (others may lie between).
+                .arg(1_000_000);
+            groups_by_key.push(Some((stream.to_string(), group.to_string())));
         }
         for settlement in &commit.settlements {
             invocation
