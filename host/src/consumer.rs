@@ -470,17 +470,18 @@ impl Consumer {
             let settings = &version.settings;
             let id = delivered.entry.id;
             // Redriven dead letters carry their origin; everything else comes from this stream.
-            let (origin_stream, origin_entry, fields) = if self.is_redrive() {
-                match dlq::split_redriven(&delivered.entry.fields) {
-                    Some((stream, entry, fields)) => (stream, entry, fields),
-                    None => (self.stream.clone(), id, delivered.entry.fields.clone()),
-                }
+            let redriven = if self.is_redrive() {
+                dlq::split_redriven(&delivered.entry.fields)
             } else {
-                (self.stream.clone(), id, delivered.entry.fields.clone())
+                None
             };
-            let origin = (origin_stream.as_str(), origin_entry);
+            let (origin_stream, origin_entry, fields): (&str, EntryId, &Fields) = match &redriven {
+                Some((stream, entry, fields)) => (stream, *entry, fields),
+                None => (&self.stream, id, &delivered.entry.fields),
+            };
+            let origin = (origin_stream, origin_entry);
             let entry_id = origin_entry.to_string();
-            let size = entry_size(&fields);
+            let size = entry_size(fields);
             if size > settings.max_event_bytes {
                 let error = format!(
                     "entry of {size} bytes exceeds max_event_bytes = {}",
@@ -506,7 +507,7 @@ impl Consumer {
                 );
                 continue;
             }
-            let event = match Event::from_entry(origin_stream.as_str(), origin_entry, &fields) {
+            let event = match Event::from_entry(origin_stream, origin_entry, fields) {
                 Ok(event) => event,
                 Err(reason) => {
                     let error = reason.to_string();
@@ -553,7 +554,7 @@ impl Consumer {
                 break;
             };
             let delivery = DeliveryInfo {
-                stream: origin_stream.clone(),
+                stream: origin_stream.to_string(),
                 entry_id: entry_id.clone(),
                 attempt: delivered.deliveries,
                 group: self.group.clone(),

@@ -421,7 +421,7 @@ impl Broker for RedisBroker {
             .arg(end.to_string())
             .arg("COUNT")
             .arg(count);
-        parse_entries(&self.query(&cmd).await?)
+        parse_entries(self.query(&cmd).await?)
     }
 
     async fn len(&self, stream: &str) -> Result<u64, BrokerError> {
@@ -489,7 +489,7 @@ impl Broker for RedisBroker {
             .query(&cmd)
             .await
             .map_err(|err| no_group(err, stream, group))?;
-        let entries = parse_entries(&reply)?;
+        let entries = parse_entries(reply)?;
         let mut conn = self.conn.clone();
         with_delivery_counts(&mut conn, stream, group, consumer, entries).await
     }
@@ -515,13 +515,14 @@ impl Broker for RedisBroker {
             .query(&cmd)
             .await
             .map_err(|err| no_group(err, stream, group))?;
-        let Value::Array(parts) = &reply else {
+        let Value::Array(parts) = reply else {
             return Err(unexpected("XAUTOCLAIM", &reply));
         };
-        let (Some(next), Some(entries)) = (parts.first(), parts.get(1)) else {
-            return Err(unexpected("XAUTOCLAIM", &reply));
+        let mut parts = parts.into_iter();
+        let (Some(next), Some(entries)) = (parts.next(), parts.next()) else {
+            return Err(BrokerError::Protocol("XAUTOCLAIM reply too short".into()));
         };
-        let next = parse_id(next)?;
+        let next = parse_id(&next)?;
         let entries = parse_entries(entries)?;
         let mut conn = self.conn.clone();
         let entries = with_delivery_counts(&mut conn, stream, group, consumer, entries).await?;
@@ -603,7 +604,7 @@ impl GroupReader for RedisReader {
                 )));
             }
         };
-        let entries = parse_read_reply(&reply)?;
+        let entries = parse_read_reply(reply)?;
         match from {
             ReadFrom::New => Ok(entries
                 .into_iter()
@@ -721,35 +722,38 @@ fn parse_scan(value: &Value) -> Result<(Vec<String>, u64), BrokerError> {
     Ok((keys.iter().filter_map(as_text).collect(), cursor))
 }
 
-/// Parses `[[id, [field, value, ...]], ...]`; entries deleted since delivery (`[id, nil]`) are
-/// skipped.
-fn parse_entries(value: &Value) -> Result<Vec<StreamEntry>, BrokerError> {
-    let Value::Array(items) = value else {
-        if matches!(value, Value::Nil) {
-            return Ok(Vec::new());
-        }
-        return Err(unexpected("stream entries", value));
+/// Parses `[[id, [field, value, ...]], ...]`, moving the values out of the reply; entries
+/// deleted since delivery (`[id, nil]`) are skipped.
+fn parse_entries(value: Value) -> Result<Vec<StreamEntry>, BrokerError> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Nil => return Ok(Vec::new()),
+        other => return Err(unexpected("stream entries", &other)),
     };
     let mut entries = Vec::with_capacity(items.len());
     for item in items {
         let Value::Array(parts) = item else {
-            return Err(unexpected("stream entry", item));
+            return Err(unexpected("stream entry", &item));
         };
-        let Some(id) = parts.first() else {
-            return Err(unexpected("stream entry", item));
+        let mut parts = parts.into_iter();
+        let Some(id) = parts.next() else {
+            return Err(BrokerError::Protocol("empty stream entry".into()));
         };
-        let id = parse_id(id)?;
-        let fields = match parts.get(1) {
-            Some(Value::Array(flat)) => flat
-                .chunks(2)
-                .filter_map(|pair| match pair {
-                    [name, value] => Some((as_text(name)?, bytes_of(value))),
-                    _ => None,
-                })
-                .collect(),
+        let id = parse_id(&id)?;
+        let fields = match parts.next() {
+            Some(Value::Array(flat)) => {
+                let mut fields = Vec::with_capacity(flat.len() / 2);
+                let mut flat = flat.into_iter();
+                while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                    if let Some(name) = into_text(name) {
+                        fields.push((name, into_bytes(value)));
+                    }
+                }
+                fields
+            }
             Some(Value::Map(pairs)) => pairs
-                .iter()
-                .filter_map(|(name, value)| Some((as_text(name)?, bytes_of(value))))
+                .into_iter()
+                .filter_map(|(name, value)| Some((into_text(name)?, into_bytes(value))))
                 .collect(),
             _ => continue,
         };
@@ -758,30 +762,40 @@ fn parse_entries(value: &Value) -> Result<Vec<StreamEntry>, BrokerError> {
     Ok(entries)
 }
 
-fn bytes_of(value: &Value) -> Vec<u8> {
+fn into_text(value: Value) -> Option<String> {
     match value {
-        Value::BulkString(bytes) => bytes.clone(),
-        other => as_text(other).unwrap_or_default().into_bytes(),
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        other => as_text(&other),
+    }
+}
+
+fn into_bytes(value: Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(bytes) => bytes,
+        other => as_text(&other).unwrap_or_default().into_bytes(),
     }
 }
 
 /// Parses an `XREADGROUP` reply for one stream.
-fn parse_read_reply(value: &Value) -> Result<Vec<StreamEntry>, BrokerError> {
+fn parse_read_reply(value: Value) -> Result<Vec<StreamEntry>, BrokerError> {
     match value {
         Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => match streams.first() {
+        Value::Array(streams) => match streams.into_iter().next() {
             None => Ok(Vec::new()),
-            Some(Value::Array(pair)) => match pair.get(1) {
+            Some(Value::Array(pair)) => match pair.into_iter().nth(1) {
                 Some(entries) => parse_entries(entries),
-                None => Err(unexpected("XREADGROUP", value)),
+                None => Err(BrokerError::Protocol(
+                    "XREADGROUP reply without entries".into(),
+                )),
             },
-            Some(other) => Err(unexpected("XREADGROUP", other)),
+            Some(other) => Err(unexpected("XREADGROUP", &other)),
         },
-        Value::Map(streams) => match streams.first() {
+        Value::Map(streams) => match streams.into_iter().next() {
             None => Ok(Vec::new()),
             Some((_, entries)) => parse_entries(entries),
         },
-        other => Err(unexpected("XREADGROUP", other)),
+        other => Err(unexpected("XREADGROUP", &other)),
     }
 }
 
@@ -862,13 +876,13 @@ mod tests {
                 Value::Array(vec![Value::BulkString(b"2-0".to_vec()), Value::Nil]),
             ]),
         ])]);
-        let entries = parse_read_reply(&reply).expect("parses");
+        let entries = parse_read_reply(reply).expect("parses");
         assert_eq!(entries.len(), 1, "deleted entries are skipped");
         assert_eq!(entries[0].id, EntryId::new(1, 0));
         assert_eq!(
             entries[0].fields,
             vec![("payload".to_string(), b"{}".to_vec())]
         );
-        assert!(parse_read_reply(&Value::Nil).expect("nil").is_empty());
+        assert!(parse_read_reply(Value::Nil).expect("nil").is_empty());
     }
 }
