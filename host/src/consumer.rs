@@ -443,6 +443,41 @@ impl Consumer {
         batch.publishes.push(Vec::new());
     }
 
+    /// Reports and dead-letters an entry the plugin never sees (malformed or oversized).
+    fn unreadable(
+        &self,
+        batch: &mut Batch,
+        delivered: &Delivered,
+        origin: (&str, EntryId),
+        reason: DeadLetterReason,
+        error: &str,
+        version: &PluginVersion,
+    ) {
+        let outcome = match reason {
+            DeadLetterReason::Oversized => OutcomeKind::Oversized,
+            _ => OutcomeKind::Malformed,
+        };
+        let entry_id = origin.1.to_string();
+        self.report(
+            &entry_id,
+            "",
+            outcome,
+            Some(error.to_string()),
+            SystemTime::now(),
+            Duration::ZERO,
+            version,
+        );
+        self.dead_letter(
+            batch,
+            delivered,
+            origin,
+            "",
+            reason,
+            error,
+            &version.version,
+        );
+    }
+
     fn settlement(&self, id: EntryId, ops: Vec<Op>) -> Settlement {
         Settlement {
             stream: self.stream.clone(),
@@ -487,23 +522,13 @@ impl Consumer {
                     "entry of {size} bytes exceeds max_event_bytes = {}",
                     settings.max_event_bytes
                 );
-                self.report(
-                    &entry_id,
-                    "",
-                    OutcomeKind::Oversized,
-                    Some(error.clone()),
-                    SystemTime::now(),
-                    Duration::ZERO,
-                    &version,
-                );
-                self.dead_letter(
+                self.unreadable(
                     &mut batch,
                     &delivered,
                     origin,
-                    "",
                     DeadLetterReason::Oversized,
                     &error,
-                    &version.version,
+                    &version,
                 );
                 continue;
             }
@@ -511,23 +536,13 @@ impl Consumer {
                 Ok(event) => event,
                 Err(reason) => {
                     let error = reason.to_string();
-                    self.report(
-                        &entry_id,
-                        "",
-                        OutcomeKind::Malformed,
-                        Some(error.clone()),
-                        SystemTime::now(),
-                        Duration::ZERO,
-                        &version,
-                    );
-                    self.dead_letter(
+                    self.unreadable(
                         &mut batch,
                         &delivered,
                         origin,
-                        "",
                         DeadLetterReason::Malformed,
                         &error,
-                        &version.version,
+                        &version,
                     );
                     continue;
                 }

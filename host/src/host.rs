@@ -26,6 +26,7 @@ use crate::consumer::{Consumer, ConsumerOptions};
 use crate::dlq;
 use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
 use crate::metrics::Metrics;
+use crate::plugin::engine::read_plugin_files;
 use crate::plugin::{
     HostServices, LoadError, PluginEngine, PluginSettings, PluginVersion, sha256_hex,
 };
@@ -279,24 +280,8 @@ impl Host {
 
     async fn try_reload(&self, path: &Path, started: Instant) -> Result<(), AddPluginError> {
         let origin = path.display().to_string();
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: origin.clone(),
-                source,
-            })?;
+        let (bytes, sidecar_text) = read_plugin_files(path).await?;
         let sidecar = PluginSettings::sidecar_path(path);
-        let sidecar_text = match tokio::fs::read_to_string(&sidecar).await {
-            Ok(text) => Some(text),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(LoadError::Read {
-                    path: sidecar.display().to_string(),
-                    source,
-                }
-                .into());
-            }
-        };
         let fingerprint = format!(
             "{}:{}",
             sha256_hex(&bytes),

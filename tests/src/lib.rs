@@ -101,19 +101,7 @@ impl TestHost {
                 .unwrap_or_else(|err| panic!("cannot load {}: {err}", plugin.origin));
             host.add_version(version).expect("unique plugin names");
         }
-        let task = {
-            let host = host.clone();
-            tokio::spawn(async move { host.run(std::future::pending()).await })
-        };
-        assert!(
-            host.wait_ready(Duration::from_secs(10)).await,
-            "host not ready within 10 s"
-        );
-        TestHost {
-            host,
-            task: Some(task),
-            _watcher: None,
-        }
+        Self::launch(host, None).await
     }
 
     /// Loads the plugin files of `dir`, watches it for changes (hot swap) and runs a host.
@@ -125,6 +113,11 @@ impl TestHost {
         let host = Host::new(broker, options).expect("start the Wasm engine");
         host.add_dir(dir).await.expect("read the plugin directory");
         let watcher = host.watch_dir(dir).expect("watch the plugin directory");
+        Self::launch(host, Some(watcher)).await
+    }
+
+    /// Runs `host` in a background task and waits until it is ready.
+    async fn launch(host: Arc<Host>, watcher: Option<evhost::watch::PluginWatcher>) -> Self {
         let task = {
             let host = host.clone();
             tokio::spawn(async move { host.run(std::future::pending()).await })
@@ -136,7 +129,7 @@ impl TestHost {
         TestHost {
             host,
             task: Some(task),
-            _watcher: Some(watcher),
+            _watcher: watcher,
         }
     }
 

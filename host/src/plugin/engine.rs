@@ -134,6 +134,32 @@ impl std::fmt::Debug for PluginEngine {
     }
 }
 
+/// Reads a plugin file and its sidecar `<name>.toml` (`None` when there is none).
+///
+/// # Errors
+///
+/// [`LoadError::Read`] naming the file that could not be read.
+pub async fn read_plugin_files(path: &Path) -> Result<(Vec<u8>, Option<String>), LoadError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let sidecar = PluginSettings::sidecar_path(path);
+    let text = match tokio::fs::read_to_string(&sidecar).await {
+        Ok(text) => Some(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: sidecar.display().to_string(),
+                source,
+            });
+        }
+    };
+    Ok((bytes, text))
+}
+
 /// Hex SHA-256 of plugin bytes: the identity of a plugin version.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -193,15 +219,13 @@ impl PluginEngine {
     ///
     /// [`LoadError`] naming the file and the exact reason.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginVersion>, LoadError> {
-        let origin = path.display().to_string();
-        let bytes = tokio::fs::read(path)
+        let (bytes, sidecar) = read_plugin_files(path).await?;
+        let settings = match sidecar {
+            Some(text) => PluginSettings::parse(&text, &PluginSettings::sidecar_path(path))?,
+            None => PluginSettings::default(),
+        };
+        self.load_bytes(path.display().to_string(), bytes, settings)
             .await
-            .map_err(|source| LoadError::Read {
-                path: origin.clone(),
-                source,
-            })?;
-        let settings = PluginSettings::load_for(path)?;
-        self.load_bytes(origin, bytes, settings).await
     }
 
     /// Compiles `bytes` (off the async runtime), type-checks them against the world and calls
