@@ -544,11 +544,11 @@ fn stats_shows_the_lag_and_pending_of_a_group() {
     }
     let mut conn = redis_conn(&server);
     let _: () = redis::cmd("XGROUP")
-        .arg(["CREATE", "events:StatsProbe", "reader", "0"])
+        .arg(&["CREATE", "events:StatsProbe", "reader", "0"])
         .query(&mut conn)
         .expect("XGROUP CREATE");
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg([
+        .arg(&[
             "GROUP",
             "reader",
             "c1",
@@ -790,7 +790,7 @@ fn replay_reaches_only_the_named_plugin() {
     let mut conn = redis_conn(&server);
     wait_until("the consumers to start", Duration::from_secs(30), || {
         let exists: u64 = redis::cmd("EXISTS")
-            .arg(["evhost:redrive:audit", "evhost:redrive:metrics"])
+            .arg(&["evhost:redrive:audit", "evhost:redrive:metrics"])
             .query(&mut conn)
             .expect("EXISTS");
         exists == 2
