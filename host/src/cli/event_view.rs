@@ -100,7 +100,11 @@ impl EventView {
         filters.iter().all(|filter| {
             data.get(&filter.key).is_some_and(|value| match value {
                 Value::String(text) => *text == filter.value,
-                other => other.to_string() == filter.value,
+                other => {
+                    // The JSON text, not `Value == String` (which only matches strings).
+                    let text = other.to_string();
+                    text == filter.value
+                }
             })
         })
     }

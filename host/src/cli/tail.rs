@@ -123,10 +123,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         if Instant::now() >= next_discovery {
             next_discovery = Instant::now() + discovery;
             for stream in matching_streams(&broker, &patterns).await? {
-                if !positions.contains_key(&stream) {
-                    eprintln!("following {stream}");
+                if let std::collections::btree_map::Entry::Vacant(slot) = positions.entry(stream) {
+                    eprintln!("following {}", slot.key());
                     // Created after the start: everything in it is new.
-                    positions.insert(stream, EntryId::ZERO);
+                    slot.insert(EntryId::ZERO);
                 }
             }
         }
