@@ -144,7 +144,7 @@ impl EventView {
     /// One line with fixed column widths, for output that cannot be aligned afterwards.
     pub fn line(&self, colors: bool) -> String {
         let cells = self.cells();
-        let widths: [usize; 4] = [20, 24, 24, 36];
+        let widths: [usize; 4] = [18, 30, 20, 36];
         let mut out = String::new();
         for (index, cell) in cells.iter().enumerate() {
             let text = cell.text();

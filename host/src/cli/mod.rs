@@ -8,7 +8,7 @@ mod dlq;
 mod event_view;
 mod examples;
 mod history;
-pub mod output;
+mod output;
 mod plugins;
 mod publish;
 mod replay;
