@@ -11,7 +11,7 @@
 
 use jiff::Timestamp;
 
-use crate::broker::{Broker, BrokerError, Commit, EntryId, Fields, Op};
+use crate::broker::{Broker, BrokerError, Commit, EntryId, Fields, Op, StreamEntry};
 
 /// Field of a redriven entry naming the stream the event originally came from.
 pub const ORIGIN_STREAM: &str = "evhost-origin-stream";
@@ -206,11 +206,7 @@ pub async fn redrive(
         let Ok(dlq_id) = letter.dlq_id.parse::<EntryId>() else {
             continue;
         };
-        let mut fields: Fields = vec![
-            (ORIGIN_STREAM.into(), letter.stream.as_bytes().to_vec()),
-            (ORIGIN_ENTRY.into(), letter.entry_id.as_bytes().to_vec()),
-        ];
-        fields.extend(letter.raw_fields.iter().cloned());
+        let fields = redrive_fields(&letter.stream, &letter.entry_id, &letter.raw_fields);
         broker
             .commit(&Commit {
                 ops: vec![
@@ -229,6 +225,36 @@ pub async fn redrive(
         moved += 1;
     }
     Ok(moved)
+}
+
+/// The fields of a redriven entry: its origin, then the original fields.
+pub fn redrive_fields(origin_stream: &str, origin_entry: &str, fields: &Fields) -> Fields {
+    let mut redriven: Fields = Vec::with_capacity(fields.len() + 2);
+    redriven.push((ORIGIN_STREAM.into(), origin_stream.as_bytes().to_vec()));
+    redriven.push((ORIGIN_ENTRY.into(), origin_entry.as_bytes().to_vec()));
+    redriven.extend(fields.iter().cloned());
+    redriven
+}
+
+/// Queues a past entry of `stream` for `plugin` alone (`evhost replay`): appends it to the
+/// plugin's redrive stream, where the running host delivers it again to that plugin only;
+/// returns its id there. Other groups and the plugin's group on `stream` are not touched.
+///
+/// # Errors
+///
+/// When the broker fails.
+pub async fn replay(
+    broker: &dyn Broker,
+    plugin: &str,
+    stream: &str,
+    entry: &StreamEntry,
+) -> Result<EntryId, BrokerError> {
+    broker
+        .add(
+            &redrive_stream(plugin),
+            &redrive_fields(stream, &entry.id.to_string(), &entry.fields),
+        )
+        .await
 }
 
 /// Deletes dead letters of `plugin`; returns how many.
@@ -303,11 +329,7 @@ mod tests {
         assert_eq!(letter.reason, "rejected");
         assert_eq!(letter.attempts, 2);
         assert_eq!(letter.raw_fields, fields);
-        let mut redriven = vec![
-            (ORIGIN_STREAM.to_string(), b"events:AuctionEnded".to_vec()),
-            (ORIGIN_ENTRY.to_string(), b"5-1".to_vec()),
-        ];
-        redriven.extend(fields.clone());
+        let redriven = redrive_fields("events:AuctionEnded", "5-1", &fields);
         assert_eq!(
             split_redriven(&redriven),
             Some((

@@ -27,6 +27,7 @@ use crate::consumer::{Consumer, ConsumerOptions};
 use crate::dlq;
 use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
 use crate::metrics::Metrics;
+use crate::metrics::totals::PluginStats;
 use crate::plugin::engine::read_plugin_files;
 use crate::plugin::{
     HostServices, LoadError, PluginEngine, PluginSettings, PluginVersion, sha256_hex,
@@ -59,7 +60,7 @@ impl Default for HostOptions {
 }
 
 /// Load state of a plugin file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileState {
     /// Being compiled and validated.
@@ -71,7 +72,7 @@ pub enum FileState {
 }
 
 /// State of one plugin, for `/api/plugins`, `evhost plugins` and logs.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PluginStatus {
     /// The plugin file (or `embedded:<name>` for built-in plugins).
     pub file: String,
@@ -89,6 +90,9 @@ pub struct PluginStatus {
     pub subscriptions: Vec<String>,
     /// Why the last load failed.
     pub error: Option<String>,
+    /// Counters and handler times of the running version's plugin since the host started.
+    #[serde(default)]
+    pub stats: Option<PluginStats>,
 }
 
 /// Why the host could not add a plugin.
@@ -411,6 +415,7 @@ impl Host {
                 entry.state.clone().unwrap_or(FileState::Loading),
                 version.as_deref(),
                 entry.error.clone(),
+                &self.services.metrics,
             ));
         }
         for version in self.registry.versions() {
@@ -420,6 +425,7 @@ impl Host {
                     FileState::Running,
                     Some(&version),
                     None,
+                    &self.services.metrics,
                 ));
             }
         }
@@ -647,6 +653,7 @@ fn status(
     state: FileState,
     version: Option<&PluginVersion>,
     error: Option<String>,
+    metrics: &Metrics,
 ) -> PluginStatus {
     PluginStatus {
         file,
@@ -665,5 +672,6 @@ fn status(
             })
             .unwrap_or_default(),
         error,
+        stats: version.map(|version| metrics.plugin_stats(&version.name)),
     }
 }

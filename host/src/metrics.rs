@@ -2,9 +2,13 @@
 //!
 //! Everything is rendered in the Prometheus text format by [`Metrics::render`], served at
 //! `/metrics` by the admin endpoint. Plugin metrics are named `evhost_plugin_<name>` and carry a
-//! `plugin` label.
+//! `plugin` label. [`totals`] keeps per-plugin counters and handler-time quantiles for
+//! `/api/plugins`.
+
+pub mod totals;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -15,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use self::totals::{PluginStats, PluginTotals, TotalsTable};
 
 /// Label set of a metric sample.
 pub type Labels = Vec<(String, String)>;
@@ -66,6 +72,8 @@ pub struct HandlerMetrics {
     ok: Counter,
     /// `evhost_handler_duration_seconds` of this plugin.
     duration: Histogram,
+    /// The plugin's totals for `/api/plugins`.
+    totals: Arc<PluginTotals>,
 }
 
 impl HandlerMetrics {
@@ -74,6 +82,7 @@ impl HandlerMetrics {
         if outcome == "ok" {
             self.ok.inc();
             self.duration.observe(duration.as_secs_f64());
+            self.totals.record_call(true, duration);
         } else {
             metrics.record_handled(&self.plugin, &self.stream, outcome, duration);
         }
@@ -110,6 +119,8 @@ pub struct Metrics {
     group_pending: GaugeFamily,
     /// The current info labels of each plugin, to replace them on reload.
     plugin_info_labels: Mutex<HashMap<String, Labels>>,
+    /// Per-plugin totals for `/api/plugins`.
+    totals: TotalsTable,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -223,6 +234,7 @@ impl Metrics {
             plugin_info_labels: Mutex::new(HashMap::new()),
             reloads,
             swap_duration,
+            totals: TotalsTable::default(),
         }
     }
 
@@ -238,6 +250,15 @@ impl Metrics {
         self.handler_duration
             .get_or_create(&labels(&[("plugin", plugin)]))
             .observe(duration.as_secs_f64());
+        self.totals
+            .get(plugin)
+            .record_call(outcome == "ok", duration);
+    }
+
+    /// Handled, failed, retried and dead-lettered counts and handler-time quantiles of
+    /// `plugin` since the host started.
+    pub fn plugin_stats(&self, plugin: &str) -> PluginStats {
+        self.totals.snapshot(plugin)
     }
 
     /// Handles on one consumer's per-event metrics, so that the hot path does not build label
@@ -254,6 +275,7 @@ impl Metrics {
             duration: self
                 .handler_duration
                 .get_or_create_owned(&labels(&[("plugin", plugin)])),
+            totals: self.totals.get(plugin),
         }
     }
 
@@ -276,6 +298,7 @@ impl Metrics {
         self.retries
             .get_or_create(&labels(&[("plugin", plugin)]))
             .inc();
+        self.totals.get(plugin).record_retry();
     }
 
     /// Counts a dead-lettered event.
@@ -283,6 +306,7 @@ impl Metrics {
         self.dead_letters
             .get_or_create(&labels(&[("plugin", plugin), ("reason", reason)]))
             .inc();
+        self.totals.get(plugin).record_dead_letter();
     }
 
     /// Counts a plugin file load with its result (`ok`, `failed`, `removed`).

@@ -1,11 +1,11 @@
-//! A snapshot of the event streams and their consumer groups, for `/api/streams` and the
-//! `evhost_group_lag` / `evhost_group_pending` gauges.
+//! A snapshot of the event streams and their consumer groups: `evhost stats`, `/api/streams`
+//! and the `evhost_group_lag` / `evhost_group_pending` gauges.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::broker::{Broker, BrokerError, GroupInfo};
+use crate::broker::{Broker, BrokerError, EntryId};
 
 /// Key prefix of the event streams.
 pub const EVENT_STREAM_PREFIX: &str = "events:";
@@ -16,18 +16,26 @@ pub const REDRIVE_STREAM_PREFIX: &str = "evhost:redrive:";
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One stream and its groups.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StreamStats {
     /// Stream key, e.g. `events:AuctionEnded`.
     pub stream: String,
     /// Number of entries.
     pub length: u64,
+    /// Id of the oldest entry.
+    pub first_entry: Option<String>,
+    /// When the oldest entry was added (RFC 3339).
+    pub first_time: Option<String>,
+    /// Id of the newest entry.
+    pub last_entry: Option<String>,
+    /// When the newest entry was added (RFC 3339).
+    pub last_time: Option<String>,
     /// Its consumer groups.
     pub groups: Vec<GroupStats>,
 }
 
 /// One consumer group of a stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct GroupStats {
     /// Group name (evhost names groups after plugins).
     pub group: String,
@@ -35,22 +43,71 @@ pub struct GroupStats {
     pub consumers: u64,
     /// Delivered but not yet acknowledged entries.
     pub pending: u64,
-    /// Entries not yet delivered to the group, when Redis can tell.
+    /// Entries not yet delivered to the group (`None`: Redis cannot tell, before Redis 7).
     pub lag: Option<u64>,
     /// Id of the last entry delivered to the group.
     pub last_delivered: String,
+    /// Id of the oldest pending entry.
+    pub oldest_pending: Option<String>,
+    /// How long the oldest pending entry has waited since its last delivery, in milliseconds.
+    pub oldest_pending_idle_ms: Option<u64>,
 }
 
-impl From<GroupInfo> for GroupStats {
-    fn from(info: GroupInfo) -> Self {
-        GroupStats {
+/// When an entry was added, from its id: RFC 3339 with milliseconds.
+pub fn entry_time(id: EntryId) -> Option<String> {
+    let ms = i64::try_from(id.ms).ok()?;
+    let time = jiff::Timestamp::from_millisecond(ms).ok()?;
+    Some(format!("{time:.3}"))
+}
+
+/// Length, first and last entry and groups of one stream.
+///
+/// # Errors
+///
+/// When the broker fails.
+pub async fn inspect(broker: &dyn Broker, stream: &str) -> Result<StreamStats, BrokerError> {
+    let length = broker.len(stream).await?;
+    let first = broker
+        .range(stream, EntryId::ZERO, EntryId::MAX, 1)
+        .await?
+        .first()
+        .map(|entry| entry.id);
+    let last = broker
+        .rev_range(stream, EntryId::MAX, EntryId::ZERO, 1)
+        .await?
+        .first()
+        .map(|entry| entry.id);
+    let mut groups = Vec::new();
+    for info in broker.groups(stream).await? {
+        let oldest = if info.pending > 0 {
+            broker
+                .pending(stream, &info.name, Duration::ZERO, 1)
+                .await?
+                .into_iter()
+                .next()
+        } else {
+            None
+        };
+        groups.push(GroupStats {
             group: info.name,
             consumers: info.consumers,
             pending: info.pending,
             lag: info.lag,
             last_delivered: info.last_delivered.to_string(),
-        }
+            oldest_pending: oldest.as_ref().map(|entry| entry.id.to_string()),
+            oldest_pending_idle_ms: oldest
+                .map(|entry| u64::try_from(entry.idle.as_millis()).unwrap_or(u64::MAX)),
+        });
     }
+    Ok(StreamStats {
+        stream: stream.to_string(),
+        length,
+        first_entry: first.map(|id| id.to_string()),
+        first_time: first.and_then(entry_time),
+        last_entry: last.map(|id| id.to_string()),
+        last_time: last.and_then(entry_time),
+        groups,
+    })
 }
 
 /// Why a snapshot could not be taken.
@@ -80,18 +137,7 @@ async fn collect(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotError>
     names.extend(broker.streams(REDRIVE_STREAM_PREFIX).await?);
     let mut streams = Vec::with_capacity(names.len());
     for stream in names {
-        let length = broker.len(&stream).await?;
-        let groups = broker
-            .groups(&stream)
-            .await?
-            .into_iter()
-            .map(GroupStats::from)
-            .collect();
-        streams.push(StreamStats {
-            stream,
-            length,
-            groups,
-        });
+        streams.push(inspect(broker, &stream).await?);
     }
     Ok(streams)
 }
@@ -130,5 +176,8 @@ mod tests {
         assert_eq!(streams[0].groups[0].group, "payment");
         assert_eq!(streams[0].groups[0].pending, 0);
         assert_eq!(streams[0].groups[0].lag, Some(3));
+        assert_eq!(streams[0].groups[0].oldest_pending, None);
+        assert!(streams[0].first_entry < streams[0].last_entry);
+        assert!(streams[0].first_time.is_some());
     }
 }

@@ -436,3 +436,643 @@ fn config_file_supplies_flags_and_rejects_unknown_keys() {
         "{stderr}"
     );
 }
+
+// ---- Operator commands: history, tail, stats, plugins, replay, publish --file ----
+
+/// Runs `evhost` with `args` against `server` and returns its output.
+fn evhost_on(server: &RedisServer, args: &[&str]) -> std::process::Output {
+    evhost()
+        .args(args)
+        .args(["--redis", &server.url()])
+        .output()
+        .expect("run evhost")
+}
+
+/// Stdout of a successful run (panics with stderr otherwise).
+fn stdout_of(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Parses every stdout line as JSON.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect()
+}
+
+fn redis_conn(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("connect")
+}
+
+/// `publish --file` publishes every line and prints the count; `history` lists them as a
+/// table and as JSON lines, newest first with `--reverse`, and ranges by time.
+#[test]
+fn publish_file_then_history_shows_the_events() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(
+        &file,
+        "{\"type\":\"OrderPlaced\",\"data\":{\"order\":1,\"workflow_id\":\"wf-1\"}}\n\n{\"type\":\"OrderPlaced\",\"data\":{\"order\":2}}\n{\"type\":\"OrderShipped\",\"data\":{\"order\":1}}\n",
+    )
+    .expect("write events");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let stdout = stdout_of(&evhost_on(
+        &server,
+        &[
+            "publish",
+            "--file",
+            file_arg,
+            "--correlation-id",
+            "import-1",
+        ],
+    ));
+    assert!(stdout.contains("published 3 event(s)"), "{stdout}");
+    let typed = dir.path().join("typed.jsonl");
+    std::fs::write(&typed, "{\"order\":3}\n").expect("write events");
+    let stdout = stdout_of(&evhost_on(
+        &server,
+        &[
+            "publish",
+            "OrderPlaced",
+            "--file",
+            typed.to_str().expect("utf-8"),
+        ],
+    ));
+    assert!(stdout.contains("published 1 event(s)"), "{stdout}");
+    assert_eq!(xrange_len(&server, "events:OrderPlaced"), 3);
+    assert_eq!(xrange_len(&server, "events:OrderShipped"), 1);
+
+    // A bad line publishes nothing and is a usage error naming the line.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"type\":\"OrderPlaced\",\"data\":{}}\n{oops\n").expect("write");
+    let output = evhost_on(
+        &server,
+        &["publish", "--file", bad.to_str().expect("utf-8")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.jsonl:2"));
+    assert_eq!(
+        xrange_len(&server, "events:OrderPlaced"),
+        3,
+        "nothing published"
+    );
+
+    let table = stdout_of(&evhost_on(&server, &["history", "OrderPlaced"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "header and three events:\n{table}");
+    assert!(
+        lines[0].starts_with("ENTRY") && lines[0].contains("EVENT ID"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("OrderPlaced") && lines[1].contains(r#""order":1"#),
+        "{table}"
+    );
+    assert!(lines[3].contains(r#""order":3"#), "{table}");
+
+    let events = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &["history", "OrderPlaced", "--json"],
+    )));
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["type"], "OrderPlaced");
+    assert_eq!(events[0]["data"]["workflow_id"], "wf-1");
+    assert_eq!(events[0]["extensions"]["correlationid"], "import-1");
+    assert_eq!(events[0]["stream"], "events:OrderPlaced");
+    assert!(
+        events[0]["entry_id"]
+            .as_str()
+            .is_some_and(|id| id.contains('-'))
+    );
+
+    let newest = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &[
+            "history",
+            "OrderPlaced",
+            "--json",
+            "--reverse",
+            "--count",
+            "1",
+        ],
+    )));
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0]["data"]["order"], 3);
+
+    // Ranges by entry id and by RFC 3339 time.
+    let second = events[1]["entry_id"].as_str().expect("entry id");
+    let from_second = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &["history", "OrderPlaced", "--json", "--from", second],
+    )));
+    assert_eq!(from_second.len(), 2);
+    let future = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &[
+            "history",
+            "OrderPlaced",
+            "--json",
+            "--from",
+            "2999-01-01T00:00:00Z",
+        ],
+    )));
+    assert!(future.is_empty());
+    let past = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &[
+            "history",
+            "OrderPlaced",
+            "--json",
+            "--to",
+            "2000-01-01T00:00:00Z",
+        ],
+    )));
+    assert!(past.is_empty());
+    let output = evhost_on(&server, &["history", "OrderPlaced", "--from", "yesterday"]);
+    assert_eq!(output.status.code(), Some(2), "bad --from is a usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("RFC 3339"));
+}
+
+/// `stats` shows length, first/last entry, and the pending and lag the test created for a
+/// group; with no host running it says so in one line and still prints the Redis part.
+#[test]
+fn stats_shows_the_lag_and_pending_of_a_group() {
+    let server = RedisServer::start();
+    for n in 0..5 {
+        stdout_of(&evhost_on(
+            &server,
+            &["publish", "StatsProbe", &format!("{{\"n\":{n}}}")],
+        ));
+    }
+    let mut conn = redis_conn(&server);
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "events:StatsProbe", "reader", "0"])
+        .query(&mut conn)
+        .expect("XGROUP CREATE");
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP",
+            "reader",
+            "c1",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "events:StatsProbe",
+            ">",
+        ])
+        .query(&mut conn)
+        .expect("XREADGROUP without ack");
+    let no_host = "http://127.0.0.1:1";
+
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&evhost_on(
+        &server,
+        &["stats", "Stats*", "--json", "--admin", no_host],
+    )))
+    .expect("JSON report");
+    let stream = &report["streams"][0];
+    assert_eq!(stream["stream"], "events:StatsProbe");
+    assert_eq!(stream["length"], 5);
+    assert!(stream["first_entry"].is_string() && stream["last_time"].is_string());
+    let group = &stream["groups"][0];
+    assert_eq!(group["group"], "reader");
+    assert_eq!(group["consumers"], 1);
+    assert_eq!(group["pending"], 2);
+    assert_eq!(group["lag"], 3);
+    assert!(group["oldest_pending_idle_ms"].is_u64(), "{report}");
+    assert_eq!(group["oldest_pending"], stream["first_entry"]);
+    assert!(report["plugins"].is_null());
+    assert!(
+        report["admin_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("is `evhost run` running?")),
+        "{report}"
+    );
+
+    let table = stdout_of(&evhost_on(&server, &["stats", "--admin", no_host]));
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("reader"))
+        .unwrap_or_else(|| panic!("no group row:\n{table}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &columns[..5],
+        ["reader", "events:StatsProbe", "1", "2", "3"],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|line| line.starts_with("events:StatsProbe") && line.contains(" 5 ")),
+        "{table}"
+    );
+    let admin_lines: Vec<&str> = table
+        .lines()
+        .filter(|line| line.contains("--metrics-addr"))
+        .collect();
+    assert_eq!(
+        admin_lines.len(),
+        1,
+        "one line about the missing host:\n{table}"
+    );
+}
+
+/// `tail` prints the events published after it started (not the ones before), follows a
+/// stream created later, applies `--filter` and stops after `--count`.
+#[test]
+fn tail_prints_events_published_after_it_started() {
+    let server = RedisServer::start();
+    stdout_of(&evhost_on(
+        &server,
+        &["publish", "TailA", r#"{"k":"yes","n":0}"#],
+    ));
+    let mut child = evhost()
+        .args([
+            "tail", "Tail*", "--json", "--count", "2", "--filter", "k=yes",
+        ])
+        .args(["--discovery-interval-ms", "100", "--redis", &server.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evhost tail");
+    let stderr = child.stderr.take().expect("stderr");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = ready_tx.send(line);
+        }
+    });
+    let line = ready_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("tail says what it follows");
+    assert!(line.contains("following 1 stream(s)"), "{line}");
+    for (event_type, data) in [
+        ("TailA", r#"{"k":"no","n":1}"#),
+        ("TailA", r#"{"k":"yes","n":2}"#),
+        ("TailB", r#"{"k":"yes","n":3}"#),
+    ] {
+        stdout_of(&evhost_on(&server, &["publish", event_type, data]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("tail did not exit after 2 events");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    assert!(status.success(), "{status:?}\n{stdout}");
+    let events = json_lines(&stdout);
+    let seen: Vec<(String, i64)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["type"].as_str().expect("type").to_string(),
+                event["data"]["n"].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("TailA".to_string(), 2), ("TailB".to_string(), 3)]);
+}
+
+/// A host started with `evhost run` on a directory; killed on drop.
+struct RunningHost {
+    child: std::process::Child,
+    admin: String,
+}
+
+impl RunningHost {
+    fn start(server: &RedisServer, plugins: &std::path::Path) -> Self {
+        let mut child = evhost()
+            .args([
+                "run",
+                "--redis",
+                &server.url(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--consumer", "cli-test", "--no-watch", "--block-ms", "100"])
+            .args([
+                "--discovery-interval-ms",
+                "100",
+                "--retry-interval-ms",
+                "100",
+            ])
+            .arg("--plugins")
+            .arg(plugins)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn evhost run");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut log = String::new();
+        let admin = loop {
+            assert!(
+                Instant::now() < deadline,
+                "evhost run did not start:\n{log}"
+            );
+            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(100)) {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("evhost running") {
+                    let start = line.find("http://").expect("admin address in the log");
+                    let end = line[start..].find("/metrics").expect("admin path") + start;
+                    break line[start..end].to_string();
+                }
+            }
+        };
+        RunningHost { child, admin }
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `timeout` for `check`.
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `/api/plugins` statuses of a running host, by `evhost plugins list --json`.
+fn plugin_statuses(admin: &str) -> Vec<serde_json::Value> {
+    let output = evhost()
+        .args(["plugins", "list", "--json", "--admin", admin])
+        .output()
+        .expect("run evhost plugins list");
+    let value: serde_json::Value =
+        serde_json::from_str(&stdout_of(&output)).expect("JSON plugin list");
+    value.as_array().expect("array").clone()
+}
+
+fn handled_by(statuses: &[serde_json::Value], plugin: &str) -> u64 {
+    statuses
+        .iter()
+        .find(|status| status["name"] == plugin)
+        .and_then(|status| status["stats"]["handled"].as_u64())
+        .unwrap_or_else(|| panic!("no stats for {plugin}: {statuses:?}"))
+}
+
+/// With `audit` and `metrics` both subscribed to every type, `replay --plugin audit` delivers
+/// the past events to audit again and never to metrics; `plugins list` and `stats` show the
+/// running host's plugins and their counters.
+#[test]
+fn replay_reaches_only_the_named_plugin() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    for (name, bytes) in evhost::artifacts::examples() {
+        if name == "audit" || name == "metrics" {
+            std::fs::write(plugins.join(format!("{name}.wasm")), bytes).expect("write plugin");
+        }
+    }
+    let host = RunningHost::start(&server, &plugins);
+    // The consumers exist once their redrive streams do: the first discovery pass is over, so
+    // the stream created below is read from its first entry.
+    let mut conn = redis_conn(&server);
+    wait_until("the consumers to start", Duration::from_secs(30), || {
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(&["evhost:redrive:audit", "evhost:redrive:metrics"])
+            .query(&mut conn)
+            .expect("EXISTS");
+        exists == 2
+    });
+    for n in 0..3 {
+        stdout_of(&evhost_on(
+            &server,
+            &["publish", "CliReplay", &format!("{{\"n\":{n}}}")],
+        ));
+    }
+    wait_until(
+        "both plugins to handle 3 events",
+        Duration::from_secs(30),
+        || {
+            let statuses = plugin_statuses(&host.admin);
+            handled_by(&statuses, "audit") == 3 && handled_by(&statuses, "metrics") == 3
+        },
+    );
+    assert_eq!(xrange_len(&server, "evhost:journal:audit"), 3);
+
+    let list = stdout_of(
+        &evhost()
+            .args(["plugins", "--admin", &host.admin])
+            .output()
+            .expect("run evhost plugins"),
+    );
+    let audit_row = list
+        .lines()
+        .find(|line| line.starts_with("audit"))
+        .unwrap_or_else(|| panic!("no audit row:\n{list}"));
+    assert!(
+        audit_row.contains("running") && audit_row.contains('*'),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .next()
+            .is_some_and(|header| header.contains("SHA256")),
+        "{list}"
+    );
+
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&evhost_on(
+        &server,
+        &[
+            "replay",
+            "CliReplay",
+            "--plugin",
+            "audit",
+            "--from",
+            "-",
+            "--wait-secs",
+            "30",
+            "--json",
+        ],
+    )))
+    .expect("JSON summary");
+    assert_eq!(summary["queued"], 3, "{summary}");
+    assert_eq!(summary["handled"], 3, "{summary}");
+    assert_eq!(summary["dead_lettered"], 0, "{summary}");
+    assert_eq!(summary["finished"], true, "{summary}");
+
+    let journal = xrange_len(&server, "evhost:journal:audit");
+    assert_eq!(journal, 6, "audit saw the three events again");
+    // Give any (wrong) delivery to metrics time to happen before asserting it did not.
+    std::thread::sleep(Duration::from_millis(500));
+    let statuses = plugin_statuses(&host.admin);
+    assert_eq!(
+        handled_by(&statuses, "metrics"),
+        3,
+        "metrics never saw them again"
+    );
+    assert_eq!(handled_by(&statuses, "audit"), 6);
+    assert_eq!(xrange_len(&server, "evhost:redrive:metrics"), 0);
+    assert_eq!(
+        xrange_len(&server, "events:CliReplay"),
+        3,
+        "the stream is unchanged"
+    );
+
+    let stats = stdout_of(&evhost_on(
+        &server,
+        &["stats", "CliReplay", "--admin", &host.admin],
+    ));
+    let audit_stats = stats
+        .lines()
+        .find(|line| line.starts_with("audit") && line.contains("running"))
+        .unwrap_or_else(|| panic!("no audit plugin row:\n{stats}"));
+    let columns: Vec<&str> = audit_stats.split_whitespace().collect();
+    assert_eq!(
+        &columns[..6],
+        ["audit", "running", "6", "0", "0", "0"],
+        "{stats}"
+    );
+
+    // A plugin without a group on the stream is refused, with the groups that exist.
+    let output = evhost_on(
+        &server,
+        &["replay", "CliReplay", "--plugin", "payment", "--from", "-"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no consumer group") && stderr.contains("audit"),
+        "{stderr}"
+    );
+}
+
+/// `plugins check` prints a good component's describe() without Redis or a host, and explains
+/// why a corrupt file would not load (exit 1).
+#[test]
+fn plugins_check_describes_good_files_and_rejects_corrupt_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = evhost()
+        .args(["examples", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .expect("evhost examples");
+    assert!(status.success());
+    let payment = dir.path().join("payment.wasm");
+    let output = evhost()
+        .args(["plugins", "check"])
+        .arg(&payment)
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .expect("run evhost plugins check");
+    let text = stdout_of(&output);
+    assert!(text.contains("is a valid evhost plugin"), "{text}");
+    assert!(text.contains("name           payment"), "{text}");
+    assert!(text.contains("subscriptions  AuctionEnded"), "{text}");
+    let output = evhost()
+        .args(["plugins", "check", "--json"])
+        .arg(&payment)
+        .output()
+        .expect("run evhost plugins check");
+    let info: serde_json::Value = serde_json::from_str(&stdout_of(&output)).expect("JSON");
+    assert_eq!(info["name"], "payment");
+    assert_eq!(info["subscriptions"][0], "AuctionEnded");
+    assert_eq!(info["sha256"].as_str().map(str::len), Some(64));
+
+    let corrupt = dir.path().join("corrupt.wasm");
+    let mut bytes = std::fs::read(&payment).expect("read payment");
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&corrupt, bytes).expect("write corrupt");
+    let output = evhost()
+        .args(["plugins", "check"])
+        .arg(&corrupt)
+        .output()
+        .expect("run evhost plugins check");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("corrupt.wasm is not a valid WebAssembly component"),
+        "{stderr}"
+    );
+}
+
+/// Unreachable Redis or host: exit 1 with what to do; bad arguments: exit 2.
+#[test]
+fn operator_commands_say_what_to_do_and_use_the_documented_exit_codes() {
+    for args in [
+        &["history", "A"][..],
+        &["stats"][..],
+        &["tail"][..],
+        &["replay", "A", "--plugin", "p", "--from", "-"][..],
+    ] {
+        let output = evhost()
+            .args(args)
+            .args(["--redis", "redis://127.0.0.1:1"])
+            .output()
+            .expect("run evhost");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("cannot reach Redis at redis://127.0.0.1:1")
+                && stderr.contains("is redis-server running?"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let output = evhost()
+        .args(["plugins", "list", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .expect("run evhost plugins list");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is `evhost run` running?") && stderr.contains("--metrics-addr"),
+        "{stderr}"
+    );
+    for args in [
+        &["history", "A", "--count", "many"][..],
+        &["tail", "--filter", "novalue"][..],
+        &["replay", "A", "--plugin", "p"][..],
+        &["history", "A", "--from", "2026-13-45"][..],
+        &["stats", "[unclosed"][..],
+        &["publish", "A"][..],
+        &["plugins", "frobnicate"][..],
+    ] {
+        let output = evhost()
+            .args(args)
+            .args(["--redis", "redis://127.0.0.1:1"])
+            .output()
+            .expect("run evhost");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

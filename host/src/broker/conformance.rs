@@ -857,6 +857,21 @@ pub async fn range_and_len(broker: &dyn Broker, prefix: &str) {
         broker.range(&s, EntryId::ZERO, EntryId::MAX, 2).await,
     );
     assert_eq!(entry_ids(&two), ids[..2], "{s}: count");
+    let newest = ok(
+        "rev_range",
+        broker.rev_range(&s, EntryId::MAX, EntryId::ZERO, 2).await,
+    );
+    assert_eq!(
+        entry_ids(&newest),
+        [ids[4], ids[3]],
+        "{s}: rev_range is newest first, limited by count"
+    );
+    let reversed_middle = ok("rev_range", broker.rev_range(&s, ids[3], ids[1], 100).await);
+    assert_eq!(
+        entry_ids(&reversed_middle),
+        [ids[3], ids[2], ids[1]],
+        "{s}: rev_range ends are inclusive"
+    );
     let single = ok("range", broker.range(&s, ids[2], ids[2], 10).await);
     assert_eq!(entry_ids(&single), ids[2..3], "{s}: a one-id range");
     let after = ok(

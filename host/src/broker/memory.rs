@@ -440,6 +440,31 @@ impl State {
             .collect()
     }
 
+    fn rev_range(
+        &self,
+        stream: &str,
+        end: EntryId,
+        start: EntryId,
+        count: usize,
+    ) -> Vec<StreamEntry> {
+        if start > end || count == 0 {
+            return Vec::new();
+        }
+        let Some(found) = self.streams.get(stream) else {
+            return Vec::new();
+        };
+        found
+            .entries
+            .range(start..=end)
+            .rev()
+            .take(count)
+            .map(|(id, fields)| StreamEntry {
+                id: *id,
+                fields: fields.clone(),
+            })
+            .collect()
+    }
+
     fn groups(&self, stream: &str) -> Vec<GroupInfo> {
         let Some(found) = self.streams.get(stream) else {
             return Vec::new();
@@ -683,6 +708,16 @@ impl Broker for MemoryBroker {
         count: usize,
     ) -> Result<Vec<StreamEntry>, BrokerError> {
         Ok(self.with_state(|state| state.range(stream, start, end, count)))
+    }
+
+    async fn rev_range(
+        &self,
+        stream: &str,
+        end: EntryId,
+        start: EntryId,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        Ok(self.with_state(|state| state.rev_range(stream, end, start, count)))
     }
 
     async fn len(&self, stream: &str) -> Result<u64, BrokerError> {

@@ -251,6 +251,16 @@ pub trait Broker: Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<StreamEntry>, BrokerError>;
 
+    /// Entries of `stream` with ids in `start..=end`, at most `count`, newest first
+    /// (`XREVRANGE`).
+    async fn rev_range(
+        &self,
+        stream: &str,
+        end: EntryId,
+        start: EntryId,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BrokerError>;
+
     /// Number of entries in `stream` (0 when it does not exist).
     async fn len(&self, stream: &str) -> Result<u64, BrokerError>;
 

@@ -193,6 +193,90 @@ impl RedisBroker {
         let mut conn = self.conn.clone();
         Ok(cmd.query_async::<Value>(&mut conn).await?)
     }
+
+    /// A dedicated connection for plain blocking reads (`XREAD`) outside any consumer group.
+    pub fn follower(&self) -> StreamFollower {
+        StreamFollower {
+            client: self.client.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// Follows streams with plain `XREAD BLOCK` (no group, no acknowledgement) on a connection of
+/// its own, so that a blocked read never delays other commands.
+pub struct StreamFollower {
+    /// Opens the connection.
+    client: Client,
+    /// The connection, `None` before the first read and after a failure.
+    conn: Option<MultiplexedConnection>,
+}
+
+impl std::fmt::Debug for StreamFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFollower").finish_non_exhaustive()
+    }
+}
+
+impl StreamFollower {
+    /// Reads up to `count` entries per stream with ids after the given ones, waiting up to
+    /// `block` for the first; returns (stream, entry) pairs.
+    ///
+    /// # Errors
+    ///
+    /// When the server fails or does not answer in time (the next read reconnects).
+    pub async fn read(
+        &mut self,
+        after: &[(String, EntryId)],
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, StreamEntry)>, BrokerError> {
+        if after.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(Vec::new());
+        }
+        let mut conn = match &self.conn {
+            Some(conn) => conn.clone(),
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(None);
+                let conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                self.conn = Some(conn.clone());
+                conn
+            }
+        };
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(millis(block).max(1))
+            .arg("STREAMS");
+        for (stream, _) in after {
+            cmd.arg(stream);
+        }
+        for (_, id) in after {
+            cmd.arg(id.to_string());
+        }
+        let limit = block + READ_GRACE;
+        let reply = match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(err)) => {
+                self.conn = None;
+                return Err(BrokerError::Redis(err));
+            }
+            Err(_) => {
+                self.conn = None;
+                return Err(BrokerError::Protocol(format!(
+                    "XREAD got no answer within {limit:?}; reconnecting"
+                )));
+            }
+        };
+        parse_multi_read(reply)
+    }
 }
 
 #[async_trait]
@@ -423,6 +507,22 @@ impl Broker for RedisBroker {
         cmd.arg(stream)
             .arg(start.to_string())
             .arg(end.to_string())
+            .arg("COUNT")
+            .arg(count);
+        parse_entries(self.query(&cmd).await?)
+    }
+
+    async fn rev_range(
+        &self,
+        stream: &str,
+        end: EntryId,
+        start: EntryId,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(stream)
+            .arg(end.to_string())
+            .arg(start.to_string())
             .arg("COUNT")
             .arg(count);
         parse_entries(self.query(&cmd).await?)
@@ -781,6 +881,40 @@ fn into_bytes(value: Value) -> Vec<u8> {
     }
 }
 
+/// Parses an `XREAD` reply over several streams into (stream, entry) pairs.
+fn parse_multi_read(value: Value) -> Result<Vec<(String, StreamEntry)>, BrokerError> {
+    let streams: Vec<(Value, Value)> = match value {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|pair| match pair {
+                Value::Array(pair) => {
+                    let mut pair = pair.into_iter();
+                    match (pair.next(), pair.next()) {
+                        (Some(name), Some(entries)) => Ok((name, entries)),
+                        _ => Err(BrokerError::Protocol("XREAD reply too short".into())),
+                    }
+                }
+                other => Err(unexpected("XREAD", &other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Map(streams) => streams,
+        other => return Err(unexpected("XREAD", &other)),
+    };
+    let mut entries = Vec::new();
+    for (name, stream_entries) in streams {
+        let Some(name) = into_text(name) else {
+            return Err(BrokerError::Protocol(
+                "XREAD stream name is not text".into(),
+            ));
+        };
+        for entry in parse_entries(stream_entries)? {
+            entries.push((name.clone(), entry));
+        }
+    }
+    Ok(entries)
+}
+
 /// Parses an `XREADGROUP` reply for one stream.
 fn parse_read_reply(value: Value) -> Result<Vec<StreamEntry>, BrokerError> {
     match value {
@@ -888,5 +1022,42 @@ mod tests {
             vec![("payload".to_string(), b"{}".to_vec())]
         );
         assert!(parse_read_reply(Value::Nil).expect("nil").is_empty());
+    }
+
+    #[test]
+    fn parses_multi_stream_read_replies() {
+        let entry = |id: &[u8]| {
+            Value::Array(vec![
+                Value::BulkString(id.to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"data".to_vec()),
+                    Value::BulkString(b"{}".to_vec()),
+                ]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::BulkString(b"events:A".to_vec()),
+                Value::Array(vec![entry(b"1-0")]),
+            ]),
+            Value::Array(vec![
+                Value::BulkString(b"events:B".to_vec()),
+                Value::Array(vec![entry(b"2-0"), entry(b"3-0")]),
+            ]),
+        ]);
+        let entries = parse_multi_read(reply).expect("parses");
+        let got: Vec<(String, EntryId)> = entries
+            .into_iter()
+            .map(|(stream, entry)| (stream, entry.id))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("events:A".to_string(), EntryId::new(1, 0)),
+                ("events:B".to_string(), EntryId::new(2, 0)),
+                ("events:B".to_string(), EntryId::new(3, 0)),
+            ]
+        );
+        assert!(parse_multi_read(Value::Nil).expect("nil").is_empty());
     }
 }

@@ -2,10 +2,102 @@
 
 use anyhow::Context as _;
 
+use super::UsageError;
 use crate::broker::redis::RedisBroker;
+use crate::broker::{Broker as _, EntryId};
+use crate::event::{STREAM_PREFIX, type_of_stream};
 
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Default address of a running host's admin endpoint (`evhost run --metrics-addr`).
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9464";
+
+/// Which end of a range a position bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// The first id of the range: an RFC 3339 time becomes `<ms>-0`.
+    Start,
+    /// The last id: an RFC 3339 time covers its whole millisecond (`<ms>-<max>`).
+    End,
+}
+
+/// Parses a stream position: an entry id (`1732470000000-0`, `1732470000000`), `-`/`+`, or
+/// an RFC 3339 time (`2026-11-24T18:00:00Z`), which becomes the id of that millisecond.
+///
+/// # Errors
+///
+/// [`UsageError`] saying which forms are accepted.
+pub fn parse_position(text: &str, bound: Bound) -> Result<EntryId, UsageError> {
+    match text {
+        "-" => return Ok(EntryId::ZERO),
+        "+" => return Ok(EntryId::MAX),
+        _ => {}
+    }
+    if let Ok(id) = text.parse::<EntryId>() {
+        return Ok(id);
+    }
+    let time: jiff::Timestamp = text.parse().map_err(|_| {
+        UsageError(format!(
+            "{text:?} is neither a stream entry id (like 1732470000000-0) nor an RFC 3339 time (like 2026-11-24T18:00:00Z)"
+        ))
+    })?;
+    let ms = u64::try_from(time.as_millisecond()).map_err(|_| {
+        UsageError(format!(
+            "{text:?} is before 1970, where no stream entry can be"
+        ))
+    })?;
+    Ok(match bound {
+        Bound::Start => EntryId::new(ms, 0),
+        Bound::End => EntryId::new(ms, u64::MAX),
+    })
+}
+
+/// A glob over event types (`Auction*`); `events:Auction*` means the same.
+#[derive(Debug, Clone)]
+pub struct TypePattern(glob::Pattern);
+
+impl TypePattern {
+    /// Parses a type glob.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError`] when the glob is invalid.
+    pub fn parse(text: &str) -> Result<Self, UsageError> {
+        let glob = text.strip_prefix(STREAM_PREFIX).unwrap_or(text);
+        glob::Pattern::new(glob)
+            .map(TypePattern)
+            .map_err(|err| UsageError(format!("invalid pattern {text:?}: {err}")))
+    }
+
+    /// Whether the `events:<type>` stream matches.
+    pub fn matches_stream(&self, stream: &str) -> bool {
+        type_of_stream(stream).is_some_and(|event_type| self.0.matches(event_type))
+    }
+}
+
+/// The `events:*` streams matching any of `patterns`, sorted.
+///
+/// # Errors
+///
+/// When Redis fails.
+pub async fn matching_streams(
+    broker: &RedisBroker,
+    patterns: &[TypePattern],
+) -> anyhow::Result<Vec<String>> {
+    let streams = broker
+        .streams(STREAM_PREFIX)
+        .await
+        .context("cannot list the event streams")?;
+    Ok(streams
+        .into_iter()
+        .filter(|stream| {
+            patterns
+                .iter()
+                .any(|pattern| pattern.matches_stream(stream))
+        })
+        .collect())
+}
 
 /// `url` with its password replaced by `***`, safe to print.
 pub fn redact_url(url: &str) -> String {
@@ -69,6 +161,32 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_positions() {
+        assert_eq!(
+            parse_position("1700000000000-3", Bound::Start).expect("id"),
+            EntryId::new(1_700_000_000_000, 3)
+        );
+        assert_eq!(
+            parse_position("2023-11-14T22:13:20Z", Bound::Start).expect("time"),
+            EntryId::new(1_700_000_000_000, 0)
+        );
+        assert_eq!(
+            parse_position("2023-11-14T22:13:20.5+00:00", Bound::End).expect("time"),
+            EntryId::new(1_700_000_000_500, u64::MAX)
+        );
+        assert!(parse_position("yesterday", Bound::Start).is_err());
+        let pattern = TypePattern::parse("Auction*").expect("glob");
+        assert!(pattern.matches_stream("events:AuctionEnded"));
+        assert!(!pattern.matches_stream("events:BidPlaced"));
+        assert!(!pattern.matches_stream("evhost:dlq:Auction"));
+        assert!(
+            TypePattern::parse("events:A*")
+                .expect("glob")
+                .matches_stream("events:AB")
+        );
+    }
 
     #[test]
     fn redacts_passwords() {

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
+use super::output::{Align, Cell, Style, Table, truncate};
 use crate::broker::EntryId;
 use crate::dlq::{self, DeadLetter};
 
@@ -69,31 +70,26 @@ fn parse_id(text: &str) -> anyhow::Result<EntryId> {
         .map_err(|err| UsageError(format!("{err} (use an id from `evhost dlq list`)")).into())
 }
 
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(width.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
-}
-
 fn print_table(letters: &[DeadLetter]) {
-    println!(
-        "{:<22} {:<28} {:<22} {:<13} {:>8}  ERROR",
-        "ID", "STREAM", "ENTRY", "REASON", "ATTEMPTS"
-    );
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("STREAM", Align::Left),
+        ("ENTRY", Align::Left),
+        ("REASON", Align::Left),
+        ("ATTEMPTS", Align::Right),
+        ("ERROR", Align::Left),
+    ]);
     for letter in letters {
-        println!(
-            "{:<22} {:<28} {:<22} {:<13} {:>8}  {}",
-            letter.dlq_id,
-            truncate(&letter.stream, 28),
-            letter.entry_id,
-            letter.reason,
-            letter.attempts,
-            truncate(&letter.error, 60)
-        );
+        table.row(vec![
+            letter.dlq_id.clone().into(),
+            truncate(&letter.stream, 28).into(),
+            letter.entry_id.clone().into(),
+            Cell::styled(letter.reason.clone(), Style::Yellow),
+            letter.attempts.to_string().into(),
+            Cell::styled(truncate(&letter.error, 60), Style::Red),
+        ]);
     }
+    table.print();
 }
 
 /// Runs `evhost dlq`.

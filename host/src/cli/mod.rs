@@ -1,13 +1,21 @@
 //! The `evhost` command line: one module per subcommand.
 
+pub mod admin_client;
 mod bench;
 mod common;
 mod config_file;
 mod demo;
 mod dlq;
+mod event_view;
 mod examples;
+mod history;
+mod output;
+mod plugins;
 mod publish;
+mod replay;
 mod run;
+mod stats;
+mod tail;
 
 use std::process::ExitCode;
 
@@ -22,8 +30,13 @@ pub use config_file::ConfigFileError;
 pub use demo::DemoArgs;
 pub use dlq::{DlqArgs, DlqCommand};
 pub use examples::ExamplesArgs;
+pub use history::HistoryArgs;
+pub use plugins::{PluginsArgs, PluginsCommand};
 pub use publish::PublishArgs;
+pub use replay::ReplayArgs;
 pub use run::RunArgs;
+pub use stats::StatsArgs;
+pub use tail::TailArgs;
 
 /// evhost: run WebAssembly event handlers on Redis Streams.
 #[derive(Debug, Parser)]
@@ -58,8 +71,18 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the host: load plugins and consume their streams from Redis.
     Run(RunArgs),
-    /// Publish one event to `events:<TYPE>` and print its id.
+    /// Publish one event to `events:<TYPE>` and print its id, or every line of a file.
     Publish(PublishArgs),
+    /// Show past events of one type, oldest (or newest) first.
+    History(HistoryArgs),
+    /// Follow new events live (no consumer group, nothing acknowledged).
+    Tail(TailArgs),
+    /// Streams, consumer groups (pending, lag) and a running host's plugin counters.
+    Stats(StatsArgs),
+    /// List a running host's plugins, or check a plugin file without running it.
+    Plugins(PluginsArgs),
+    /// Re-deliver past events of one type to one plugin only.
+    Replay(ReplayArgs),
     /// Run the auction saga with the example plugins, on an in-memory broker or on Redis.
     Demo(DemoArgs),
     /// Write the example plugins (payment, notification, audit, metrics) into a directory.
@@ -79,7 +102,12 @@ impl Command {
             | Command::Publish(_)
             | Command::Examples(_)
             | Command::Dlq(_)
-            | Command::Bench(_) => "warn",
+            | Command::Bench(_)
+            | Command::History(_)
+            | Command::Tail(_)
+            | Command::Stats(_)
+            | Command::Plugins(_)
+            | Command::Replay(_) => "warn",
         }
     }
 }
@@ -157,6 +185,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Examples(args) => examples::run(args),
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::History(args) => history::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Stats(args) => stats::run(args).await,
+        Command::Plugins(args) => plugins::run(args).await,
+        Command::Replay(args) => replay::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
