@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -478,8 +479,8 @@ impl Host {
     /// The discovery loop: a pass every `discovery_interval` and after every plugin change; the
     /// first pass marks the host ready.
     async fn discover_forever(self: Arc<Self>) {
-        let mut running: HashMap<(String, String), RunningConsumer> = HashMap::new();
-        let mut stopping: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
+        let mut running: HashMap<ConsumerKey, RunningConsumer> = HashMap::new();
+        let mut stopping: HashMap<ConsumerKey, JoinHandle<()>> = HashMap::new();
         let mut seen_streams: Option<HashSet<String>> = None;
         loop {
             match self
@@ -505,8 +506,8 @@ impl Host {
     /// plugins and dropped subscriptions.
     async fn discover_once(
         &self,
-        running: &mut HashMap<(String, String), RunningConsumer>,
-        stopping: &mut HashMap<(String, String), JoinHandle<()>>,
+        running: &mut HashMap<ConsumerKey, RunningConsumer>,
+        stopping: &mut HashMap<ConsumerKey, JoinHandle<()>>,
         seen_streams: &mut Option<HashSet<String>>,
     ) -> Result<(), BrokerError> {
         if self.cancel.is_cancelled() {
@@ -521,20 +522,25 @@ impl Host {
             .collect();
         let first_pass = seen_streams.is_none();
         let previously_seen = seen_streams.get_or_insert_with(HashSet::new);
-        let mut wanted: HashMap<(String, String), GroupStart> = HashMap::new();
+        let mut wanted: HashMap<ConsumerKey, GroupStart> = HashMap::new();
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
+            let workers = version.settings.concurrency.map_or(1, NonZeroUsize::get);
+            let mut want = |stream: &str, start: GroupStart, replace: bool| {
+                for worker in 0..workers {
+                    let key = (name.clone(), stream.to_string(), worker);
+                    if replace {
+                        wanted.insert(key, start);
+                    } else {
+                        wanted.entry(key).or_insert(start);
+                    }
+                }
+            };
             // Dead letters re-driven to this plugin alone.
-            wanted.insert(
-                (name.clone(), dlq::redrive_stream(&name)),
-                GroupStart::Beginning,
-            );
+            want(&dlq::redrive_stream(&name), GroupStart::Beginning, true);
             for subscription in &version.subscriptions {
                 if let Some(event_type) = subscription.exact_type() {
-                    wanted.insert(
-                        (name.clone(), stream_for(event_type)),
-                        version.settings.start,
-                    );
+                    want(&stream_for(event_type), version.settings.start, true);
                 }
             }
             for stream in &streams {
@@ -548,13 +554,11 @@ impl Host {
                     } else {
                         GroupStart::Beginning
                     };
-                    wanted
-                        .entry((name.clone(), stream.clone()))
-                        .or_insert(start);
+                    want(stream, start, false);
                 }
             }
         }
-        let to_stop: Vec<(String, String)> = running
+        let to_stop: Vec<ConsumerKey> = running
             .iter()
             .filter(|(key, consumer)| !wanted.contains_key(*key) || consumer.handle.is_finished())
             .map(|(key, _)| key.clone())
@@ -562,9 +566,9 @@ impl Host {
         for key in to_stop {
             if let Some(consumer) = running.remove(&key) {
                 if wanted.contains_key(&key) {
-                    tracing::warn!(plugin = %key.0, stream = %key.1, "consumer ended; restarting it");
+                    tracing::warn!(plugin = %key.0, stream = %key.1, worker = key.2, "consumer ended; restarting it");
                 } else {
-                    tracing::info!(plugin = %key.0, stream = %key.1, "stopping consumer (plugin removed or no longer subscribed)");
+                    tracing::info!(plugin = %key.0, stream = %key.1, worker = key.2, "stopping consumer (plugin removed, no longer subscribed, or fewer workers)");
                 }
                 consumer.cancel.cancel();
                 stopping.insert(key, consumer.handle);
@@ -579,7 +583,7 @@ impl Host {
             // name, same pending entries.
             let previous = stopping.remove(&key);
             if let Some(consumer) = self
-                .spawn_consumer(&key.0, key.1.clone(), start, previous)
+                .spawn_consumer(&key.0, key.1.clone(), key.2, start, previous)
                 .await
             {
                 running.insert(key, consumer);
@@ -593,6 +597,7 @@ impl Host {
         &self,
         plugin: &str,
         stream: String,
+        worker: usize,
         start: GroupStart,
         previous: Option<JoinHandle<()>>,
     ) -> Option<RunningConsumer> {
@@ -610,12 +615,14 @@ impl Host {
             tracing::warn!(plugin, stream, error = %err, "cannot create consumer group yet; the consumer will retry");
         }
         let cancel = self.cancel.child_token();
+        let mut options = self.options.consumer.clone();
+        options.consumer = worker_consumer_name(&options.consumer, worker);
         let consumer = Consumer::new(
             slot,
             stream,
             start,
             self.services.clone(),
-            self.options.consumer.clone(),
+            options,
             cancel.clone(),
         );
         let handle = self.tracker.spawn(async move {
@@ -625,6 +632,19 @@ impl Host {
             consumer.run().await;
         });
         Some(RunningConsumer { cancel, handle })
+    }
+}
+
+/// A consumer task: plugin, stream and worker index (`limits.concurrency` workers per stream).
+type ConsumerKey = (String, String, usize);
+
+/// The consumer name of worker `worker`: the host's name for the first, `<name>#<n>` for the
+/// n-th (counting from 1), so that a restarted host finds each worker's pending entries again.
+fn worker_consumer_name(consumer: &str, worker: usize) -> String {
+    if worker == 0 {
+        consumer.to_string()
+    } else {
+        format!("{consumer}#{}", worker + 1)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod redis_process;
 pub mod registry;
+pub mod stream_stats;
 pub mod watch;
 
 pub use broker::{Broker, memory::MemoryBroker, redis::RedisBroker};

@@ -2,11 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use evhost::cli::{self, Cli};
+use evhost::cli::{self, ParseError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(ParseError::Clap(err)) => err.exit(),
+        Err(ParseError::ConfigFile(err)) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     cli::init_tracing(cli.log_format, cli.command.default_log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

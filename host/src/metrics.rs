@@ -113,6 +113,10 @@ pub struct Metrics {
     reloads: CountFamily,
     /// `evhost_plugin_swap_duration_seconds`: file change seen → new version serving.
     swap_duration: Histogram,
+    /// `evhost_group_lag{plugin,stream}`: entries not yet delivered to the plugin's group.
+    group_lag: GaugeFamily,
+    /// `evhost_group_pending{plugin,stream}`: delivered, not yet acknowledged entries.
+    group_pending: GaugeFamily,
     /// The current info labels of each plugin, to replace them on reload.
     plugin_info_labels: Mutex<HashMap<String, Labels>>,
     /// Per-plugin totals for `/api/plugins`.
@@ -203,8 +207,22 @@ impl Metrics {
             "Loaded plugin versions (value 1)",
             plugin_info.clone(),
         );
+        let group_lag = GaugeFamily::default();
+        registry.register(
+            "group_lag",
+            "Entries of the stream not yet delivered to the plugin's consumer group (at the last scrape)",
+            group_lag.clone(),
+        );
+        let group_pending = GaugeFamily::default();
+        registry.register(
+            "group_pending",
+            "Entries delivered to the plugin's consumer group and not yet acknowledged (at the last scrape)",
+            group_pending.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            group_lag,
+            group_pending,
             plugin_families: Mutex::new(HashMap::new()),
             handled,
             handler_duration,
@@ -325,6 +343,20 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(old) = current.remove(plugin) {
             self.plugin_info.remove(&old);
+        }
+    }
+
+    /// Replaces every `evhost_group_lag` and `evhost_group_pending` sample with `groups`:
+    /// `(plugin, stream, lag, pending)` for each consumer group of a loaded plugin.
+    pub fn set_group_gauges(&self, groups: &[(String, String, Option<u64>, u64)]) {
+        self.group_lag.clear();
+        self.group_pending.clear();
+        for (plugin, stream, lag, pending) in groups {
+            let key = labels(&[("plugin", plugin), ("stream", stream)]);
+            if let Some(lag) = lag {
+                self.group_lag.get_or_create(&key).set(*lag as f64);
+            }
+            self.group_pending.get_or_create(&key).set(*pending as f64);
         }
     }
 

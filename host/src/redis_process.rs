@@ -65,7 +65,8 @@ fn answers_ping(port: u16) -> bool {
         return false;
     }
     let mut reply = [0u8; 16];
-    matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG"))
+    // `-NOAUTH`: up, but with a password (`--requirepass`).
+    matches!(stream.read(&mut reply), Ok(n) if reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"))
 }
 
 /// Starts `redis-server` on `port` with its files in `dir`.

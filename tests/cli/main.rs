@@ -363,6 +363,80 @@ fn bench_runs_every_measurement_and_reports_json() {
     );
 }
 
+/// `--config evhost.toml` supplies flags (here the Redis URL and a source), a flag overrides
+/// the file, and an unknown key is a usage error naming the key and the file.
+#[test]
+fn config_file_supplies_flags_and_rejects_unknown_keys() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("evhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis = \"{}\"\n[publish]\nsource = \"from-config\"\n",
+            server.url()
+        ),
+    )
+    .expect("write evhost.toml");
+    let output = evhost()
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .args(["publish", "ConfigProbe", r#"{"n":1}"#])
+        .output()
+        .expect("run evhost publish");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = evhost()
+        .env("EVHOST_CONFIG", &config)
+        .args([
+            "publish",
+            "ConfigProbe",
+            r#"{"n":2}"#,
+            "--source",
+            "from-flag",
+        ])
+        .output()
+        .expect("run evhost publish");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("events:ConfigProbe")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .expect("XRANGE");
+    let sources: Vec<&str> = entries
+        .iter()
+        .filter_map(|(_, fields)| {
+            fields
+                .iter()
+                .find(|(name, _)| name == "source")
+                .map(|(_, value)| value.as_str())
+        })
+        .collect();
+    assert_eq!(sources, ["from-config", "from-flag"]);
+
+    std::fs::write(&config, "[run]\nbatchsize = 7\n").expect("write evhost.toml");
+    let output = evhost()
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .args(["run", "--plugins", "."])
+        .output()
+        .expect("run evhost run");
+    assert_eq!(output.status.code(), Some(2), "usage error exit code");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`run.batchsize`") && stderr.contains("evhost.toml"),
+        "{stderr}"
+    );
+}
+
 // ---- Operator commands: history, tail, stats, plugins, replay, publish --file ----
 
 /// Runs `evhost` with `args` against `server` and returns its output.

@@ -515,3 +515,61 @@ async fn groups_lost_in_a_flush_are_recreated() {
     .await;
     host.stop().await;
 }
+
+/// `limits.concurrency = 4`: four consumers of this host read the stream in parallel (named
+/// `<consumer>`, `<consumer>#2`, ...); together they handle every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_runs_several_consumers_per_stream() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut options = fast_options("parallel");
+    options.consumer.batch_size = 5;
+    let mut plugin = probe("parallel", "ProbeParallel");
+    plugin.settings.concurrency = std::num::NonZeroUsize::new(4);
+    let host = TestHost::start(broker.clone(), options, vec![plugin]).await;
+    let mut sent = BTreeSet::new();
+    for index in 0..200 {
+        sent.insert(
+            publish(broker.as_ref(), "ProbeParallel", json!({"n": index}))
+                .await
+                .id,
+        );
+    }
+    wait_for("200 events handled", TIMEOUT, || async {
+        journal(broker.as_ref(), "parallel").await.len() >= 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = handled_ids(broker.as_ref(), "parallel").await;
+    assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), sent);
+    assert!(
+        ids.values().all(|count| *count == 1),
+        "no event handled twice"
+    );
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeParallel", "parallel").await,
+        0
+    );
+    let mut conn = evhost_tests::raw_connection(&server).await;
+    let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("events:ProbeParallel")
+        .arg("parallel")
+        .query_async(&mut conn)
+        .await
+        .expect("XINFO CONSUMERS");
+    let mut names: Vec<String> = consumers
+        .iter()
+        .map(|consumer| {
+            redis::from_redis_value_ref(consumer.get("name").expect("a name"))
+                .expect("a string name")
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["parallel", "parallel#2", "parallel#3", "parallel#4"],
+        "four consumers in the group"
+    );
+    host.stop().await;
+}

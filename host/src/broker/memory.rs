@@ -630,6 +630,10 @@ impl Broker for MemoryBroker {
         Ok(self.with_state(|state| state.create_group(stream, group, start)))
     }
 
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
     async fn reader(&self) -> Result<Box<dyn GroupReader>, BrokerError> {
         Ok(Box::new(MemoryReader {
             broker: self.clone(),

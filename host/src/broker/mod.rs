@@ -216,6 +216,9 @@ pub trait Broker: Send + Sync + 'static {
         start: GroupStart,
     ) -> Result<bool, BrokerError>;
 
+    /// Checks that the broker answers.
+    async fn ping(&self) -> Result<(), BrokerError>;
+
     /// Opens a reader with its own connection for blocking group reads.
     async fn reader(&self) -> Result<Box<dyn GroupReader>, BrokerError>;
 

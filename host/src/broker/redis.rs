@@ -326,6 +326,10 @@ impl Broker for RedisBroker {
         }
     }
 
+    async fn ping(&self) -> Result<(), BrokerError> {
+        RedisBroker::ping(self).await
+    }
+
     async fn reader(&self) -> Result<Box<dyn GroupReader>, BrokerError> {
         Ok(Box::new(RedisReader {
             client: self.client.clone(),

@@ -3,6 +3,7 @@
 mod admin_client;
 mod bench;
 mod common;
+mod config_file;
 mod demo;
 mod dlq;
 mod event_view;
@@ -18,10 +19,14 @@ mod tail;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 pub use bench::BenchArgs;
 pub use common::{connect_redis, redact_url};
+pub use config_file::ConfigFileError;
 pub use demo::DemoArgs;
 pub use dlq::{DlqArgs, DlqCommand};
 pub use examples::ExamplesArgs;
@@ -40,6 +45,10 @@ pub use tail::TailArgs;
     after_help = "Examples:\n  evhost demo                      # the auction saga on an in-memory broker\n  evhost run --plugins ./plugins   # consume from Redis at $REDIS_URL\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\",\"winning_bidder_id\":\"b1\",\"winning_price\":120}'"
 )]
 pub struct Cli {
+    /// Configuration file with defaults for any flag (`evhost.toml`; environment variables and
+    /// flags override it).
+    #[arg(long, global = true, env = "EVHOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "EVHOST_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -101,6 +110,47 @@ impl Command {
             | Command::Replay(_) => "warn",
         }
     }
+}
+
+/// Parses `args` (the program name first), with defaults from the `--config` file.
+///
+/// # Errors
+///
+/// A clap error (usage error, or `--help`/`--version` output) or a configuration file that
+/// cannot be used, both to be reported with exit code 2 (`--help`: 0, see [`clap::Error::exit`]).
+pub fn parse(args: Vec<OsString>) -> Result<Cli, ParseError> {
+    let command = Cli::command();
+    let strict = command.clone().try_get_matches_from(&args);
+    // A flag that is required may come from the file: find the file and the subcommand path
+    // with a lenient parse, then parse again with the file's values in place.
+    let lenient = command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(&args);
+    let matches = match (strict, lenient) {
+        (Ok(matches), _) if matches.get_one::<PathBuf>("config").is_none() => matches,
+        (Err(err), Ok(lenient)) if lenient.get_one::<PathBuf>("config").is_none() => {
+            return Err(err.into());
+        }
+        (Err(err), Err(_)) => return Err(err.into()),
+        (_, Ok(lenient)) => {
+            let args = config_file::apply(&command, &lenient, args)?;
+            command.try_get_matches_from(args)?
+        }
+        (Ok(matches), Err(_)) => matches,
+    };
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// Why the command line could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Bad arguments, or a request for help or the version.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    /// The configuration file cannot be used.
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigFileError),
 }
 
 /// Sets up `tracing`: filter from `EVHOST_LOG`, else `RUST_LOG`, else `default_filter`.

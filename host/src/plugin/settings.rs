@@ -10,6 +10,8 @@
 //! timeout_ms = 5000      # per-call deadline
 //! memory_mib = 128       # linear memory cap per instance
 //! max_event_bytes = 1048576  # larger entries go to the dead-letter stream unread
+//! concurrency = 1        # consumers per stream in this host; above 1 a stream's events are
+//!                        # handled in parallel, no longer in stream order
 //!
 //! [retry]
 //! max_attempts = 5       # then the event is dead-lettered
@@ -87,6 +89,9 @@ pub struct PluginSettings {
     pub max_event_bytes: usize,
     /// Retries and dead-lettering.
     pub retry: RetryPolicy,
+    /// Consumers per stream in this host (`None`: one, which keeps stream order; more handle
+    /// a stream's events in parallel, like that many hosts would).
+    pub concurrency: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for PluginSettings {
@@ -98,6 +103,7 @@ impl Default for PluginSettings {
             memory_bytes: mib(DEFAULT_MEMORY_MIB),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             retry: RetryPolicy::default(),
+            concurrency: None,
         }
     }
 }
@@ -149,6 +155,7 @@ struct LimitsSection {
     timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
     max_event_bytes: Option<usize>,
+    concurrency: Option<usize>,
 }
 
 fn mib(value: u64) -> usize {
@@ -203,7 +210,18 @@ impl PluginSettings {
             config.insert(key, value);
         }
         let defaults = Self::default();
+        let concurrency = match file.limits.concurrency {
+            None => None,
+            Some(0) => {
+                return Err(invalid(
+                    "limits.concurrency must be at least 1 (the number of consumers per stream)"
+                        .into(),
+                ));
+            }
+            Some(limit) => std::num::NonZeroUsize::new(limit),
+        };
         Ok(PluginSettings {
+            concurrency,
             start: file.start.unwrap_or(defaults.start),
             config,
             timeout: file
@@ -247,7 +265,7 @@ mod tests {
 
     #[test]
     fn parses_a_full_sidecar() {
-        let text = "start = \"0\"\n[config]\nmax_amount = 5000\nname = \"p\"\n[limits]\ntimeout_ms = 100\nmemory_mib = 16\n";
+        let text = "start = \"0\"\n[config]\nmax_amount = 5000\nname = \"p\"\n[limits]\ntimeout_ms = 100\nmemory_mib = 16\nconcurrency = 2\n";
         let settings = PluginSettings::parse(text, Path::new("p.toml")).expect("valid");
         assert_eq!(settings.start, GroupStart::Beginning);
         assert_eq!(
@@ -256,6 +274,13 @@ mod tests {
         );
         assert_eq!(settings.timeout, Duration::from_millis(100));
         assert_eq!(settings.memory_bytes, 16 * 1024 * 1024);
+        assert_eq!(
+            settings.concurrency.map(std::num::NonZeroUsize::get),
+            Some(2)
+        );
+        let err = PluginSettings::parse("[limits]\nconcurrency = 0\n", Path::new("p.toml"))
+            .expect_err("zero concurrency");
+        assert!(err.to_string().contains("limits.concurrency"), "{err}");
     }
 
     #[test]

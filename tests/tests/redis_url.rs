@@ -1,0 +1,103 @@
+//! Redis URLs with credentials (`redis://user:pass@host`) and TLS (`rediss://`): the host
+//! connects, consumes and commits through them, and a wrong password is a clear error that
+//! never shows the password.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evhost::RedisBroker;
+use evhost_tests::{RedisServer, TestHost, events_of, example, fast_options, publish, wait_for};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs the payment plugin on `broker` and checks that an auction turns into a payment.
+async fn payment_flows_through(broker: Arc<RedisBroker>) {
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("url-host"),
+        vec![example("payment")],
+    )
+    .await;
+    publish(
+        broker.as_ref(),
+        "AuctionEnded",
+        json!({"auction_id": "a-1", "winning_bidder_id": "b-1", "winning_price": 99.5}),
+    )
+    .await;
+    wait_for("the payment", TIMEOUT, || async {
+        events_of(broker.as_ref(), "PaymentProcessed").await.len() == 1
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_and_password_in_the_url() {
+    let server = RedisServer::start_with(&[
+        "--requirepass",
+        "default-secret",
+        "--user",
+        "evhost",
+        "on",
+        ">s3cret-pass",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let port = server.port();
+    let url = format!("redis://evhost:s3cret-pass@127.0.0.1:{port}");
+    let broker = Arc::new(RedisBroker::connect(&url).await.expect("connect as evhost"));
+    broker.ping().await.expect("ping as evhost");
+    payment_flows_through(broker).await;
+
+    let wrong = format!("redis://evhost:wrong-pass@127.0.0.1:{port}");
+    let err = evhost::cli::connect_redis(&wrong)
+        .await
+        .expect_err("a wrong password is refused");
+    let message = format!("{err:#}");
+    assert!(
+        !message.contains("wrong-pass"),
+        "the password leaks: {message}"
+    );
+    assert!(
+        message.contains("redis://evhost:***@127.0.0.1"),
+        "the URL is shown redacted: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_url() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("self-signed certificate");
+    let cert_path = certs.path().join("cert.pem");
+    let key_path = certs.path().join("key.pem");
+    std::fs::write(&cert_path, key.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key.key_pair.serialize_pem()).expect("write key");
+    let tls_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let cert = cert_path.to_str().expect("utf-8 path");
+    let _server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key_path.to_str().expect("utf-8 path"),
+        "--tls-ca-cert-file",
+        cert,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    // `#insecure`: accept the self-signed certificate (a real deployment uses its CA).
+    let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    let broker = Arc::new(RedisBroker::connect(&url).await.expect("connect over TLS"));
+    broker.ping().await.expect("ping over TLS");
+    payment_flows_through(broker).await;
+}
