@@ -12,6 +12,7 @@ use super::output::{Align, Cell, Style, Table, entry_time, human_duration, json_
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker as _, EntryId};
 use crate::host::PluginStatus;
+use crate::stream_stats;
 
 /// Arguments of `evhost stats`.
 #[derive(Debug, Args)]
@@ -45,15 +46,12 @@ struct StreamStats {
     groups: Vec<GroupStats>,
 }
 
-/// One consumer group of a stream.
+/// One consumer group of a stream: what `/api/streams` reports, and its oldest pending entry.
 #[derive(Debug, Serialize)]
 struct GroupStats {
-    group: String,
-    consumers: u64,
-    pending: u64,
-    /// Entries not yet delivered to the group (`None`: Redis cannot tell).
-    lag: Option<u64>,
-    last_delivered: String,
+    /// Name, consumers, pending, lag, last delivered id.
+    #[serde(flatten)]
+    info: stream_stats::GroupStats,
     oldest_pending: Option<String>,
     /// How long the oldest pending entry has waited since its last delivery.
     oldest_pending_idle_ms: Option<u64>,
@@ -93,11 +91,7 @@ async fn stream_stats(broker: &RedisBroker, stream: &str) -> anyhow::Result<Stre
             None
         };
         groups.push(GroupStats {
-            group: info.name,
-            consumers: info.consumers,
-            pending: info.pending,
-            lag: info.lag,
-            last_delivered: info.last_delivered.to_string(),
+            info: info.into(),
             oldest_pending: oldest.as_ref().map(|entry| entry.id.to_string()),
             oldest_pending_idle_ms: oldest
                 .map(|entry| u64::try_from(entry.idle.as_millis()).unwrap_or(u64::MAX)),
@@ -187,7 +181,8 @@ fn print_report(report: &Report, pattern: &str) {
             ("OLDEST PENDING", Align::Left),
         ]);
         for stream in &report.streams {
-            for group in &stream.groups {
+            for row in &stream.groups {
+                let group = &row.info;
                 let lag = group.lag.map_or("-".to_string(), |lag| lag.to_string());
                 let lag_style = if group.lag.unwrap_or(0) > 0 {
                     Style::Yellow
@@ -199,7 +194,7 @@ fn print_report(report: &Report, pattern: &str) {
                 } else {
                     Style::Plain
                 };
-                let oldest = match (&group.oldest_pending, group.oldest_pending_idle_ms) {
+                let oldest = match (&row.oldest_pending, row.oldest_pending_idle_ms) {
                     (Some(id), Some(idle)) => format!(
                         "{id} (idle {})",
                         human_duration(std::time::Duration::from_millis(idle))
