@@ -937,6 +937,16 @@ fn replay_reaches_only_the_named_plugin() {
         "metrics never saw them again"
     );
     assert_eq!(handled_by(&statuses, "audit"), 6);
+    let audit = statuses
+        .iter()
+        .find(|status| status["name"] == "audit")
+        .expect("audit status");
+    for quantile in ["p50_ms", "p99_ms"] {
+        assert!(
+            audit["stats"][quantile].as_f64().is_some_and(|ms| ms > 0.0),
+            "{audit}"
+        );
+    }
     assert_eq!(xrange_len(&server, "evhost:redrive:metrics"), 0);
     assert_eq!(
         xrange_len(&server, "events:CliReplay"),

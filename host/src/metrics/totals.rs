@@ -17,11 +17,14 @@ fn bound_micros(index: usize) -> f64 {
     (1u64 << index) as f64
 }
 
+/// The first bucket whose bound is at least `duration`: ⌈log2(µs)⌉, without a loop.
 fn bucket_of(duration: Duration) -> usize {
-    let micros = duration.as_micros();
-    (0..BOUNDS)
-        .find(|&index| micros <= 1u128 << index)
-        .unwrap_or(BOUNDS)
+    let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    if micros <= 1 {
+        return 0;
+    }
+    let index = (u64::BITS - (micros - 1).leading_zeros()) as usize;
+    index.min(BOUNDS)
 }
 
 /// Counters of one plugin since the host started.
@@ -167,5 +170,16 @@ mod tests {
         let p99 = stats.p99_ms.expect("p99");
         assert!(p99 <= 0.128, "99 of 100 calls took 100 µs: {p99}");
         assert_eq!(bucket_of(Duration::from_secs(1000)), BOUNDS);
+        for micros in [0u64, 1, 2, 3, 4, 5, 1000, 1024, 1025] {
+            let index = bucket_of(Duration::from_micros(micros));
+            assert!(
+                micros as f64 <= bound_micros(index),
+                "{micros} µs in {index}"
+            );
+            assert!(
+                index == 0 || micros as f64 > bound_micros(index - 1),
+                "{micros} µs in {index}"
+            );
+        }
     }
 }
