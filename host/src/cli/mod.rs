@@ -5,6 +5,7 @@ mod common;
 mod demo;
 mod dlq;
 mod examples;
+mod new;
 mod publish;
 mod run;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Measure evhost beside a raw Redis consumer loop (throughput, latency, hot swap, memory).
     Bench(BenchArgs),
+    /// Create a plugin project (Rust, Python or JavaScript) that builds with one command.
+    New(new::NewArgs),
 }
 
 impl Command {
@@ -70,7 +73,8 @@ impl Command {
             | Command::Publish(_)
             | Command::Examples(_)
             | Command::Dlq(_)
-            | Command::Bench(_) => "warn",
+            | Command::Bench(_)
+            | Command::New(_) => "warn",
         }
     }
 }
@@ -107,6 +111,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Examples(args) => examples::run(args),
         Command::Dlq(args) => dlq::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::New(args) => new::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
