@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::Args;
 
-use crate::scaffold::{self, Language};
+use super::UsageError;
+use crate::scaffold::{self, Language, ScaffoldError};
 
 /// Arguments of `evhost new`.
 #[derive(Debug, Args)]
@@ -27,13 +27,18 @@ pub struct NewArgs {
 ///
 /// # Errors
 ///
-/// When the name is invalid, the directory is not empty or a file cannot be written.
+/// A [`UsageError`] when the name is invalid; an error when the directory is not empty or a file cannot be written.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
     let dir = args
         .dir
         .unwrap_or_else(|| PathBuf::from(".").join(&args.name));
-    let files = scaffold::create(&args.name, args.lang, &dir)
-        .with_context(|| format!("cannot create the plugin project in {}", dir.display()))?;
+    let files = scaffold::create(&args.name, args.lang, &dir).map_err(|err| match err {
+        ScaffoldError::InvalidName(_) => anyhow::Error::new(UsageError(err.to_string())),
+        other => anyhow::Error::new(other).context(format!(
+            "cannot create the plugin project in {}",
+            dir.display()
+        )),
+    })?;
     println!(
         "created {} ({} files): a {:?} plugin handling `Ping` events",
         dir.display(),
