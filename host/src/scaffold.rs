@@ -88,7 +88,10 @@ const PYTHON: &[(&str, &str)] = &[
 ];
 
 const JS: &[(&str, &str)] = &[
-    ("src/plugin.js", include_str!("../templates/js/src/plugin.js")),
+    (
+        "src/plugin.js",
+        include_str!("../templates/js/src/plugin.js"),
+    ),
     ("build.sh", include_str!("../templates/js/build.sh")),
     ("package.json", include_str!("../templates/js/package.json")),
     (
@@ -227,7 +230,10 @@ mod tests {
             let dir = tempfile::tempdir().expect("temp dir");
             let files = create("demo", language, dir.path()).expect("scaffold");
             for expected in ["wit/plugin.wit", "build.sh", "README.md", "event.json"] {
-                assert!(files.contains(&PathBuf::from(expected)), "{language:?} {expected}");
+                assert!(
+                    files.contains(&PathBuf::from(expected)),
+                    "{language:?} {expected}"
+                );
             }
             let readme = std::fs::read_to_string(dir.path().join("README.md")).expect("README");
             assert!(!readme.contains("{{"), "{language:?}: {readme}");

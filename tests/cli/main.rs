@@ -379,7 +379,13 @@ fn new_scaffolds_a_project_and_refuses_bad_input() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for file in ["wit/plugin.wit", "build.sh", "src/plugin.js", "package-lock.json", "README.md"] {
+    for file in [
+        "wit/plugin.wit",
+        "build.sh",
+        "src/plugin.js",
+        "package-lock.json",
+        "README.md",
+    ] {
         assert!(project.join(file).is_file(), "{file} missing");
     }
     let again = evhost()
