@@ -74,7 +74,7 @@ const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
     ("build.sh", include_str!("../templates/rust/build.sh")),
     ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
-    (".gitignore", "/target/\n/Cargo.lock\n*.wasm\n"),
+    (".gitignore", "/target/\n/Cargo.lock\n*.wasm\n*.wasm.partial\n"),
 ];
 
 const PYTHON: &[(&str, &str)] = &[
@@ -84,7 +84,7 @@ const PYTHON: &[(&str, &str)] = &[
         "requirements.txt",
         include_str!("../templates/python/requirements.txt"),
     ),
-    (".gitignore", ".venv/\n__pycache__/\n*.wasm\n"),
+    (".gitignore", ".venv/\n__pycache__/\n*.wasm\n*.wasm.partial\n"),
 ];
 
 const JS: &[(&str, &str)] = &[
@@ -98,7 +98,7 @@ const JS: &[(&str, &str)] = &[
         "package-lock.json",
         include_str!("../templates/js/package-lock.json"),
     ),
-    (".gitignore", "node_modules/\n*.wasm\n"),
+    (".gitignore", "node_modules/\n*.wasm\n*.wasm.partial\n"),
 ];
 
 impl Language {

@@ -9,6 +9,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(realpath -m "${1:-$here/fraud-check.wasm}")"
+# Written under another name, then renamed: a watching host never sees half a file.
+partial="$out.partial"
 venv="${VENV:-$here/.venv}"
 wit="${WIT:-$here/../../wit}"
 python="${PYTHON:-python3}"
@@ -24,5 +26,6 @@ src="$(mktemp -d)"
 trap 'rm -rf "$src"' EXIT
 cp "$here/app.py" "$here/rules.py" "$src/"
 cd "$src"
-env -u VIRTUAL_ENV "$venv/bin/componentize-py" -q -d "$wit" -w plugin componentize app -p "$src" -o "$out"
+env -u VIRTUAL_ENV "$venv/bin/componentize-py" -q -d "$wit" -w plugin componentize app -p "$src" -o "$partial"
+mv -f "$partial" "$out"
 echo "built $out ($(du -h "$out" | cut -f1))"

@@ -9,6 +9,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(realpath -m "${1:-$here/webhook-formatter.wasm}")"
+# Written under another name, then renamed: a watching host never sees half a file.
+partial="$out.partial"
 wit="$(realpath "${WIT:-$here/../../wit}")"
 cd "$here"
 
@@ -19,5 +21,6 @@ fi
 
 # The host offers no wasi:http: leave out the fetch-event and http features.
 node_modules/.bin/componentize-js src/plugin.js --wit "$wit" --world-name plugin \
-  --disable http fetch-event --out "$out"
+  --disable http fetch-event --out "$partial"
+mv -f "$partial" "$out"
 echo "built $out ($(du -h "$out" | cut -f1))"

@@ -7,6 +7,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(realpath -m "${1:-$here/{{name}}.wasm}")"
+# Written under another name, then renamed: a watching host never sees half a file.
+partial="$out.partial"
 cd "$here"
 
 # (Re)install when node_modules is missing or older than the lock file.
@@ -16,5 +18,6 @@ fi
 
 # The host offers no wasi:http: leave out the fetch-event and http features.
 node_modules/.bin/componentize-js src/plugin.js --wit wit --world-name plugin \
-  --disable http fetch-event --out "$out"
+  --disable http fetch-event --out "$partial"
+mv -f "$partial" "$out"
 echo "built $out ($(du -h "$out" | cut -f1))"

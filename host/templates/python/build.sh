@@ -8,6 +8,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(realpath -m "${1:-$here/{{name}}.wasm}")"
+# Written under another name, then renamed: a watching host never sees half a file.
+partial="$out.partial"
 venv="${VENV:-$here/.venv}"
 python="${PYTHON:-python3}"
 
@@ -21,5 +23,6 @@ src="$(mktemp -d)"
 trap 'rm -rf "$src"' EXIT
 find "$here" -maxdepth 1 -name '*.py' ! -name 'test_*.py' -exec cp {} "$src/" \;
 cd "$src"
-env -u VIRTUAL_ENV "$venv/bin/componentize-py" -q -d "$here/wit" -w plugin componentize app -p "$src" -o "$out"
+env -u VIRTUAL_ENV "$venv/bin/componentize-py" -q -d "$here/wit" -w plugin componentize app -p "$src" -o "$partial"
+mv -f "$partial" "$out"
 echo "built $out ($(du -h "$out" | cut -f1))"
