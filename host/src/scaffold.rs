@@ -74,7 +74,10 @@ const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
     ("build.sh", include_str!("../templates/rust/build.sh")),
     ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
-    (".gitignore", "/target/\n/Cargo.lock\n*.wasm\n*.wasm.partial\n"),
+    (
+        ".gitignore",
+        "/target/\n/Cargo.lock\n*.wasm\n*.wasm.partial\n",
+    ),
 ];
 
 const PYTHON: &[(&str, &str)] = &[
@@ -84,7 +87,10 @@ const PYTHON: &[(&str, &str)] = &[
         "requirements.txt",
         include_str!("../templates/python/requirements.txt"),
     ),
-    (".gitignore", ".venv/\n__pycache__/\n*.wasm\n*.wasm.partial\n"),
+    (
+        ".gitignore",
+        ".venv/\n__pycache__/\n*.wasm\n*.wasm.partial\n",
+    ),
 ];
 
 const JS: &[(&str, &str)] = &[
