@@ -26,7 +26,8 @@ pub struct Guest {
     pub env: &'static [(&'static str, &'static str)],
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace root: the ancestor of the crate being built that holds `wit/` and `sdk/`.
+pub fn workspace_root() -> PathBuf {
     let manifest_dir =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     manifest_dir
@@ -36,7 +37,8 @@ fn workspace_root() -> PathBuf {
         .expect("the workspace root (with wit/ and sdk/) is an ancestor of this crate")
 }
 
-fn target_root(root: &Path) -> PathBuf {
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<root>/target`.
+pub fn target_root(root: &Path) -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|dir| {

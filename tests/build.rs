@@ -30,4 +30,7 @@ fn main() {
         ],
         "test_guests.rs",
     );
+    // Where the tests cache the plugins they build with other toolchains (see script_build.rs).
+    let target = guest_build::target_root(&guest_build::workspace_root());
+    println!("cargo:rustc-env=EVHOST_TARGET_DIR={}", target.display());
 }

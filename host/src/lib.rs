@@ -18,6 +18,7 @@
 //! - [`artifacts`]: the example plugins, compiled by the build script and embedded.
 //! - [`bench`]: `evhost bench`, evhost beside a raw Redis consumer loop.
 //! - [`cli`]: the `evhost` command line, one module per subcommand.
+//! - [`scaffold`]: plugin project templates for `evhost new`.
 //! - [`redis_process`]: a private `redis-server` (for `evhost bench` and the tests).
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod redis_process;
 pub mod registry;
+pub mod scaffold;
 pub mod stream_stats;
 pub mod watch;
 

@@ -1086,3 +1086,44 @@ fn operator_commands_say_what_to_do_and_use_the_documented_exit_codes() {
         );
     }
 }
+
+/// `evhost new` writes a project with the WIT world and a build script, refuses a bad name
+/// (usage error, exit code 2) and a non-empty directory.
+#[test]
+fn new_scaffolds_a_project_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("greeter");
+    let output = evhost()
+        .args(["new", "greeter", "--lang", "js", "--dir"])
+        .arg(&project)
+        .output()
+        .expect("run evhost new");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [
+        "wit/plugin.wit",
+        "build.sh",
+        "src/plugin.js",
+        "package-lock.json",
+        "README.md",
+    ] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+    let again = evhost()
+        .args(["new", "greeter", "--dir"])
+        .arg(&project)
+        .output()
+        .expect("run evhost new again");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let bad = evhost()
+        .args(["new", "Bad.Name", "--dir"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .expect("run evhost new with a bad name");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid plugin name"));
+}

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod redis_server;
+pub mod script_build;
 
 use std::collections::BTreeMap;
 use std::future::Future;

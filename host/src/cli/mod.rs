@@ -9,6 +9,7 @@ mod dlq;
 mod event_view;
 mod examples;
 mod history;
+mod new;
 mod output;
 mod plugins;
 mod publish;
@@ -91,6 +92,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Measure evhost beside a raw Redis consumer loop (throughput, latency, hot swap, memory).
     Bench(BenchArgs),
+    /// Create a plugin project (Rust, Python or JavaScript) that builds with one command.
+    New(new::NewArgs),
 }
 
 impl Command {
@@ -107,7 +110,8 @@ impl Command {
             | Command::Tail(_)
             | Command::Stats(_)
             | Command::Plugins(_)
-            | Command::Replay(_) => "warn",
+            | Command::Replay(_)
+            | Command::New(_) => "warn",
         }
     }
 }
@@ -190,6 +194,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Stats(args) => stats::run(args).await,
         Command::Plugins(args) => plugins::run(args).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::New(args) => new::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,50 @@
+// {{name}}: an evhost plugin in JavaScript.
+//
+// Handles `Ping` events: counts them in the key-value store (key `pings`) and publishes a
+// `Pong` event with the ping's `message`. Data that is not a JSON object is rejected.
+
+import { log } from 'wasi:logging/logging@0.1.0-draft';
+import { open } from 'wasi:keyvalue/store@0.2.0-draft';
+import { publish } from 'evhost:plugin/publisher@0.1.0';
+
+const NAME = '{{name}}';
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The `evhost:plugin/handler` export. */
+export const handler = {
+  describe() {
+    return { name: NAME, version: '0.1.0', subscriptions: ['Ping'] };
+  },
+
+  handle(event, _delivery) {
+    let ping;
+    try {
+      ping = JSON.parse(decoder.decode(event.data));
+    } catch (err) {
+      throw { tag: 'reject', val: `event ${event.id}: not JSON: ${err.message}` };
+    }
+    if (ping === null || typeof ping !== 'object' || Array.isArray(ping)) {
+      throw { tag: 'reject', val: `event ${event.id}: data is not a JSON object` };
+    }
+    let count;
+    try {
+      const bucket = open('default');
+      const previous = bucket.get('pings');
+      count = (previous ? Number(decoder.decode(previous)) : 0) + 1;
+      bucket.set('pings', encoder.encode(String(count)));
+      const pong = { from: NAME, message: ping.message ?? null, count };
+      publish({
+        type: 'Pong',
+        data: encoder.encode(JSON.stringify(pong)),
+        datacontenttype: undefined,
+        extensions: [],
+      });
+    } catch (err) {
+      // A host capability failed: the host delivers the event again later.
+      const reason = err && Object.hasOwn(err, 'payload') ? JSON.stringify(err.payload) : String(err);
+      throw { tag: 'retry', val: { reason: `host capability: ${reason}`, delayMs: undefined } };
+    }
+    log('info', NAME, `ping ${count} answered`);
+  },
+};
