@@ -51,8 +51,39 @@ pub fn target_root(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
+/// Makes sure the `wasm32-wasip2` standard library is installed: rustup does not always add
+/// the targets of `rust-toolchain.toml` to a toolchain that was installed before, so a fresh
+/// clone would otherwise fail here. Runs `rustup target add` when rustup manages the toolchain.
+fn ensure_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    let installed = sysroot
+        .as_ref()
+        .is_some_and(|root| root.join("lib/rustlib").join(TARGET).is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=the {TARGET} target is missing; running `rustup target add {TARGET}`");
+    match Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => println!("cargo:warning=`rustup target add {TARGET}` failed ({status})"),
+        Err(err) => {
+            println!("cargo:warning=cannot run rustup ({err}); install the {TARGET} target")
+        }
+    }
+}
+
 /// Runs one `cargo build` for `guests` (which share the same `env`) into `target_dir`.
 fn cargo_build(root: &Path, target_dir: &Path, guests: &[&Guest]) {
+    ensure_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
