@@ -7,6 +7,7 @@ mod redis_server;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
@@ -18,6 +19,50 @@ fn evhost() -> Command {
         .env_remove("EVHOST_LOG")
         .env_remove("RUST_LOG");
     command
+}
+
+/// Spawns `command` with its stderr read line by line on a thread of its own (its stdout is
+/// the caller's choice).
+fn spawn_with_log(mut command: Command) -> (std::process::Child, Receiver<String>) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evhost");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (child, lines_rx)
+}
+
+/// Collects `lines` into `log` until one contains `needle`, and returns that line.
+///
+/// # Panics
+///
+/// After `timeout`, with the log so far.
+fn wait_for_line(
+    lines: &Receiver<String>,
+    needle: &str,
+    timeout: Duration,
+    log: &mut String,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needle:?} within {timeout:?}:\n{log}"
+        );
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
 }
 
 fn xrange_len(server: &RedisServer, stream: &str) -> usize {
@@ -140,7 +185,8 @@ fn run_processes_events_and_stops_on_sigterm() {
     for name in ["payment", "notification", "audit", "metrics"] {
         assert!(plugins.join(format!("{name}.wasm")).is_file());
     }
-    let mut child = evhost()
+    let mut command = evhost();
+    command
         .args([
             "run",
             "--redis",
@@ -152,29 +198,10 @@ fn run_processes_events_and_stops_on_sigterm() {
         ])
         .arg("--plugins")
         .arg(&plugins)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn evhost run");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
+        .stdout(Stdio::null());
+    let (mut child, lines) = spawn_with_log(command);
     let mut log = String::new();
-    while !log.contains("evhost running") {
-        assert!(
-            Instant::now() < deadline,
-            "evhost run did not start:\n{log}"
-        );
-        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(100)) {
-            log.push_str(&line);
-            log.push('\n');
-        }
-    }
+    wait_for_line(&lines, "evhost running", Duration::from_secs(30), &mut log);
     // Ready means groups exist; give the first discovery pass a moment to finish.
     std::thread::sleep(Duration::from_millis(500));
     let status = evhost()
@@ -697,23 +724,15 @@ fn tail_prints_events_published_after_it_started() {
         &server,
         &["publish", "TailA", r#"{"k":"yes","n":0}"#],
     ));
-    let mut child = evhost()
+    let mut command = evhost();
+    command
         .args([
             "tail", "Tail*", "--json", "--count", "2", "--filter", "k=yes",
         ])
         .args(["--discovery-interval-ms", "100", "--redis", &server.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evhost tail");
-    let stderr = child.stderr.take().expect("stderr");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = ready_tx.send(line);
-        }
-    });
-    let line = ready_rx
+        .stdout(Stdio::piped());
+    let (mut child, lines) = spawn_with_log(command);
+    let line = lines
         .recv_timeout(Duration::from_secs(20))
         .expect("tail says what it follows");
     assert!(line.contains("following 1 stream(s)"), "{line}");
@@ -760,7 +779,8 @@ struct RunningHost {
 
 impl RunningHost {
     fn start(server: &RedisServer, plugins: &std::path::Path) -> Self {
-        let mut child = evhost()
+        let mut command = evhost();
+        command
             .args([
                 "run",
                 "--redis",
@@ -777,34 +797,13 @@ impl RunningHost {
             ])
             .arg("--plugins")
             .arg(plugins)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn evhost run");
-        let stderr = child.stderr.take().expect("stderr");
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
+            .stdout(Stdio::null());
+        let (child, lines) = spawn_with_log(command);
         let mut log = String::new();
-        let admin = loop {
-            assert!(
-                Instant::now() < deadline,
-                "evhost run did not start:\n{log}"
-            );
-            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(100)) {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("evhost running") {
-                    let start = line.find("http://").expect("admin address in the log");
-                    let end = line[start..].find("/metrics").expect("admin path") + start;
-                    break line[start..end].to_string();
-                }
-            }
-        };
+        let line = wait_for_line(&lines, "evhost running", Duration::from_secs(60), &mut log);
+        let start = line.find("http://").expect("admin address in the log");
+        let end = line[start..].find("/metrics").expect("admin path") + start;
+        let admin = line[start..end].to_string();
         RunningHost { child, admin }
     }
 }

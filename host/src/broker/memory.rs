@@ -422,30 +422,15 @@ impl State {
         }
     }
 
-    fn range(&self, stream: &str, start: EntryId, end: EntryId, count: usize) -> Vec<StreamEntry> {
-        if start > end || count == 0 {
-            return Vec::new();
-        }
-        let Some(found) = self.streams.get(stream) else {
-            return Vec::new();
-        };
-        found
-            .entries
-            .range(start..=end)
-            .take(count)
-            .map(|(id, fields)| StreamEntry {
-                id: *id,
-                fields: fields.clone(),
-            })
-            .collect()
-    }
-
-    fn rev_range(
+    /// Entries with ids in `start..=end`, at most `count`, oldest first or (`newest_first`)
+    /// newest first.
+    fn range(
         &self,
         stream: &str,
-        end: EntryId,
         start: EntryId,
+        end: EntryId,
         count: usize,
+        newest_first: bool,
     ) -> Vec<StreamEntry> {
         if start > end || count == 0 {
             return Vec::new();
@@ -453,10 +438,13 @@ impl State {
         let Some(found) = self.streams.get(stream) else {
             return Vec::new();
         };
-        found
-            .entries
-            .range(start..=end)
-            .rev()
+        let entries = found.entries.range(start..=end);
+        let entries: Box<dyn Iterator<Item = _>> = if newest_first {
+            Box::new(entries.rev())
+        } else {
+            Box::new(entries)
+        };
+        entries
             .take(count)
             .map(|(id, fields)| StreamEntry {
                 id: *id,
@@ -707,7 +695,7 @@ impl Broker for MemoryBroker {
         end: EntryId,
         count: usize,
     ) -> Result<Vec<StreamEntry>, BrokerError> {
-        Ok(self.with_state(|state| state.range(stream, start, end, count)))
+        Ok(self.with_state(|state| state.range(stream, start, end, count, false)))
     }
 
     async fn rev_range(
@@ -717,7 +705,7 @@ impl Broker for MemoryBroker {
         start: EntryId,
         count: usize,
     ) -> Result<Vec<StreamEntry>, BrokerError> {
-        Ok(self.with_state(|state| state.rev_range(stream, end, start, count)))
+        Ok(self.with_state(|state| state.range(stream, start, end, count, true)))
     }
 
     async fn len(&self, stream: &str) -> Result<u64, BrokerError> {
@@ -891,7 +879,7 @@ mod tests {
         };
         assert!(state.commit(&commit, 40).expect("commit").1);
         let ids: Vec<EntryId> = state
-            .range("s", EntryId::ZERO, EntryId::MAX, 10)
+            .range("s", EntryId::ZERO, EntryId::MAX, 10, false)
             .into_iter()
             .map(|entry| entry.id)
             .collect();

@@ -189,6 +189,24 @@ impl RedisBroker {
         Ok(())
     }
 
+    /// `XRANGE` or `XREVRANGE` (`command`) of `stream` from `first` to `last`, at most `count`.
+    async fn range_command(
+        &self,
+        command: &str,
+        stream: &str,
+        first: EntryId,
+        last: EntryId,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(stream)
+            .arg(first.to_string())
+            .arg(last.to_string())
+            .arg("COUNT")
+            .arg(count);
+        parse_entries(self.query(&cmd).await?)
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, BrokerError> {
         let mut conn = self.conn.clone();
         Ok(cmd.query_async::<Value>(&mut conn).await?)
@@ -503,13 +521,8 @@ impl Broker for RedisBroker {
         end: EntryId,
         count: usize,
     ) -> Result<Vec<StreamEntry>, BrokerError> {
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(stream)
-            .arg(start.to_string())
-            .arg(end.to_string())
-            .arg("COUNT")
-            .arg(count);
-        parse_entries(self.query(&cmd).await?)
+        self.range_command("XRANGE", stream, start, end, count)
+            .await
     }
 
     async fn rev_range(
@@ -519,13 +532,8 @@ impl Broker for RedisBroker {
         start: EntryId,
         count: usize,
     ) -> Result<Vec<StreamEntry>, BrokerError> {
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(stream)
-            .arg(end.to_string())
-            .arg(start.to_string())
-            .arg("COUNT")
-            .arg(count);
-        parse_entries(self.query(&cmd).await?)
+        self.range_command("XREVRANGE", stream, end, start, count)
+            .await
     }
 
     async fn len(&self, stream: &str) -> Result<u64, BrokerError> {
