@@ -71,10 +71,18 @@ local function apply(a, k)
   end
 end
 local a, k = 1, 1
+local present = {}
 while a <= #ARGV do
   local op = ARGV[a]
-  if (op == 'K' or op == 'T' or op == 'O') and missing(KEYS[k], ARGV[a + 1]) then
-    return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. ARGV[a + 1] .. ' on ' .. KEYS[k])
+  if op == 'K' or op == 'T' or op == 'O' then
+    -- Checked once per stream and group, not once per settlement.
+    local key = KEYS[k] .. '\0' .. ARGV[a + 1]
+    if not present[key] then
+      if missing(KEYS[k], ARGV[a + 1]) then
+        return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. ARGV[a + 1] .. ' on ' .. KEYS[k])
+      end
+      present[key] = true
+    end
   end
   a = a + width(a)
   k = k + 1
