@@ -261,20 +261,7 @@ impl StreamFollower {
             tokio::time::sleep(block).await;
             return Ok(Vec::new());
         }
-        let mut conn = match &self.conn {
-            Some(conn) => conn.clone(),
-            None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(None);
-                let conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                self.conn = Some(conn.clone());
-                conn
-            }
-        };
+        let mut conn = blocking_connection(&self.client, &mut self.conn).await?;
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(count)
@@ -660,19 +647,27 @@ struct RedisReader {
 
 impl RedisReader {
     async fn connection(&mut self) -> Result<MultiplexedConnection, BrokerError> {
-        if let Some(conn) = &self.conn {
-            return Ok(conn.clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(None);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        self.conn = Some(conn.clone());
-        Ok(conn)
+        blocking_connection(&self.client, &mut self.conn).await
     }
+}
+
+/// The connection in `slot`, or a new one without response timeout (for `BLOCK`ed reads,
+/// guarded by their own timeout) stored there.
+async fn blocking_connection(
+    client: &Client,
+    slot: &mut Option<MultiplexedConnection>,
+) -> Result<MultiplexedConnection, BrokerError> {
+    if let Some(conn) = slot {
+        return Ok(conn.clone());
+    }
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(None);
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    *slot = Some(conn.clone());
+    Ok(conn)
 }
 
 #[async_trait]
