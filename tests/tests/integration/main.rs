@@ -1,0 +1,14 @@
+//! The library-level integration tests, one module per area, linked into one test binary.
+//!
+//! One binary instead of one per file: each links wasmtime, so separate binaries cost minutes of
+//! linking and gigabytes of disk for nothing. Every test still starts its own redis-server.
+
+mod admin;
+mod conformance;
+mod delivery;
+mod hot_swap;
+mod languages;
+mod new;
+mod redis_url;
+mod saga;
+mod sandbox;
