@@ -212,6 +212,8 @@ impl Consumer {
         let mut not_before: HashMap<EntryId, Instant> = HashMap::new();
         let mut next_retry_check = Instant::now() + self.options.retry_interval;
         let mut backoff = Duration::from_millis(50);
+        // The next batch, read while the previous one was handled (see `read_ahead`).
+        let mut read_ahead: Option<Result<Vec<Delivered>, BrokerError>> = None;
         while !self.cancel.is_cancelled() {
             if matches!(mode, Mode::New) && Instant::now() >= next_retry_check {
                 next_retry_check = Instant::now() + self.options.retry_interval;
@@ -243,18 +245,23 @@ impl Consumer {
                 .block
                 .min(next_retry_check.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(1));
-            let read = reader.read(
-                &self.stream,
-                &self.group,
-                &self.options.consumer,
-                from,
-                after,
-                self.options.batch_size,
-                Some(block),
-            );
-            let result = tokio::select! {
-                () = self.cancel.cancelled() => break,
-                result = read => result,
+            let result = match read_ahead.take() {
+                Some(result) => result,
+                None => {
+                    let read = reader.read(
+                        &self.stream,
+                        &self.group,
+                        &self.options.consumer,
+                        from,
+                        after,
+                        self.options.batch_size,
+                        Some(block),
+                    );
+                    tokio::select! {
+                        () = self.cancel.cancelled() => break,
+                        result = read => result,
+                    }
+                }
             };
             let entries = match result {
                 Ok(entries) => {
@@ -286,8 +293,34 @@ impl Consumer {
                     }
                 }
             }
-            self.process_batch(entries, &mut live, &mut not_before)
-                .await;
+            if matches!(mode, Mode::New) && entries.len() >= self.options.batch_size {
+                // A full batch means a backlog: read the next batch while this one is handled,
+                // so that Redis and the plugin work at the same time. The entries read ahead
+                // are pending for this consumer like any others: if the host stops before
+                // handling them, they are delivered again.
+                let ahead = async {
+                    tokio::select! {
+                        () = self.cancel.cancelled() => None,
+                        result = reader.read(
+                            &self.stream,
+                            &self.group,
+                            &self.options.consumer,
+                            ReadFrom::New,
+                            EntryId::ZERO,
+                            self.options.batch_size,
+                            Some(block),
+                        ) => Some(result),
+                    }
+                };
+                let (ahead, ()) = tokio::join!(
+                    ahead,
+                    self.process_batch(entries, &mut live, &mut not_before)
+                );
+                read_ahead = ahead;
+            } else {
+                self.process_batch(entries, &mut live, &mut not_before)
+                    .await;
+            }
         }
         tracing::debug!(plugin = %self.group, stream = %self.stream, "consumer stopped");
     }

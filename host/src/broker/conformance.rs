@@ -130,6 +130,48 @@ pub async fn settlements(broker: &dyn Broker, prefix: &str) {
     );
     assert_eq!(again.skipped, ids[..1]);
     assert_eq!(ok("len", broker.len(&out).await), 1, "{out}: no second add");
+    // A settlement without ops is a plain acknowledgement: it acks the entry c2 holds, and
+    // c2's own settlement of it, with effects, is then the skipped one.
+    let ack_only = ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: Vec::new(),
+                settlements: vec![Settlement {
+                    ops: Vec::new(),
+                    ..settle(ids[1], &second_key)
+                }],
+            })
+            .await,
+    );
+    assert!(ack_only.skipped.is_empty(), "{s}: an ack is never skipped");
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
+    assert!(
+        pending.is_empty(),
+        "{s}: the ack-only settlement acked c2's entry"
+    );
+    let late = ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: Vec::new(),
+                settlements: vec![Settlement {
+                    consumer: "c2".into(),
+                    ..settle(ids[1], &second_key)
+                }],
+            })
+            .await,
+    );
+    assert_eq!(
+        late.skipped,
+        ids[1..],
+        "{s}: c2's settlement comes too late"
+    );
+    assert_eq!(
+        ok("len", broker.len(&out).await),
+        1,
+        "{out}: c2's add not applied"
+    );
     // A settlement for a missing group fails the whole commit.
     let missing = broker
         .commit(&Commit {

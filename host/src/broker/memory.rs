@@ -343,7 +343,12 @@ impl State {
                 .ok()
                 .and_then(|(_, group)| group.pel.get(&settlement.id))
                 .is_some_and(|pending| pending.consumer == settlement.consumer);
-            if owned {
+            // Without ops, a plain acknowledgement: no ownership check (see `Settlement`).
+            if settlement.ops.is_empty() {
+                if let Ok((_, group)) = self.group_mut(&settlement.stream, &settlement.group) {
+                    group.pel.remove(&settlement.id);
+                }
+            } else if owned {
                 for op in &settlement.ops {
                     self.apply(op, &mut new_ids);
                 }

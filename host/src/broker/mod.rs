@@ -104,6 +104,11 @@ pub enum Op {
 /// If another consumer claimed the entry in the meantime (this one was presumed dead), or it
 /// was acknowledged already, nothing of the settlement is applied: the effects of an event are
 /// committed at most once even when two consumers handled it.
+///
+/// A settlement without `ops` is a plain acknowledgement and is applied without that check:
+/// it commits no effects, and the other consumer's later settlement of the entry is then the
+/// skipped one, so exactly one handling is committed either way (and the check, the costly part
+/// of a commit on Redis, is saved for the common case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
     /// The entry's stream.

@@ -26,7 +26,16 @@ const READ_GRACE: Duration = Duration::from_secs(10);
 /// `K <group> <n> <id>...` (XACK), `O <group> <consumer> <min> <max> <count>` (looks up once
 /// which entries of that range are pending for `<consumer>`), `T <group> <consumer> <id> <n>`
 /// (a settlement: the next `n` ops and an XACK of `<id>` apply only if `<id>` is still pending
-/// for `<consumer>`; the acks of a batch go out as one XACK per group).
+/// for `<consumer>`; the acks of a batch go out as one XACK per group), `U <group> <consumer>
+/// <n> <id>...` (`n` settlements without ops, the common case, in one op: acknowledged without
+/// the ownership check, see below).
+///
+/// Why settlements without ops skip the ownership check: the check exists so that the effects
+/// of only one handling of an entry are committed when another consumer took the entry over
+/// meanwhile. A settlement without ops commits no effects; acknowledging an entry that another
+/// consumer now holds only makes that consumer's later settlement of it a skipped duplicate,
+/// which leaves exactly one handling committed as well. The check is the costliest part of the
+/// script (the XPENDING reply becomes Lua tables), so an acknowledgement-only batch avoids it.
 ///
 /// Every group named by `K` or `T` is checked first; a missing one fails the whole commit with
 /// `NOGROUP <k>` (its key index) before anything is written. Returns the ids of the
@@ -40,6 +49,7 @@ local function width(a)
   elseif op == 'K' then return 3 + tonumber(ARGV[a + 2])
   elseif op == 'T' then return 5
   elseif op == 'O' then return 6
+  elseif op == 'U' then return 4 + tonumber(ARGV[a + 3])
   end
   error('unknown commit op ' .. tostring(op))
 end
@@ -70,18 +80,25 @@ local function apply(a, k)
   elseif op == 'K' then chunked('XACK', KEYS[k], ARGV[a + 1], a + 3, a + 2 + tonumber(ARGV[a + 2]))
   end
 end
+local nargs = #ARGV
 local a, k = 1, 1
 local present = {}
-while a <= #ARGV do
+-- Consecutive ops mostly name the same stream and group: remember the last one checked.
+local last_stream, last_group
+while a <= nargs do
   local op = ARGV[a]
-  if op == 'K' or op == 'T' or op == 'O' then
-    -- Checked once per stream and group, not once per settlement.
-    local key = KEYS[k] .. '\0' .. ARGV[a + 1]
-    if not present[key] then
-      if missing(KEYS[k], ARGV[a + 1]) then
-        return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. ARGV[a + 1] .. ' on ' .. KEYS[k])
+  if op == 'K' or op == 'T' or op == 'O' or op == 'U' then
+    local stream, group = KEYS[k], ARGV[a + 1]
+    if stream ~= last_stream or group ~= last_group then
+      -- Checked once per stream and group, not once per settlement.
+      local key = stream .. '\0' .. group
+      if not present[key] then
+        if missing(stream, group) then
+          return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. group .. ' on ' .. stream)
+        end
+        present[key] = true
       end
-      present[key] = true
+      last_stream, last_group = stream, group
     end
   end
   a = a + width(a)
@@ -90,10 +107,44 @@ end
 local skipped = {}
 local owned = {}
 local acks = {}
+-- The set of entries owned by (stream, group, consumer), nil if no `O` op fetched it.
+local owned_stream, owned_group, owned_consumer, owned_set
+local function owned_by(stream, group, consumer)
+  if stream ~= owned_stream or group ~= owned_group or consumer ~= owned_consumer then
+    owned_stream, owned_group, owned_consumer = stream, group, consumer
+    owned_set = owned[stream .. '\0' .. group .. '\0' .. consumer]
+  end
+  return owned_set
+end
+local function is_mine(stream, group, consumer, id)
+  local set = owned_by(stream, group, consumer)
+  if set then return set[id] == true end
+  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
+end
+-- The ids to acknowledge in (stream, group).
+local acks_stream, acks_group, acks_list
+local function acks_of(stream, group)
+  if stream ~= acks_stream or group ~= acks_group then
+    acks_stream, acks_group = stream, group
+    local key = stream .. '\0' .. group
+    if not acks[key] then acks[key] = { stream, group } end
+    acks_list = acks[key]
+  end
+  return acks_list
+end
 a, k = 1, 1
-while a <= #ARGV do
+while a <= nargs do
   local op = ARGV[a]
-  if op == 'O' then
+  if op == 'U' then
+    local stream, group = KEYS[k], ARGV[a + 1]
+    local n = tonumber(ARGV[a + 3])
+    local list = acks_of(stream, group)
+    for i = a + 4, a + 3 + n do
+      list[#list + 1] = ARGV[i]
+    end
+    a = a + 4 + n
+    k = k + 1
+  elseif op == 'O' then
     -- The entries pending for a consumer in an id range, fetched once per batch.
     local set = {}
     local list = redis.call('XPENDING', KEYS[k], ARGV[a + 1], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 2])
@@ -104,13 +155,7 @@ while a <= #ARGV do
   elseif op == 'T' then
     local stream, group, consumer, id = KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     local n = tonumber(ARGV[a + 4])
-    local set = owned[stream .. '\0' .. group .. '\0' .. consumer]
-    local mine
-    if set then
-      mine = set[id] == true
-    else
-      mine = #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
-    end
+    local mine = is_mine(stream, group, consumer, id)
     a = a + 5
     k = k + 1
     for _ = 1, n do
@@ -119,9 +164,8 @@ while a <= #ARGV do
       k = k + 1
     end
     if mine then
-      local key = stream .. '\0' .. group
-      if not acks[key] then acks[key] = { stream, group } end
-      table.insert(acks[key], id)
+      local list = acks_of(stream, group)
+      list[#list + 1] = id
     else
       skipped[#skipped + 1] = id
     end
@@ -382,9 +426,10 @@ impl Broker for RedisBroker {
         for op in &commit.ops {
             encode(&mut invocation, &mut groups_by_key, op);
         }
-        // One ownership lookup per (stream, group, consumer) instead of one per entry.
+        // One ownership lookup per (stream, group, consumer) instead of one per entry; only
+        // settlements with ops are checked (see `COMMIT_SCRIPT`).
         let mut ranges: Vec<(&str, &str, &str, EntryId, EntryId, usize)> = Vec::new();
-        for settlement in &commit.settlements {
+        for settlement in commit.settlements.iter().filter(|s| !s.ops.is_empty()) {
             let found = ranges.iter_mut().find(|(stream, group, consumer, ..)| {
                 *stream == settlement.stream
                     && *group == settlement.group
@@ -418,7 +463,36 @@ impl Broker for RedisBroker {
                 .arg(1_000_000);
             groups_by_key.push(Some((stream.to_string(), group.to_string())));
         }
-        for settlement in &commit.settlements {
+        let settlements = &commit.settlements;
+        let mut index = 0;
+        while index < settlements.len() {
+            let settlement = &settlements[index];
+            // A run of settlements without ops on the same stream, group and consumer is one
+            // `U` op: most batches are only acknowledgements.
+            let run = settlements[index..]
+                .iter()
+                .take_while(|other| {
+                    other.ops.is_empty()
+                        && other.stream == settlement.stream
+                        && other.group == settlement.group
+                        && other.consumer == settlement.consumer
+                })
+                .count();
+            if run > 0 {
+                invocation
+                    .key(&settlement.stream)
+                    .arg("U")
+                    .arg(&settlement.group)
+                    .arg(&settlement.consumer)
+                    .arg(run);
+                for other in &settlements[index..index + run] {
+                    invocation.arg(other.id.to_string());
+                }
+                groups_by_key.push(Some((settlement.stream.clone(), settlement.group.clone())));
+                index += run;
+                continue;
+            }
+            index += 1;
             invocation
                 .key(&settlement.stream)
                 .arg("T")
