@@ -212,7 +212,7 @@ impl Consumer {
         let mut not_before: HashMap<EntryId, Instant> = HashMap::new();
         let mut next_retry_check = Instant::now() + self.options.retry_interval;
         let mut backoff = Duration::from_millis(50);
-        // The next batch, read while the previous one was handled (see `read_ahead`).
+        // The next batch, read while the previous one was handled (a backlog; see below).
         let mut read_ahead: Option<Result<Vec<Delivered>, BrokerError>> = None;
         while !self.cancel.is_cancelled() {
             if matches!(mode, Mode::New) && Instant::now() >= next_retry_check {
