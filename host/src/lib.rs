@@ -19,6 +19,7 @@
 //! - [`bench`]: `evhost bench`, evhost beside a raw Redis consumer loop.
 //! - [`cli`]: the `evhost` command line, one module per subcommand.
 //! - [`scaffold`]: plugin project templates for `evhost new`.
+//! - [`guest_tools`]: C bindings of the WIT world and core module → component wrapping.
 //! - [`redis_process`]: a private `redis-server` (for `evhost bench` and the tests).
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod consumer;
 pub mod dlq;
 pub mod event;
+pub mod guest_tools;
 pub mod host;
 pub mod metrics;
 pub mod plugin;

@@ -5,6 +5,8 @@
 #[path = "../src/redis_server.rs"]
 mod redis_server;
 
+mod c_plugin;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;

@@ -2,7 +2,9 @@
 
 pub mod admin_client;
 mod bench;
+mod bindgen;
 mod common;
+mod componentize;
 mod config_file;
 mod demo;
 mod dlq;
@@ -26,7 +28,9 @@ use std::path::PathBuf;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 pub use bench::BenchArgs;
+pub use bindgen::BindgenArgs;
 pub use common::{connect_redis, redact_url};
+pub use componentize::ComponentizeArgs;
 pub use config_file::ConfigFileError;
 pub use demo::DemoArgs;
 pub use dlq::{DlqArgs, DlqCommand};
@@ -92,8 +96,12 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Measure evhost beside a raw Redis consumer loop (throughput, latency, hot swap, memory).
     Bench(BenchArgs),
-    /// Create a plugin project (Rust, Python or JavaScript) that builds with one command.
+    /// Create a plugin project (Rust, Python, JavaScript or C) that builds with one command.
     New(new::NewArgs),
+    /// Write bindings of the evhost WIT world for a plugin in C.
+    Bindgen(BindgenArgs),
+    /// Wrap a core Wasm module (e.g. built by clang) into a plugin component.
+    Componentize(ComponentizeArgs),
 }
 
 impl Command {
@@ -111,7 +119,9 @@ impl Command {
             | Command::Stats(_)
             | Command::Plugins(_)
             | Command::Replay(_)
-            | Command::New(_) => "warn",
+            | Command::New(_)
+            | Command::Bindgen(_)
+            | Command::Componentize(_) => "warn",
         }
     }
 }
@@ -195,6 +205,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plugins(args) => plugins::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::New(args) => new::run(args),
+        Command::Bindgen(args) => bindgen::run(args),
+        Command::Componentize(args) => componentize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

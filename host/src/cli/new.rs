@@ -1,4 +1,4 @@
-//! `evhost new`: scaffold a plugin project in Rust, Python or JavaScript.
+//! `evhost new`: scaffold a plugin project in Rust, Python, JavaScript or C.
 
 use std::path::PathBuf;
 

@@ -131,14 +131,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bound = admin::serve(host.clone(), args.metrics_addr, admin_cancel.clone())
         .await
         .with_context(|| format!("cannot bind the admin endpoint to {}", args.metrics_addr))?;
-    tracing::info!(
-        redis = %redact_url(&args.redis),
-        plugins = loaded,
-        consumer,
-        admin = %format!("http://{bound}/metrics"),
-        "evhost running; Ctrl-C to stop"
-    );
+    // "running" once the first discovery pass has created the consumer groups: an event
+    // published after this line reaches every plugin, whatever its group start position.
+    let announce = {
+        let host = host.clone();
+        let redis = redact_url(&args.redis);
+        tokio::spawn(async move {
+            if host.ready().wait_for(|ready| *ready).await.is_ok() {
+                tracing::info!(
+                    redis = %redis,
+                    plugins = loaded,
+                    consumer,
+                    admin = %format!("http://{bound}/metrics"),
+                    "evhost running; Ctrl-C to stop"
+                );
+            }
+        })
+    };
     host.run(shutdown_signal()).await;
+    announce.abort();
     admin_cancel.cancel();
     Ok(())
 }

@@ -18,16 +18,17 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Scaffolds `name` in `language` into a temporary directory and builds it with its
 /// `build.sh`; returns the component and the test event's data.
-async fn scaffold_and_build(name: &'static str, language: Language) -> (Built, Vec<u8>) {
+///
+/// (C projects need the `evhost` binary to build: `tests/cli/c_plugin.rs` tests them.)
+async fn scaffold_and_build(
+    name: &'static str,
+    language: Language,
+    toolchain: Toolchain,
+) -> (Built, Vec<u8>) {
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().expect("temp dir");
         let project = dir.path().join(name);
         scaffold::create(name, language, &project).expect("scaffold");
-        let toolchain = match language {
-            Language::Rust => Toolchain::Rust,
-            Language::Python => Toolchain::Python,
-            Language::Js => Toolchain::JavaScript,
-        };
         let built = script_build::build_project(name, &project, toolchain, &[]);
         let event = std::fs::read(project.join("event.json")).expect("event.json");
         (built, event)
@@ -84,19 +85,20 @@ async fn handles_its_test_event(name: &str, built: &Built, event: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_scaffold_builds_loads_and_handles_its_event() {
-    let (built, event) = scaffold_and_build("hello-rust", Language::Rust).await;
+    let (built, event) = scaffold_and_build("hello-rust", Language::Rust, Toolchain::Rust).await;
     handles_its_test_event("hello-rust", &built, &event).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_scaffold_builds_loads_and_handles_its_event() {
-    let (built, event) = scaffold_and_build("hello-python", Language::Python).await;
+    let (built, event) =
+        scaffold_and_build("hello-python", Language::Python, Toolchain::Python).await;
     handles_its_test_event("hello-python", &built, &event).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_scaffold_builds_loads_and_handles_its_event() {
-    let (built, event) = scaffold_and_build("hello-js", Language::Js).await;
+    let (built, event) = scaffold_and_build("hello-js", Language::Js, Toolchain::JavaScript).await;
     handles_its_test_event("hello-js", &built, &event).await;
 }
 
@@ -118,7 +120,7 @@ fn scaffolds_carry_the_whole_wit_world() {
     wit_files(&root.join("wit"), &root, &mut files);
     assert!(files.len() >= 6, "{files:?}");
     let dir = tempfile::tempdir().expect("temp dir");
-    for language in [Language::Rust, Language::Python, Language::Js] {
+    for language in [Language::Rust, Language::Python, Language::Js, Language::C] {
         let project = dir.path().join(format!("{language:?}").to_lowercase());
         scaffold::create("complete", language, &project).expect("scaffold");
         for file in &files {

@@ -1,0 +1,132 @@
+/* {{name}}: an evhost plugin in C.
+ *
+ * Handles `Ping` events: counts them in the key-value store (key `pings`) and publishes a
+ * `Pong` event with the ping's `message`. Data that is not a JSON object is rejected.
+ * The bindings (plugin.h) are written by `evhost bindgen c` when ./build.sh runs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "plugin.h"
+
+#define PLUGIN_NAME "{{name}}"
+#define PLUGIN_VERSION "0.1.0"
+
+typedef exports_evhost_plugin_handler_handle_error_t handle_error_t;
+
+/* A heap copy of `text` as a WIT string: what a plugin returns, the host frees. */
+static plugin_string_t owned(const char *text) {
+  plugin_string_t s;
+  plugin_string_dup(&s, text);
+  return s;
+}
+
+/* A WIT string that borrows `text` for the duration of a call. */
+static plugin_string_t borrowed(const char *text) {
+  plugin_string_t s;
+  plugin_string_set(&s, text);
+  return s;
+}
+
+void exports_evhost_plugin_handler_describe(exports_evhost_plugin_handler_plugin_info_t *ret) {
+  ret->name = owned(PLUGIN_NAME);
+  ret->version = owned(PLUGIN_VERSION);
+  ret->subscriptions.len = 1;
+  ret->subscriptions.ptr = malloc(sizeof(plugin_string_t));
+  if (ret->subscriptions.ptr == NULL) abort();
+  ret->subscriptions.ptr[0] = owned("Ping");
+}
+
+/* Counts the ping and publishes the pong; false with `reason` set when the host failed. */
+static bool answer(const char *message_json, char *reason, size_t reason_size) {
+  plugin_string_t store_name = borrowed("default");
+  wasi_keyvalue_store_own_bucket_t store;
+  wasi_keyvalue_store_error_t error;
+  if (!wasi_keyvalue_store_open(&store_name, &store, &error)) {
+    wasi_keyvalue_store_error_free(&error);
+    snprintf(reason, reason_size, "cannot open the key-value store");
+    return false;
+  }
+  wasi_keyvalue_store_borrow_bucket_t bucket = wasi_keyvalue_store_borrow_bucket(store);
+  plugin_string_t key = borrowed("pings");
+  plugin_option_list_u8_t previous;
+  bool ok = wasi_keyvalue_store_method_bucket_get(bucket, &key, &previous, &error);
+  unsigned long long count = 1;
+  if (ok && previous.is_some) {
+    char digits[24] = {0};
+    memcpy(digits, previous.val.ptr, previous.val.len < 23 ? previous.val.len : 23);
+    count = strtoull(digits, NULL, 10) + 1;
+    plugin_option_list_u8_free(&previous);
+  }
+  char count_text[24];
+  snprintf(count_text, sizeof count_text, "%llu", count);
+  plugin_list_u8_t value = {(uint8_t *)count_text, strlen(count_text)};
+  ok = ok && wasi_keyvalue_store_method_bucket_set(bucket, &key, &value, &error);
+  wasi_keyvalue_store_bucket_drop_own(store);
+  if (!ok) {
+    wasi_keyvalue_store_error_free(&error);
+    snprintf(reason, reason_size, "the key-value store failed");
+    return false;
+  }
+
+  size_t size = strlen(message_json) + json_quote(PLUGIN_NAME, NULL) + 64;
+  char *pong = malloc(size);
+  if (pong == NULL) abort();
+  size_t n = (size_t)sprintf(pong, "{\"from\":");
+  n += json_quote(PLUGIN_NAME, pong + n);
+  sprintf(pong + n, ",\"message\":%s,\"count\":%llu}", message_json, count);
+  evhost_plugin_publisher_outgoing_event_t event = {0};
+  event.type = borrowed("Pong");
+  event.data.ptr = (uint8_t *)pong;
+  event.data.len = strlen(pong);
+  plugin_string_t id;
+  plugin_string_t publish_error;
+  ok = evhost_plugin_publisher_publish(&event, &id, &publish_error);
+  free(pong);
+  if (!ok) {
+    snprintf(reason, reason_size, "publish failed: %.*s", (int)publish_error.len,
+             (const char *)publish_error.ptr);
+    plugin_string_free(&publish_error);
+    return false;
+  }
+  plugin_string_free(&id);
+
+  char line[64];
+  snprintf(line, sizeof line, "ping %llu answered", count);
+  plugin_string_t context = borrowed(PLUGIN_NAME);
+  plugin_string_t text = borrowed(line);
+  wasi_logging_logging_log(WASI_LOGGING_LOGGING_LEVEL_INFO, &context, &text);
+  return true;
+}
+
+bool exports_evhost_plugin_handler_handle(exports_evhost_plugin_handler_event_t *event,
+                                          exports_evhost_plugin_handler_delivery_t *delivery,
+                                          handle_error_t *err) {
+  const char *data = (const char *)event->data.ptr;
+  size_t len = event->data.len;
+  bool ok = true;
+  if (!json_is_object(data, len)) {
+    err->tag = EVHOST_PLUGIN_TYPES_HANDLE_ERROR_REJECT;
+    err->val.reject = owned("data is not a JSON object");
+    ok = false;
+  } else {
+    /* The message as written in the ping (any JSON value), or null. */
+    json_value_t message = json_member(data, len, "message");
+    char *message_json = message.kind == JSON_MISSING ? strdup("null")
+                                                      : strndup(message.start, message.len);
+    if (message_json == NULL) abort();
+    char reason[256];
+    if (!answer(message_json, reason, sizeof reason)) {
+      /* A host capability failed: the host delivers the event again later. */
+      err->tag = EVHOST_PLUGIN_TYPES_HANDLE_ERROR_RETRY;
+      err->val.retry.reason = owned(reason);
+      err->val.retry.delay_ms.is_some = false;
+      ok = false;
+    }
+    free(message_json);
+  }
+  exports_evhost_plugin_handler_event_free(event);
+  exports_evhost_plugin_handler_delivery_free(delivery);
+  return ok;
+}
