@@ -760,6 +760,20 @@ pub async fn no_group(broker: &dyn Broker, prefix: &str) {
             .claim(stream, "nope", "c", Duration::ZERO, EntryId::ZERO, 10)
             .await;
         assert_no_group(claimed.map(|_| ()), stream, "claim");
+        // A commit of plain acknowledgements (no effects) checks the group as well.
+        let acked = broker
+            .commit(&Commit {
+                ops: Vec::new(),
+                settlements: vec![Settlement {
+                    stream: stream.clone(),
+                    group: "nope".into(),
+                    consumer: "c".into(),
+                    id: EntryId::new(1, 0),
+                    ops: Vec::new(),
+                }],
+            })
+            .await;
+        assert_no_group(acked.map(|_| ()), stream, "acknowledgement-only commit");
     }
 }
 
