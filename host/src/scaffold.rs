@@ -111,7 +111,11 @@ const JS: &[(&str, &str)] = &[
 
 const C: &[(&str, &str)] = &[
     ("handler.c", include_str!("../templates/c/handler.c")),
-    // The JSON reader of the C example plugin, shared as it is.
+    // The helpers and the JSON reader of the C example plugin, shared as they are.
+    (
+        "evhost_util.h",
+        include_str!("../../plugins/invoice/evhost_util.h"),
+    ),
     ("json.c", include_str!("../../plugins/invoice/json.c")),
     ("json.h", include_str!("../../plugins/invoice/json.h")),
     ("build.sh", include_str!("../templates/c/build.sh")),
@@ -249,6 +253,15 @@ mod tests {
         let readme = Language::Rust.readme();
         let text = render("{{name}} {{crate}} {{{name}}} {{language}}", "a-b", &readme);
         assert_eq!(text, "a-b a_b {a-b} Rust");
+    }
+
+    /// The C example's build script is the template's, so that the example builds the way a
+    /// scaffolded project does.
+    #[test]
+    fn the_c_example_builds_like_a_scaffolded_project() {
+        let readme = Language::C.readme();
+        let rendered = render(include_str!("../templates/c/build.sh"), "invoice", &readme);
+        assert_eq!(rendered, include_str!("../../plugins/invoice/build.sh"));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evhost_util.h"
 #include "json.h"
 #include "plugin.h"
 
@@ -27,37 +28,17 @@
 
 typedef exports_evhost_plugin_handler_handle_error_t handle_error_t;
 
-/* A heap copy of `text` as a WIT string (the host frees what a plugin returns). */
-static plugin_string_t owned(const char *text) {
-  plugin_string_t s;
-  plugin_string_dup(&s, text);
-  return s;
-}
-
-/* A WIT string that borrows `text` for the duration of a call. */
-static plugin_string_t borrowed(const char *text) {
-  plugin_string_t s;
-  plugin_string_set(&s, text);
-  return s;
-}
-
 static bool reject(handle_error_t *err, const char *reason) {
   err->tag = EVHOST_PLUGIN_TYPES_HANDLE_ERROR_REJECT;
-  err->val.reject = owned(reason);
+  err->val.reject = evhost_owned(reason);
   return false;
 }
 
 static bool retry(handle_error_t *err, const char *reason) {
   err->tag = EVHOST_PLUGIN_TYPES_HANDLE_ERROR_RETRY;
-  err->val.retry.reason = owned(reason);
+  err->val.retry.reason = evhost_owned(reason);
   err->val.retry.delay_ms.is_some = false;
   return false;
-}
-
-static void log_line(wasi_logging_logging_level_t level, const char *message) {
-  plugin_string_t context = borrowed(PLUGIN_NAME);
-  plugin_string_t text = borrowed(message);
-  wasi_logging_logging_log(level, &context, &text);
 }
 
 /* A key-value store error as text (the caller frees it), and the error freed. */
@@ -85,7 +66,7 @@ static bool kv_failure(handle_error_t *err, const char *what, wasi_keyvalue_stor
 
 /* The config value `key`, or NULL when absent (the caller frees it). */
 static char *config_value(const char *key) {
-  plugin_string_t name = borrowed(key);
+  plugin_string_t name = evhost_borrowed(key);
   plugin_option_string_t value;
   wasi_config_store_error_t error;
   if (!wasi_config_store_get(&name, &value, &error)) {
@@ -99,12 +80,7 @@ static char *config_value(const char *key) {
 }
 
 void exports_evhost_plugin_handler_describe(exports_evhost_plugin_handler_plugin_info_t *ret) {
-  ret->name = owned(PLUGIN_NAME);
-  ret->version = owned(PLUGIN_VERSION);
-  ret->subscriptions.len = 1;
-  ret->subscriptions.ptr = malloc(sizeof(plugin_string_t));
-  if (ret->subscriptions.ptr == NULL) abort();
-  ret->subscriptions.ptr[0] = owned("PaymentProcessed");
+  evhost_describe(ret, PLUGIN_NAME, PLUGIN_VERSION, "PaymentProcessed");
 }
 
 /* The fields of a PaymentProcessed event this plugin uses. */
@@ -184,7 +160,7 @@ static bool issue(wasi_keyvalue_store_borrow_bucket_t bucket, const payment_t *p
   char *key_text = malloc(key_size);
   if (key_text == NULL) abort();
   snprintf(key_text, key_size, "invoice:%s", payment->auction_id);
-  plugin_string_t key = borrowed(key_text);
+  plugin_string_t key = evhost_borrowed(key_text);
 
   bool exists = false;
   if (!wasi_keyvalue_store_method_bucket_exists(bucket, &key, &exists, &error)) {
@@ -194,13 +170,13 @@ static bool issue(wasi_keyvalue_store_borrow_bucket_t bucket, const payment_t *p
   if (exists) {
     char message[256];
     snprintf(message, sizeof message, "auction %.200s is already invoiced", payment->auction_id);
-    log_line(WASI_LOGGING_LOGGING_LEVEL_INFO, message);
+    evhost_log(WASI_LOGGING_LOGGING_LEVEL_INFO, PLUGIN_NAME, message);
     free(key_text);
     return true;
   }
 
   /* The counter: a decimal number, 0 when absent. */
-  plugin_string_t seq_key = borrowed("invoice-seq");
+  plugin_string_t seq_key = evhost_borrowed("invoice-seq");
   plugin_option_list_u8_t current;
   if (!wasi_keyvalue_store_method_bucket_get(bucket, &seq_key, &current, &error)) {
     free(key_text);
@@ -233,7 +209,7 @@ static bool issue(wasi_keyvalue_store_borrow_bucket_t bucket, const payment_t *p
 
   char *data = invoice_json(invoice, payment);
   evhost_plugin_publisher_outgoing_event_t event = {0};
-  event.type = borrowed("InvoiceIssued");
+  event.type = evhost_borrowed("InvoiceIssued");
   event.data.ptr = (uint8_t *)data;
   event.data.len = strlen(data);
   plugin_string_t id;
@@ -249,7 +225,7 @@ static bool issue(wasi_keyvalue_store_borrow_bucket_t bucket, const payment_t *p
   }
   plugin_string_free(&id);
 
-  plugin_string_t counter = borrowed("invoices_issued");
+  plugin_string_t counter = evhost_borrowed("invoices_issued");
   plugin_list_tuple2_string_string_t no_labels = {NULL, 0};
   plugin_string_t metric_error;
   if (!evhost_plugin_metrics_counter_add(&counter, 1.0, &no_labels, &metric_error)) {
@@ -269,7 +245,7 @@ bool exports_evhost_plugin_handler_handle(exports_evhost_plugin_handler_event_t 
   } else if (strcmp(payment.status, "succeeded") != 0) {
     ok = true; /* no invoice for a failed payment */
   } else {
-    plugin_string_t store_name = borrowed("default");
+    plugin_string_t store_name = evhost_borrowed("default");
     wasi_keyvalue_store_own_bucket_t bucket;
     wasi_keyvalue_store_error_t error;
     if (!wasi_keyvalue_store_open(&store_name, &bucket, &error)) {

@@ -45,8 +45,14 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         files.len(),
         args.lang
     );
+    // A C project's build.sh runs `evhost bindgen` and `evhost componentize`: name this binary
+    // for it, as `evhost` may not be on the PATH (e.g. under `cargo run`).
+    let build = match (args.lang, std::env::current_exe()) {
+        (Language::C, Ok(exe)) => format!("EVHOST={} ./build.sh", exe.display()),
+        _ => "./build.sh".to_string(),
+    };
     println!(
-        "next: cd {} && ./build.sh && cp {}.wasm <your plugins dir>/",
+        "next: cd {} && {build} && cp {}.wasm <your plugins dir>/",
         dir.display(),
         args.name
     );

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evhost_util.h"
 #include "json.h"
 #include "plugin.h"
 
@@ -15,32 +16,13 @@
 
 typedef exports_evhost_plugin_handler_handle_error_t handle_error_t;
 
-/* A heap copy of `text` as a WIT string: what a plugin returns, the host frees. */
-static plugin_string_t owned(const char *text) {
-  plugin_string_t s;
-  plugin_string_dup(&s, text);
-  return s;
-}
-
-/* A WIT string that borrows `text` for the duration of a call. */
-static plugin_string_t borrowed(const char *text) {
-  plugin_string_t s;
-  plugin_string_set(&s, text);
-  return s;
-}
-
 void exports_evhost_plugin_handler_describe(exports_evhost_plugin_handler_plugin_info_t *ret) {
-  ret->name = owned(PLUGIN_NAME);
-  ret->version = owned(PLUGIN_VERSION);
-  ret->subscriptions.len = 1;
-  ret->subscriptions.ptr = malloc(sizeof(plugin_string_t));
-  if (ret->subscriptions.ptr == NULL) abort();
-  ret->subscriptions.ptr[0] = owned("Ping");
+  evhost_describe(ret, PLUGIN_NAME, PLUGIN_VERSION, "Ping");
 }
 
 /* Counts the ping and publishes the pong; false with `reason` set when the host failed. */
 static bool answer(const char *message_json, char *reason, size_t reason_size) {
-  plugin_string_t store_name = borrowed("default");
+  plugin_string_t store_name = evhost_borrowed("default");
   wasi_keyvalue_store_own_bucket_t store;
   wasi_keyvalue_store_error_t error;
   if (!wasi_keyvalue_store_open(&store_name, &store, &error)) {
@@ -49,7 +31,7 @@ static bool answer(const char *message_json, char *reason, size_t reason_size) {
     return false;
   }
   wasi_keyvalue_store_borrow_bucket_t bucket = wasi_keyvalue_store_borrow_bucket(store);
-  plugin_string_t key = borrowed("pings");
+  plugin_string_t key = evhost_borrowed("pings");
   plugin_option_list_u8_t previous;
   bool ok = wasi_keyvalue_store_method_bucket_get(bucket, &key, &previous, &error);
   unsigned long long count = 1;
@@ -77,7 +59,7 @@ static bool answer(const char *message_json, char *reason, size_t reason_size) {
   n += json_quote(PLUGIN_NAME, pong + n);
   sprintf(pong + n, ",\"message\":%s,\"count\":%llu}", message_json, count);
   evhost_plugin_publisher_outgoing_event_t event = {0};
-  event.type = borrowed("Pong");
+  event.type = evhost_borrowed("Pong");
   event.data.ptr = (uint8_t *)pong;
   event.data.len = strlen(pong);
   plugin_string_t id;
@@ -94,9 +76,7 @@ static bool answer(const char *message_json, char *reason, size_t reason_size) {
 
   char line[64];
   snprintf(line, sizeof line, "ping %llu answered", count);
-  plugin_string_t context = borrowed(PLUGIN_NAME);
-  plugin_string_t text = borrowed(line);
-  wasi_logging_logging_log(WASI_LOGGING_LOGGING_LEVEL_INFO, &context, &text);
+  evhost_log(WASI_LOGGING_LOGGING_LEVEL_INFO, PLUGIN_NAME, line);
   return true;
 }
 
@@ -108,7 +88,7 @@ bool exports_evhost_plugin_handler_handle(exports_evhost_plugin_handler_event_t 
   bool ok = true;
   if (!json_is_object(data, len)) {
     err->tag = EVHOST_PLUGIN_TYPES_HANDLE_ERROR_REJECT;
-    err->val.reject = owned("data is not a JSON object");
+    err->val.reject = evhost_owned("data is not a JSON object");
     ok = false;
   } else {
     /* The message as written in the ping (any JSON value), or null. */
@@ -120,7 +100,7 @@ bool exports_evhost_plugin_handler_handle(exports_evhost_plugin_handler_event_t 
     if (!answer(message_json, reason, sizeof reason)) {
       /* A host capability failed: the host delivers the event again later. */
       err->tag = EVHOST_PLUGIN_TYPES_HANDLE_ERROR_RETRY;
-      err->val.retry.reason = owned(reason);
+      err->val.retry.reason = evhost_owned(reason);
       err->val.retry.delay_ms.is_some = false;
       ok = false;
     }
