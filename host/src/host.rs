@@ -340,6 +340,11 @@ impl Host {
                 "plugin loaded"
             );
         }
+        // Metrics first: whoever sees the file running also sees its reload counted.
+        let metrics = &self.services.metrics;
+        metrics.set_plugin_info(&name, &version.version, &version.sha256);
+        metrics.record_reload(&name, "ok");
+        metrics.record_swap_duration(started.elapsed());
         {
             let mut files = lock(&self.files);
             let entry = files.entry(path.to_path_buf()).or_default();
@@ -348,10 +353,6 @@ impl Host {
             entry.state = Some(FileState::Running);
             entry.error = None;
         }
-        let metrics = &self.services.metrics;
-        metrics.set_plugin_info(&name, &version.version, &version.sha256);
-        metrics.record_reload(&name, "ok");
-        metrics.record_swap_duration(started.elapsed());
         self.reconcile.notify_one();
         Ok(())
     }
