@@ -1,9 +1,11 @@
 /* Helpers over the bindings that `evhost bindgen c` writes (plugin.h): WIT strings from C
- * strings, and a describe() answer with one subscription. Header-only. */
+ * strings, a describe() answer with one subscription, logging, publishing JSON. Header-only. */
 #ifndef EVHOST_UTIL_H
 #define EVHOST_UTIL_H
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "plugin.h"
 
@@ -39,6 +41,26 @@ static inline void evhost_log(wasi_logging_logging_level_t level, const char *pl
   plugin_string_t context = evhost_borrowed(plugin);
   plugin_string_t text = evhost_borrowed(message);
   wasi_logging_logging_log(level, &context, &text);
+}
+
+/* Publishes an event of `type` with the JSON text `json` as its data. On failure returns false
+ * with the host's reason in `reason` (`reason_size` bytes). */
+static inline bool evhost_publish_json(const char *type, const char *json, char *reason,
+                                       size_t reason_size) {
+  evhost_plugin_publisher_outgoing_event_t event = {0};
+  event.type = evhost_borrowed(type);
+  event.data.ptr = (uint8_t *)json;
+  event.data.len = strlen(json);
+  plugin_string_t id;
+  plugin_string_t error;
+  if (!evhost_plugin_publisher_publish(&event, &id, &error)) {
+    snprintf(reason, reason_size, "publish failed: %.*s", (int)error.len,
+             (const char *)error.ptr);
+    plugin_string_free(&error);
+    return false;
+  }
+  plugin_string_free(&id);
+  return true;
 }
 
 #endif

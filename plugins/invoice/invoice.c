@@ -208,22 +208,10 @@ static bool issue(wasi_keyvalue_store_borrow_bucket_t bucket, const payment_t *p
   if (!stored) return kv_failure(err, "set", &error);
 
   char *data = invoice_json(invoice, payment);
-  evhost_plugin_publisher_outgoing_event_t event = {0};
-  event.type = evhost_borrowed("InvoiceIssued");
-  event.data.ptr = (uint8_t *)data;
-  event.data.len = strlen(data);
-  plugin_string_t id;
-  plugin_string_t publish_error;
-  bool published = evhost_plugin_publisher_publish(&event, &id, &publish_error);
+  char reason[512];
+  bool published = evhost_publish_json("InvoiceIssued", data, reason, sizeof reason);
   free(data);
-  if (!published) {
-    char reason[512];
-    snprintf(reason, sizeof reason, "publish failed: %.*s", (int)publish_error.len,
-             (const char *)publish_error.ptr);
-    plugin_string_free(&publish_error);
-    return retry(err, reason);
-  }
-  plugin_string_free(&id);
+  if (!published) return retry(err, reason);
 
   plugin_string_t counter = evhost_borrowed("invoices_issued");
   plugin_list_tuple2_string_string_t no_labels = {NULL, 0};

@@ -58,21 +58,9 @@ static bool answer(const char *message_json, char *reason, size_t reason_size) {
   size_t n = (size_t)sprintf(pong, "{\"from\":");
   n += json_quote(PLUGIN_NAME, pong + n);
   sprintf(pong + n, ",\"message\":%s,\"count\":%llu}", message_json, count);
-  evhost_plugin_publisher_outgoing_event_t event = {0};
-  event.type = evhost_borrowed("Pong");
-  event.data.ptr = (uint8_t *)pong;
-  event.data.len = strlen(pong);
-  plugin_string_t id;
-  plugin_string_t publish_error;
-  ok = evhost_plugin_publisher_publish(&event, &id, &publish_error);
+  ok = evhost_publish_json("Pong", pong, reason, reason_size);
   free(pong);
-  if (!ok) {
-    snprintf(reason, reason_size, "publish failed: %.*s", (int)publish_error.len,
-             (const char *)publish_error.ptr);
-    plugin_string_free(&publish_error);
-    return false;
-  }
-  plugin_string_free(&id);
+  if (!ok) return false;
 
   char line[64];
   snprintf(line, sizeof line, "ping %llu answered", count);
