@@ -295,10 +295,19 @@ impl Host {
         {
             let mut files = lock(&self.files);
             let entry = files.entry(path.to_path_buf()).or_default();
-            if entry.fingerprint.as_deref() == Some(fingerprint.as_str())
-                && entry.state == Some(FileState::Running)
+            // `fingerprint` is that of the version serving. The same bytes again are not
+            // reloaded, even after a failed attempt in between (a copy seen half-written):
+            // the version serving is what the file holds again.
+            if entry.plugin.is_some() && entry.fingerprint.as_deref() == Some(fingerprint.as_str())
             {
-                tracing::debug!(path = %path.display(), "plugin file unchanged; not reloaded");
+                if entry.state != Some(FileState::Running) {
+                    tracing::info!(
+                        path = %path.display(),
+                        "plugin file holds the running version again; not reloaded"
+                    );
+                }
+                entry.state = Some(FileState::Running);
+                entry.error = None;
                 return Ok(());
             }
             entry.state = Some(FileState::Loading);

@@ -233,6 +233,25 @@ async fn a_broken_file_never_replaces_a_working_version() {
         ok_before,
         "identical bytes are not reloaded"
     );
+    // A copy seen half-written fails, and the complete file (the running version's bytes)
+    // brings the file back to running without a reload.
+    let failed_before = reloads(&host, "failed");
+    std::fs::write(&wasm, b"").expect("truncate");
+    wait_for("the truncated copy to fail", TIMEOUT, || async {
+        reloads(&host, "failed") > failed_before
+    })
+    .await;
+    std::fs::write(&wasm, PROBE_V2).expect("complete the copy");
+    wait_running(&host, &wasm, PROBE_V2).await;
+    assert_eq!(
+        reloads(&host, "ok"),
+        ok_before,
+        "the running version's bytes are not reloaded"
+    );
+    assert_eq!(
+        status_of(&host, &wasm).and_then(|status| status.error),
+        None
+    );
 
     // Another file describing the same plugin name is refused; the original keeps running.
     let twin = dir.path().join("twin.wasm");
