@@ -350,6 +350,8 @@ fn bench_runs_every_measurement_and_reports_json() {
             "2",
             "--memory-events",
             "2000",
+            "--saga-concurrency",
+            "3",
             "--json",
         ])
         .output()
@@ -360,6 +362,8 @@ fn bench_runs_every_measurement_and_reports_json() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    // Every auction was drained with three payment and notification consumers per stream.
+    assert_eq!(report["saga_concurrency"], 3, "{report}");
     for ratio in [&report["trivial"]["ratio"], &report["saga"]["ratio"]] {
         assert!(ratio.as_f64().is_some_and(|ratio| ratio > 0.0), "{report}");
     }

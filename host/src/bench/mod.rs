@@ -50,6 +50,9 @@ pub struct BenchOptions {
     pub events: usize,
     /// Events for the four-plugin saga throughput.
     pub saga_events: usize,
+    /// Consumers per stream (`[limits] concurrency`) for the saga plugins that make a key-value
+    /// round trip per event (payment, notification); `None`: one, the default.
+    pub saga_concurrency: Option<std::num::NonZeroUsize>,
     /// Produce rates of the latency measurements, in events per second.
     pub rates: Vec<u32>,
     /// How long each latency measurement lasts.
@@ -108,6 +111,8 @@ pub struct BenchReport {
     pub trivial: Throughput,
     /// Four saga plugins.
     pub saga: Throughput,
+    /// Consumers per stream of the payment and notification plugins in the saga.
+    pub saga_concurrency: usize,
     /// Latencies by rate.
     pub latency: Vec<Latency>,
     /// Hot swap: file written → first event handled by the new version, in milliseconds.
@@ -340,12 +345,18 @@ impl Running {
     }
 }
 
-fn saga_plugins() -> Vec<(&'static str, Vec<u8>, PluginSettings)> {
+/// Plugins whose handler makes a key-value round trip per event.
+const ROUND_TRIP_PLUGINS: [&str; 2] = ["payment", "notification"];
+
+fn saga_plugins(
+    concurrency: Option<std::num::NonZeroUsize>,
+) -> Vec<(&'static str, Vec<u8>, PluginSettings)> {
     artifacts::examples()
         .into_iter()
         .map(|(name, bytes)| {
             let settings = PluginSettings {
                 start: GroupStart::Beginning,
+                concurrency: concurrency.filter(|_| ROUND_TRIP_PLUGINS.contains(&name)),
                 ..PluginSettings::default()
             };
             (name, bytes.to_vec(), settings)
@@ -411,7 +422,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
 
     // Memory at rest with the four saga plugins.
     eprintln!("bench: memory at rest with the four saga plugins");
-    let saga = Running::start(broker.clone(), saga_plugins()).await?;
+    let saga = Running::start(broker.clone(), saga_plugins(opts.saga_concurrency)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_rest = process_rss_bytes(pid);
     saga.stop().await;
@@ -447,7 +458,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     prefill(&url, "BenchRaw", opts.saga_events, false).await?;
     let raw_saga = raw::consume(&url, &stream_for("BenchRaw"), opts.saga_events).await?;
     prefill(&url, "AuctionEnded", opts.saga_events, false).await?;
-    let host = load(broker.clone(), saga_plugins()).await?;
+    let host = load(broker.clone(), saga_plugins(opts.saga_concurrency)).await?;
     let clock = Instant::now();
     let saga = Running::run(host).await;
     drained(
@@ -516,7 +527,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     eprintln!("bench: memory after {} events", opts.memory_events);
     flush(&mut admin).await?;
     prefill(&url, "BenchMemory", opts.memory_events / 10, false).await?;
-    let saga = Running::start(broker.clone(), saga_plugins()).await?;
+    let saga = Running::start(broker.clone(), saga_plugins(opts.saga_concurrency)).await?;
     // Warm up (instances, buffers), then read the baseline at rest.
     drained(
         broker.as_ref(),
@@ -553,6 +564,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
             evhost_per_sec: saga_per_sec,
             ratio: saga_per_sec / raw_saga_per_sec,
         },
+        saga_concurrency: opts.saga_concurrency.map_or(1, std::num::NonZeroUsize::get),
         latency,
         swap_ms,
         swap_median_ms,
@@ -663,6 +675,12 @@ impl BenchReport {
             "evhost bench: {} events of {} bytes, Redis at {}, {:.0} s\n\n",
             self.events, self.event_bytes, self.redis, self.seconds
         ));
+        if self.saga_concurrency > 1 {
+            out.push_str(&format!(
+                "saga: payment and notification with {} consumers per stream\n\n",
+                self.saga_concurrency
+            ));
+        }
         line(
             &mut out,
             "measurement",

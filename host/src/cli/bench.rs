@@ -1,5 +1,6 @@
 //! `evhost bench`: evhost beside a raw Redis consumer loop, in one run (see [`crate::bench`]).
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use crate::bench::{self, BenchOptions};
 /// Arguments of `evhost bench`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000"
+    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16"
 )]
 pub struct BenchArgs {
     /// Measure against this Redis (it is FLUSHALLed!) instead of a private redis-server.
@@ -21,6 +22,10 @@ pub struct BenchArgs {
     /// Auctions for the four-plugin saga throughput.
     #[arg(long, default_value_t = 20_000)]
     pub saga_events: usize,
+    /// Consumers per stream for the saga's payment and notification plugins (their handlers
+    /// make a Redis round trip per event), as `[limits] concurrency` in their sidecars would.
+    #[arg(long, default_value_t = NonZeroUsize::MIN)]
+    pub saga_concurrency: NonZeroUsize,
     /// Produce rates of the latency measurements, events per second.
     #[arg(long, value_delimiter = ',', default_value = "5000,20000")]
     pub rates: Vec<u32>,
@@ -47,6 +52,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let options = BenchOptions {
         events: args.events.max(1),
         saga_events: args.saga_events.max(1),
+        saga_concurrency: Some(args.saga_concurrency).filter(|n| n.get() > 1),
         rates: args.rates,
         latency_duration: Duration::from_secs(args.latency_secs.max(1)),
         swaps: args.swaps,
