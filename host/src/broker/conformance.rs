@@ -150,6 +150,24 @@ pub async fn settlements(broker: &dyn Broker, prefix: &str) {
         pending.is_empty(),
         "{s}: the ack-only settlement acked c2's entry"
     );
+    let ack_only = |group: &str| Commit {
+        ops: Vec::new(),
+        settlements: vec![Settlement {
+            group: group.into(),
+            ops: Vec::new(),
+            ..settle(ids[1], &second_key)
+        }],
+    };
+    let repeated = ok("commit", broker.commit(&ack_only("g")).await);
+    assert!(
+        repeated.skipped.is_empty(),
+        "{s}: acknowledging an acknowledged entry again is harmless"
+    );
+    let no_group = broker.commit(&ack_only("nope")).await;
+    assert!(
+        matches!(&no_group, Err(BrokerError::NoGroup { group, .. }) if group == "nope"),
+        "{s}: an ack-only commit for a missing group fails with NoGroup: {no_group:?}"
+    );
     let late = ok(
         "commit",
         broker

@@ -185,6 +185,26 @@ for _, ack in pairs(acks) do
 end
 return skipped
 ";
+/// The stream, group and entry ids of a commit made only of settlements without effects, all
+/// of one stream and group (the common batch); `None` for any other commit.
+fn plain_acks(commit: &Commit) -> Option<(&str, &str, Vec<String>)> {
+    let first = commit.settlements.first()?;
+    let plain = commit.ops.is_empty()
+        && commit.settlements.iter().all(|settlement| {
+            settlement.ops.is_empty()
+                && settlement.stream == first.stream
+                && settlement.group == first.group
+        });
+    plain.then(|| {
+        let ids = commit
+            .settlements
+            .iter()
+            .map(|settlement| settlement.id.to_string())
+            .collect();
+        (first.stream.as_str(), first.group.as_str(), ids)
+    })
+}
+
 /// Keys per `SCAN` page.
 const SCAN_PAGE: usize = 500;
 
@@ -257,6 +277,42 @@ impl RedisBroker {
             .arg("COUNT")
             .arg(count);
         parse_entries(self.query(&cmd).await?)
+    }
+
+    /// Commits settlements without effects of one stream and group with a plain `XACK`: the
+    /// script would only add its group check, a third of a batch's Redis time for the trivial
+    /// plugin. `XACK` writes nothing for a missing group and counts only what it acknowledged,
+    /// so the group is looked up only when the count falls short, to report `NoGroup` as the
+    /// script would.
+    async fn ack_only(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[String],
+    ) -> Result<CommitReport, BrokerError> {
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(stream).arg(group).arg(ids);
+        let acked = match self.query(&cmd).await? {
+            Value::Int(acked) => acked,
+            other => return Err(unexpected("XACK", &other)),
+        };
+        if usize::try_from(acked).is_ok_and(|acked| acked >= ids.len()) {
+            return Ok(CommitReport::default());
+        }
+        // Already acknowledged (e.g. by a consumer that took the entry over) or no group.
+        if self
+            .groups(stream)
+            .await?
+            .iter()
+            .any(|info| info.name == group)
+        {
+            Ok(CommitReport::default())
+        } else {
+            Err(BrokerError::NoGroup {
+                stream: stream.to_string(),
+                group: group.to_string(),
+            })
+        }
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, BrokerError> {
@@ -384,6 +440,9 @@ impl Broker for RedisBroker {
     async fn commit(&self, commit: &Commit) -> Result<CommitReport, BrokerError> {
         if commit.is_empty() {
             return Ok(CommitReport::default());
+        }
+        if let Some((stream, group, ids)) = plain_acks(commit) {
+            return self.ack_only(stream, group, &ids).await;
         }
         // One script: it checks groups and ownership before writing anything, which
         // MULTI/EXEC cannot do (XACK on a missing group answers 0, and EXEC never rolls back).
