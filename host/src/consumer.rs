@@ -310,20 +310,18 @@ impl Consumer {
             }
             if matches!(mode, Mode::New) && entries.len() >= self.options.batch_size {
                 // A full batch means a backlog: read the next batch while this one is handled,
-                // so that Redis and the plugin work at the same time. The entries read ahead
-                // are pending for this consumer like any others: if the host stops before
-                // handling them, they are delivered again.
+                // so that Redis and the plugin work at the same time (without blocking: when
+                // the backlog is gone, the next read blocks). The entries read ahead are
+                // pending for this consumer like any others: if the host stops before handling
+                // them, they are delivered again.
                 let ahead = async {
                     tokio::select! {
                         () = self.cancel.cancelled() => None,
-                        result = reader.read(
+                        result = reader.read_backlog(
                             &self.stream,
                             &self.group,
                             &self.options.consumer,
-                            ReadFrom::New,
-                            EntryId::ZERO,
                             self.options.batch_size,
-                            Some(block),
                         ) => Some(result),
                     }
                 };

@@ -39,6 +39,7 @@ pub async fn run_all(broker: &dyn Broker) {
     let prefix = |case: &str| format!("{run}:{case}:");
     group_creation(broker, &prefix("group_creation")).await;
     read_new_once(broker, &prefix("read_new_once")).await;
+    backlog_read(broker, &prefix("backlog_read")).await;
     fan_out(broker, &prefix("fan_out")).await;
     load_sharing(broker, &prefix("load_sharing")).await;
     ack(broker, &prefix("ack")).await;
@@ -360,6 +361,38 @@ pub async fn group_creation(broker: &dyn Broker, prefix: &str) {
         ids,
         "{s}: entries added after the group was created"
     );
+}
+
+/// A backlog read returns what a plain read of new entries would: up to `count` entries, in
+/// stream order, each once, as first deliveries; with nothing new it returns at once.
+pub async fn backlog_read(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let ids = add_n(broker, &s, 7).await;
+    assert!(ok(
+        "create_group",
+        broker.create_group(&s, "g", GroupStart::Beginning).await
+    ));
+    let mut reader = open_reader(broker).await;
+    let mut seen = Vec::new();
+    for (count, expected) in [(4, 4), (1, 1), (5, 2), (5, 0)] {
+        // The last read finds nothing new and returns: a backlog read never blocks.
+        let batch = ok(
+            "read_backlog",
+            reader.read_backlog(&s, "g", "c", count).await,
+        );
+        assert_eq!(batch.len(), expected, "{s}: count {count}: {batch:?}");
+        assert!(
+            batch.iter().all(|d| d.deliveries == 1),
+            "{s}: first deliveries: {batch:?}"
+        );
+        seen.extend(ids_of(&batch));
+    }
+    assert_eq!(seen, ids, "{s}: every entry once, in stream order");
+    let pending = ok(
+        "pending",
+        broker.pending(&s, "g", Duration::ZERO, 100).await,
+    );
+    assert_eq!(pending.len(), ids.len(), "{s}: all pending for c");
 }
 
 /// Reading new entries delivers each entry once per group, oldest first, `count` at a time,

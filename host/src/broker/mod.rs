@@ -324,4 +324,26 @@ pub trait GroupReader: Send {
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<Delivered>, BrokerError>;
+
+    /// Reads up to `count` new entries without blocking, when a backlog is expected: what
+    /// [`GroupReader::read`] of [`ReadFrom::New`] would return, in stream order. A reader may
+    /// split the read to make it faster.
+    async fn read_backlog(
+        &mut self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        self.read(
+            stream,
+            group,
+            consumer,
+            ReadFrom::New,
+            EntryId::ZERO,
+            count,
+            None,
+        )
+        .await
+    }
 }

@@ -425,6 +425,7 @@ impl Broker for RedisBroker {
         Ok(Box::new(RedisReader {
             client: self.client.clone(),
             conn: None,
+            second: None,
         }))
     }
 
@@ -776,6 +777,8 @@ struct RedisReader {
     client: Client,
     /// The connection, `None` before the first read and after a failure.
     conn: Option<MultiplexedConnection>,
+    /// A second connection for [`GroupReader::read_backlog`], opened on its first use.
+    second: Option<MultiplexedConnection>,
 }
 
 impl RedisReader {
@@ -803,6 +806,80 @@ async fn blocking_connection(
     Ok(conn)
 }
 
+/// A failed `XREADGROUP`: the error, and whether the connection must be replaced.
+struct ReadFailure {
+    error: BrokerError,
+    reconnect: bool,
+}
+
+/// `XREADGROUP` of `stream` from `position` (`>` or an id) on `conn`.
+#[allow(clippy::too_many_arguments)]
+async fn xreadgroup(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    position: &str,
+    count: usize,
+    block: Option<Duration>,
+) -> Result<Vec<StreamEntry>, ReadFailure> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count);
+    if let Some(block) = block {
+        cmd.arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1));
+    }
+    cmd.arg("STREAMS").arg(stream).arg(position);
+    let limit = block.unwrap_or_default() + READ_GRACE;
+    let reply = match tokio::time::timeout(limit, cmd.query_async::<Value>(conn)).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(err)) => {
+            let reconnect = err.is_unrecoverable_error() || err.code().is_none();
+            let error = if reconnect {
+                BrokerError::Redis(err)
+            } else {
+                no_group(BrokerError::Redis(err), stream, group)
+            };
+            return Err(ReadFailure { error, reconnect });
+        }
+        Err(_) => {
+            return Err(ReadFailure {
+                error: BrokerError::Protocol(format!(
+                    "XREADGROUP on {stream} got no answer within {limit:?}; reconnecting"
+                )),
+                reconnect: true,
+            });
+        }
+    };
+    parse_read_reply(reply).map_err(|error| ReadFailure {
+        error,
+        reconnect: false,
+    })
+}
+
+/// New entries, delivered for the first time.
+fn first_deliveries(entries: Vec<StreamEntry>) -> Vec<Delivered> {
+    entries
+        .into_iter()
+        .map(|entry| Delivered {
+            entry,
+            deliveries: 1,
+        })
+        .collect()
+}
+
+/// The error of a failed read; forgets the connection in `slot` when it must be replaced.
+fn failed_read(slot: &mut Option<MultiplexedConnection>, failure: ReadFailure) -> BrokerError {
+    if failure.reconnect {
+        *slot = None;
+    }
+    failure.error
+}
+
 #[async_trait]
 impl GroupReader for RedisReader {
     async fn read(
@@ -816,55 +893,51 @@ impl GroupReader for RedisReader {
         block: Option<Duration>,
     ) -> Result<Vec<Delivered>, BrokerError> {
         let mut conn = self.connection().await?;
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(group)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count);
-        let block = match from {
-            ReadFrom::New => block,
-            ReadFrom::Pending => None,
+        let (position, block) = match from {
+            ReadFrom::New => (">".to_string(), block),
+            ReadFrom::Pending => (after.to_string(), None),
         };
-        if let Some(block) = block {
-            cmd.arg("BLOCK")
-                .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1));
-        }
-        cmd.arg("STREAMS").arg(stream);
+        let entries = xreadgroup(&mut conn, stream, group, consumer, &position, count, block)
+            .await
+            .map_err(|failure| failed_read(&mut self.conn, failure))?;
         match from {
-            ReadFrom::New => cmd.arg(">"),
-            ReadFrom::Pending => cmd.arg(after.to_string()),
-        };
-        let limit = block.unwrap_or_default() + READ_GRACE;
-        let reply = match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(err)) => {
-                if !err.is_unrecoverable_error() && err.code().is_some() {
-                    return Err(no_group(BrokerError::Redis(err), stream, group));
-                }
-                self.conn = None;
-                return Err(BrokerError::Redis(err));
-            }
-            Err(_) => {
-                self.conn = None;
-                return Err(BrokerError::Protocol(format!(
-                    "XREADGROUP on {stream} got no answer within {limit:?}; reconnecting"
-                )));
-            }
-        };
-        let entries = parse_read_reply(reply)?;
-        match from {
-            ReadFrom::New => Ok(entries
-                .into_iter()
-                .map(|entry| Delivered {
-                    entry,
-                    deliveries: 1,
-                })
-                .collect()),
+            ReadFrom::New => Ok(first_deliveries(entries)),
             ReadFrom::Pending => {
                 with_delivery_counts(&mut conn, stream, group, consumer, entries).await
             }
         }
+    }
+
+    /// Two `XREADGROUP`s of half the count on two connections at once: redis-rs parses each
+    /// connection's replies in that connection's task, so the two halves are parsed on two
+    /// threads, which is most of a read's time on the client. Redis runs the two commands one
+    /// after the other, so together they hold the entries one read would, and sorting restores
+    /// stream order whichever ran first.
+    async fn read_backlog(
+        &mut self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        let mut first = self.connection().await?;
+        if count < 2 {
+            let entries = xreadgroup(&mut first, stream, group, consumer, ">", count, None)
+                .await
+                .map_err(|failure| failed_read(&mut self.conn, failure))?;
+            return Ok(first_deliveries(entries));
+        }
+        let mut second = blocking_connection(&self.client, &mut self.second).await?;
+        let half = count / 2;
+        let (one, two) = tokio::join!(
+            xreadgroup(&mut first, stream, group, consumer, ">", count - half, None),
+            xreadgroup(&mut second, stream, group, consumer, ">", half, None),
+        );
+        // Entries a failed half leaves behind are pending for this consumer: retried later.
+        let mut entries = one.map_err(|failure| failed_read(&mut self.conn, failure))?;
+        entries.extend(two.map_err(|failure| failed_read(&mut self.second, failure))?);
+        entries.sort_unstable_by_key(|entry| entry.id);
+        Ok(first_deliveries(entries))
     }
 }
 
