@@ -16,10 +16,6 @@
 //!   acknowledged in one atomic commit.
 //! - Effects of a call are committed with its entry's acknowledgement, only if the entry is
 //!   still pending for this consumer (see [`Settlement`]).
-//! - A batch's commit runs while the next batch is handled (its key-value writes stay visible
-//!   to those calls until it is done). Commits go out one at a time, in batch order; when one
-//!   fails, the batch handled meanwhile is not committed either, since its calls may have read
-//!   the failed batch's writes: the entries of both are delivered again.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -101,14 +97,6 @@ pub struct Consumer {
 struct Live {
     version: Arc<PluginVersion>,
     instance: PluginInstance,
-}
-
-/// A batch's commit running in the background.
-struct InFlight {
-    /// Whether the commit succeeded.
-    task: tokio::task::JoinHandle<bool>,
-    /// The batch's number in the instance's effects (see [`crate::plugin::Effects`]).
-    batch: u64,
 }
 
 /// Handled entries waiting for their commit.
@@ -226,15 +214,12 @@ impl Consumer {
         let mut backoff = Duration::from_millis(50);
         // The next batch, read while the previous one was handled (a backlog; see below).
         let mut read_ahead: Option<Result<Vec<Delivered>, BrokerError>> = None;
-        let mut in_flight: Option<InFlight> = None;
         while !self.cancel.is_cancelled() {
             if matches!(mode, Mode::New) && Instant::now() >= next_retry_check {
                 next_retry_check = Instant::now() + self.options.retry_interval;
-                // Entries of a commit in flight are still pending: not candidates for a retry.
-                self.settle(&mut live, &mut in_flight).await;
                 match self.claim_due(&mut not_before).await {
                     Ok(claimed) if !claimed.is_empty() => {
-                        self.process_batch(claimed, &mut live, &mut in_flight, &mut not_before)
+                        self.process_batch(claimed, &mut live, &mut not_before)
                             .await;
                         continue;
                     }
@@ -327,15 +312,14 @@ impl Consumer {
                 };
                 let (ahead, ()) = tokio::join!(
                     ahead,
-                    self.process_batch(entries, &mut live, &mut in_flight, &mut not_before)
+                    self.process_batch(entries, &mut live, &mut not_before)
                 );
                 read_ahead = ahead;
             } else {
-                self.process_batch(entries, &mut live, &mut in_flight, &mut not_before)
+                self.process_batch(entries, &mut live, &mut not_before)
                     .await;
             }
         }
-        self.settle(&mut live, &mut in_flight).await;
         tracing::debug!(plugin = %self.group, stream = %self.stream, "consumer stopped");
     }
 
@@ -412,12 +396,7 @@ impl Consumer {
     ///
     /// When the plugin was swapped, the batch so far is committed first: calls already made
     /// stay with the old version, every later event goes to the new one.
-    async fn ensure_instance(
-        &self,
-        live: &mut Option<Live>,
-        in_flight: &mut Option<InFlight>,
-        batch: &mut Batch,
-    ) -> bool {
+    async fn ensure_instance(&self, live: &mut Option<Live>, batch: &mut Batch) -> bool {
         let current = self.slot.load_full();
         if let Some(existing) = live.as_ref() {
             if Arc::ptr_eq(&existing.version, &current) {
@@ -430,9 +409,7 @@ impl Consumer {
                 to = %current.version,
                 "switching to the new plugin version"
             );
-            // The new instance starts without the old one's uncommitted writes.
-            self.commit_now(live, in_flight, std::mem::take(batch))
-                .await;
+            self.commit(live, std::mem::take(batch)).await;
         }
         match current.instantiate().await {
             Ok(instance) => {
@@ -547,16 +524,8 @@ impl Consumer {
         &self,
         entries: Vec<Delivered>,
         live: &mut Option<Live>,
-        in_flight: &mut Option<InFlight>,
         not_before: &mut HashMap<EntryId, Instant>,
     ) {
-        if in_flight
-            .as_ref()
-            .is_some_and(|flight| flight.task.is_finished())
-        {
-            // Done meanwhile: let reads see the broker again before this batch's calls.
-            self.settle(live, in_flight).await;
-        }
         let mut batch = Batch::default();
         for delivered in entries {
             if self.cancel.is_cancelled() {
@@ -624,7 +593,7 @@ impl Consumer {
                 );
                 continue;
             }
-            if !self.ensure_instance(live, in_flight, &mut batch).await {
+            if !self.ensure_instance(live, &mut batch).await {
                 break;
             }
             let Some(current) = live.as_mut() else {
@@ -694,10 +663,9 @@ impl Consumer {
                 Err(err) => {
                     let detail = err.to_string();
                     let plugin_version = current.version.version.clone();
-                    // The instance is poisoned; the uncommitted key-value state lives in it,
-                    // so commit what succeeded before discarding it.
-                    self.commit_now(live, in_flight, std::mem::take(&mut batch))
-                        .await;
+                    // The instance is poisoned; the batch's key-value state lives in it, so
+                    // commit what succeeded before discarding it.
+                    self.commit(live, std::mem::take(&mut batch)).await;
                     *live = None;
                     if last_attempt {
                         self.dead_letter(
@@ -733,86 +701,53 @@ impl Consumer {
                 &handled_by,
             );
         }
-        self.commit_behind(live, in_flight, batch).await;
+        self.commit(live, batch).await;
     }
 
-    /// Waits for the commit in flight, if any: on success its writes are read from the broker
-    /// from now on; on failure every uncommitted write is abandoned. Returns whether it
-    /// succeeded (true when there was none).
-    async fn settle(&self, live: &mut Option<Live>, in_flight: &mut Option<InFlight>) -> bool {
-        let Some(flight) = in_flight.take() else {
-            return true;
-        };
-        let succeeded = match flight.task.await {
-            Ok(succeeded) => succeeded,
-            Err(err) => {
-                tracing::error!(plugin = %self.group, stream = %self.stream, error = %err, "commit task failed; its entries will be delivered again");
-                false
-            }
-        };
-        forget_committed(live, flight.batch, succeeded);
-        succeeded
-    }
-
-    /// Ends the batch's calls and waits for the commit before it. Returns the batch's number,
-    /// or `None` when that commit failed: the batch was then dropped, its entries stay pending.
-    async fn seal(
-        &self,
-        live: &mut Option<Live>,
-        in_flight: &mut Option<InFlight>,
-        batch: &Batch,
-    ) -> Option<u64> {
-        let number = live
-            .as_mut()
-            .map_or(0, |current| current.instance.effects().seal_batch());
-        if self.settle(live, in_flight).await {
-            return Some(number);
+    /// Commits the batch; entries whose commit fails stay pending and are delivered again.
+    async fn commit(&self, live: &mut Option<Live>, batch: Batch) {
+        if let Some(current) = live.as_mut() {
+            current.instance.effects().end_batch();
         }
-        if !batch.settlements.is_empty() {
-            self.services.metrics.record_commit_failure(&self.group);
-            tracing::warn!(plugin = %self.group, stream = %self.stream, entries = batch.settlements.len(), "batch not committed because the commit before it failed (its calls may have read that batch's writes); its entries will be delivered again");
-        }
-        None
-    }
-
-    /// Starts committing the batch in the background, once the commit before it is done.
-    async fn commit_behind(
-        &self,
-        live: &mut Option<Live>,
-        in_flight: &mut Option<InFlight>,
-        batch: Batch,
-    ) {
-        let Some(number) = self.seal(live, in_flight, &batch).await else {
-            return;
-        };
         if batch.settlements.is_empty() {
             return;
         }
-        *in_flight = Some(InFlight {
-            task: tokio::spawn(self.committer().commit(batch)),
-            batch: number,
-        });
-    }
-
-    /// Commits the batch and waits for it (before an instance is replaced).
-    async fn commit_now(
-        &self,
-        live: &mut Option<Live>,
-        in_flight: &mut Option<InFlight>,
-        batch: Batch,
-    ) {
-        let Some(number) = self.seal(live, in_flight, &batch).await else {
-            return;
+        let entries = batch.settlements.len();
+        let ids: Vec<EntryId> = batch
+            .settlements
+            .iter()
+            .map(|settlement| settlement.id)
+            .collect();
+        let commit = Commit {
+            ops: Vec::new(),
+            settlements: batch.settlements,
         };
-        let succeeded = self.committer().commit(batch).await;
-        forget_committed(live, number, succeeded);
-    }
-
-    fn committer(&self) -> Committer {
-        Committer {
-            services: self.services.clone(),
-            group: self.group.clone(),
-            stream: self.stream.clone(),
+        match self.broker().commit(&commit).await {
+            Ok(report) => {
+                if !report.skipped.is_empty() {
+                    tracing::warn!(plugin = %self.group, stream = %self.stream, skipped = ?report.skipped, "entries were taken over by another consumer meanwhile; their effects were dropped here");
+                }
+                for (id, publishes) in ids.iter().zip(batch.publishes) {
+                    if report.skipped.contains(id) {
+                        continue;
+                    }
+                    for publish in publishes {
+                        self.services
+                            .metrics
+                            .record_published(&self.group, &publish.event_type);
+                        let _ = self.services.activity.send(Activity::Published {
+                            plugin: self.group.clone(),
+                            event_type: publish.event_type,
+                            event_id: publish.event_id,
+                            data: publish.data,
+                        });
+                    }
+                }
+            }
+            Err(err) => {
+                self.services.metrics.record_commit_failure(&self.group);
+                tracing::error!(plugin = %self.group, stream = %self.stream, entries, error = %err, "commit failed; the batch's effects were dropped and its entries will be delivered again");
+            }
         }
     }
 
@@ -842,75 +777,6 @@ impl Consumer {
                 started_at,
                 sha256: version.sha256.clone(),
             });
-        }
-    }
-}
-
-/// After the commit of batch `number`: its writes are read from the broker from now on, or,
-/// when it failed, every uncommitted write of the instance is abandoned.
-fn forget_committed(live: &mut Option<Live>, number: u64, succeeded: bool) {
-    if let Some(current) = live.as_mut() {
-        let effects = current.instance.effects();
-        if succeeded {
-            effects.committed(number);
-        } else {
-            effects.abandon_batches();
-        }
-    }
-}
-
-/// Commits batches of one consumer, apart from it so that a commit can run in its own task.
-struct Committer {
-    services: Arc<HostServices>,
-    group: String,
-    stream: String,
-}
-
-impl Committer {
-    /// Commits the batch; entries whose commit fails stay pending and are delivered again.
-    /// Returns whether the commit succeeded.
-    async fn commit(self, batch: Batch) -> bool {
-        if batch.settlements.is_empty() {
-            return true;
-        }
-        let entries = batch.settlements.len();
-        let ids: Vec<EntryId> = batch
-            .settlements
-            .iter()
-            .map(|settlement| settlement.id)
-            .collect();
-        let commit = Commit {
-            ops: Vec::new(),
-            settlements: batch.settlements,
-        };
-        match self.services.broker.commit(&commit).await {
-            Ok(report) => {
-                if !report.skipped.is_empty() {
-                    tracing::warn!(plugin = %self.group, stream = %self.stream, skipped = ?report.skipped, "entries were taken over by another consumer meanwhile; their effects were dropped here");
-                }
-                for (id, publishes) in ids.iter().zip(batch.publishes) {
-                    if report.skipped.contains(id) {
-                        continue;
-                    }
-                    for publish in publishes {
-                        self.services
-                            .metrics
-                            .record_published(&self.group, &publish.event_type);
-                        let _ = self.services.activity.send(Activity::Published {
-                            plugin: self.group.clone(),
-                            event_type: publish.event_type,
-                            event_id: publish.event_id,
-                            data: publish.data,
-                        });
-                    }
-                }
-                true
-            }
-            Err(err) => {
-                self.services.metrics.record_commit_failure(&self.group);
-                tracing::error!(plugin = %self.group, stream = %self.stream, entries, error = %err, "commit failed; the batch's effects were dropped and its entries will be delivered again");
-                false
-            }
         }
     }
 }

@@ -68,10 +68,8 @@ pub struct CallEffects {
 ///
 /// A call's writes go to the call layer. When the call succeeds they are handed to the
 /// consumer ([`Effects::keep_call`]), which commits them with the entry's `XACK`, and its
-/// key-value writes stay visible to later calls until their batch's commit is done
-/// ([`Effects::committed`]): the consumer handles the next batch while the previous one is
-/// being committed. Reads see the call layer, then the uncommitted batches, then the broker
-/// (read-your-writes).
+/// key-value writes stay visible to later calls of the batch until [`Effects::end_batch`].
+/// Reads see the call layer, then the batch layer, then the broker (read-your-writes).
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Set while `handle` runs.
@@ -82,11 +80,8 @@ pub struct Effects {
     call_overlay: HashMap<String, Option<Vec<u8>>>,
     /// Publishes of the running call.
     call_publishes: Vec<PendingPublish>,
-    /// Key-value state written by successful calls and not yet committed, with the number of
-    /// the batch that wrote it last.
-    batch_overlay: HashMap<String, (Option<Vec<u8>>, u64)>,
-    /// Number of the batch being handled.
-    batch: u64,
+    /// Key-value state written by the successful calls of the batch, not yet committed.
+    batch_overlay: HashMap<String, Option<Vec<u8>>>,
 }
 
 impl Effects {
@@ -98,16 +93,10 @@ impl Effects {
         self.call_publishes.clear();
     }
 
-    /// The call succeeded: returns its writes; its key-value state stays visible to later
-    /// calls until its batch is committed.
+    /// The call succeeded: returns its writes; its key-value state stays visible to the batch.
     pub fn keep_call(&mut self) -> CallEffects {
         self.scope = None;
-        let batch = self.batch;
-        self.batch_overlay.extend(
-            self.call_overlay
-                .drain()
-                .map(|(key, value)| (key, (value, batch))),
-        );
+        self.batch_overlay.extend(self.call_overlay.drain());
         CallEffects {
             ops: std::mem::take(&mut self.call_ops),
             publishes: std::mem::take(&mut self.call_publishes),
@@ -122,23 +111,8 @@ impl Effects {
         self.call_publishes.clear();
     }
 
-    /// The batch's calls are over: returns its number, for [`Effects::committed`]; later calls
-    /// belong to the next batch.
-    pub fn seal_batch(&mut self) -> u64 {
-        let sealed = self.batch;
-        self.batch += 1;
-        sealed
-    }
-
-    /// Batches up to `batch` are committed: their writes are read from the broker from now on
-    /// (a key written again by a later batch keeps that batch's value).
-    pub fn committed(&mut self, batch: u64) {
-        self.batch_overlay
-            .retain(|_, (_, written_by)| *written_by > batch);
-    }
-
-    /// Every uncommitted write was abandoned (a commit failed): reads go to the broker again.
-    pub fn abandon_batches(&mut self) {
+    /// The batch was committed (or abandoned): reads go to the broker again.
+    pub fn end_batch(&mut self) {
         self.batch_overlay.clear();
     }
 
@@ -146,7 +120,7 @@ impl Effects {
     pub fn lookup(&self, key: &str) -> Option<Option<&[u8]>> {
         self.call_overlay
             .get(key)
-            .or_else(|| self.batch_overlay.get(key).map(|(value, _)| value))
+            .or_else(|| self.batch_overlay.get(key))
             .map(|value| value.as_deref())
     }
 
@@ -178,12 +152,8 @@ impl Effects {
     pub fn buffered_keys(&self) -> impl Iterator<Item = (&String, bool)> {
         self.batch_overlay
             .iter()
-            .map(|(key, (value, _))| (key, value.is_some()))
-            .chain(
-                self.call_overlay
-                    .iter()
-                    .map(|(key, value)| (key, value.is_some())),
-            )
+            .chain(self.call_overlay.iter())
+            .map(|(key, value)| (key, value.is_some()))
     }
 }
 
@@ -254,65 +224,5 @@ impl WasiView for PluginState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scope() -> CallScope {
-        CallScope {
-            event_id: "e".into(),
-            correlation_id: "c".into(),
-        }
-    }
-
-    fn set(effects: &mut Effects, key: &str, value: &[u8]) {
-        effects.begin_call(scope());
-        effects.push(Op::Set {
-            key: key.into(),
-            value: value.to_vec(),
-        });
-        effects.keep_call();
-    }
-
-    #[test]
-    fn writes_stay_visible_until_their_batch_is_committed() {
-        let mut effects = Effects::default();
-        set(&mut effects, "a", b"1");
-        set(&mut effects, "b", b"1");
-        let first = effects.seal_batch();
-        // The next batch runs while the first one is being committed.
-        set(&mut effects, "b", b"2");
-        assert_eq!(effects.lookup("a"), Some(Some(&b"1"[..])));
-        assert_eq!(effects.lookup("b"), Some(Some(&b"2"[..])));
-        let second = effects.seal_batch();
-        effects.committed(first);
-        assert_eq!(effects.lookup("a"), None, "committed: read from the broker");
-        assert_eq!(
-            effects.lookup("b"),
-            Some(Some(&b"2"[..])),
-            "rewritten by the batch still in flight"
-        );
-        effects.committed(second);
-        assert_eq!(effects.lookup("b"), None);
-    }
-
-    #[test]
-    fn a_failed_call_and_abandoned_batches_leave_nothing_behind() {
-        let mut effects = Effects::default();
-        set(&mut effects, "a", b"1");
-        effects.begin_call(scope());
-        effects.push(Op::Delete { key: "a".into() });
-        assert_eq!(effects.lookup("a"), Some(None), "the call sees its delete");
-        effects.discard_call();
-        assert_eq!(effects.lookup("a"), Some(Some(&b"1"[..])));
-        effects.seal_batch();
-        set(&mut effects, "b", b"1");
-        effects.abandon_batches();
-        assert_eq!(effects.lookup("a"), None);
-        assert_eq!(effects.lookup("b"), None);
-        assert_eq!(effects.buffered_keys().count(), 0);
     }
 }
