@@ -1,6 +1,10 @@
 //! One consumer task per plugin × stream: read a batch, hand each event to the plugin in stream
 //! order, commit the effects of every handled entry together with its `XACK`.
 //!
+//! With a partition key (`[limits] partition_key`), a batch is split into lanes by the key's
+//! value, each with its own instance; lanes run at the same time, each in stream order, and the
+//! batch is committed once (see [`crate::plugin::PluginSettings::lanes`]).
+//!
 //! # Delivery
 //!
 //! - On start the task re-reads its own pending entries (delivered before, never acked), then
@@ -97,6 +101,69 @@ pub struct Consumer {
 struct Live {
     version: Arc<PluginVersion>,
     instance: PluginInstance,
+}
+
+/// An event ready for its plugin.
+struct Work {
+    /// Position in the batch read (stream order).
+    position: usize,
+    /// The entry as read.
+    delivered: Delivered,
+    /// Where the event comes from (differs from the entry read for re-driven dead letters).
+    origin_stream: String,
+    /// The entry id in `origin_stream`.
+    origin_entry: EntryId,
+    /// The decoded event.
+    event: Event,
+    /// Hash of the event's partition key (0 without one).
+    key: u64,
+}
+
+impl Work {
+    /// The lane that handles this event when there are `lanes`.
+    fn lane(&self, lanes: usize) -> usize {
+        usize::try_from(self.key % lanes.max(1) as u64).unwrap_or(0)
+    }
+}
+
+/// A handler call and what its settlement and report need.
+struct Call {
+    position: usize,
+    delivered: Delivered,
+    origin_stream: String,
+    origin_entry: EntryId,
+    event_id: String,
+    result: Result<Outcome, CallError>,
+    started_at: SystemTime,
+    elapsed: Duration,
+    handled_by: Arc<PluginVersion>,
+}
+
+/// What one lane did in a round.
+struct LaneRun {
+    /// The calls made, in order.
+    calls: Vec<Call>,
+    /// Work not started (the lane stopped), in order.
+    rest: Vec<Work>,
+    /// The last call failed: the lane's instance must be discarded.
+    poisoned: bool,
+}
+
+/// Hash of the value of the top-level `field` of JSON `data`, the same for equal values; 0
+/// when the data is not a JSON object or lacks the field (such events share one lane).
+fn partition_hash(data: &[u8], field: &str) -> u64 {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(data) else {
+        return 0;
+    };
+    let Some(value) = object.remove(field) else {
+        return 0;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match value {
+        serde_json::Value::String(text) => text.hash(&mut hasher),
+        other => other.to_string().hash(&mut hasher),
+    }
+    hasher.finish()
 }
 
 /// Handled entries waiting for their commit.
@@ -208,7 +275,7 @@ impl Consumer {
         };
         tracing::debug!(plugin = %self.group, stream = %self.stream, consumer = %self.options.consumer, "consumer started");
         let mut mode = Mode::Pending(EntryId::ZERO);
-        let mut live: Option<Live> = None;
+        let mut lanes: Vec<Option<Live>> = Vec::new();
         let mut not_before: HashMap<EntryId, Instant> = HashMap::new();
         let mut next_retry_check = Instant::now() + self.options.retry_interval;
         let mut backoff = Duration::from_millis(50);
@@ -219,7 +286,7 @@ impl Consumer {
                 next_retry_check = Instant::now() + self.options.retry_interval;
                 match self.claim_due(&mut not_before).await {
                     Ok(claimed) if !claimed.is_empty() => {
-                        self.process_batch(claimed, &mut live, &mut not_before)
+                        self.process_batch(claimed, &mut lanes, &mut not_before)
                             .await;
                         continue;
                     }
@@ -312,11 +379,11 @@ impl Consumer {
                 };
                 let (ahead, ()) = tokio::join!(
                     ahead,
-                    self.process_batch(entries, &mut live, &mut not_before)
+                    self.process_batch(entries, &mut lanes, &mut not_before)
                 );
                 read_ahead = ahead;
             } else {
-                self.process_batch(entries, &mut live, &mut not_before)
+                self.process_batch(entries, &mut lanes, &mut not_before)
                     .await;
             }
         }
@@ -392,39 +459,55 @@ impl Consumer {
         Ok(claimed)
     }
 
-    /// Makes sure `live` runs the current version; returns false if no instance could be made.
+    /// Makes sure every lane with work runs an instance of the current version; returns false
+    /// if an instance could not be made (the work then stays pending).
     ///
     /// When the plugin was swapped, the batch so far is committed first: calls already made
     /// stay with the old version, every later event goes to the new one.
-    async fn ensure_instance(&self, live: &mut Option<Live>, batch: &mut Batch) -> bool {
+    async fn ensure_lanes(
+        &self,
+        lanes: &mut Vec<Option<Live>>,
+        batch: &mut Batch,
+        work: &[Work],
+    ) -> bool {
         let current = self.slot.load_full();
-        if let Some(existing) = live.as_ref() {
-            if Arc::ptr_eq(&existing.version, &current) {
-                return true;
-            }
+        let stale = lanes
+            .iter()
+            .flatten()
+            .find(|live| !Arc::ptr_eq(&live.version, &current))
+            .map(|live| live.version.clone());
+        if let Some(stale) = stale {
             tracing::info!(
                 plugin = %self.group,
                 stream = %self.stream,
-                from = %existing.version.version,
+                from = %stale.version,
                 to = %current.version,
                 "switching to the new plugin version"
             );
-            self.commit(live, std::mem::take(batch)).await;
+            self.commit(lanes, std::mem::take(batch)).await;
+            lanes.clear();
         }
-        match current.instantiate().await {
-            Ok(instance) => {
-                *live = Some(Live {
-                    version: current,
-                    instance,
-                });
-                true
+        lanes.resize_with(current.settings.lanes(), || None);
+        let count = lanes.len();
+        for item in work {
+            let lane = &mut lanes[item.lane(count)];
+            if lane.is_some() {
+                continue;
             }
-            Err(err) => {
-                tracing::error!(plugin = %self.group, stream = %self.stream, error = %format!("{err:#}"), "cannot instantiate plugin");
-                *live = None;
-                false
+            match current.instantiate().await {
+                Ok(instance) => {
+                    *lane = Some(Live {
+                        version: current.clone(),
+                        instance,
+                    });
+                }
+                Err(err) => {
+                    tracing::error!(plugin = %self.group, stream = %self.stream, error = %format!("{err:#}"), "cannot instantiate plugin");
+                    return false;
+                }
             }
         }
+        true
     }
 
     /// Queues the dead-lettering of an entry: its dead letter and its ack commit together.
@@ -519,21 +602,13 @@ impl Consumer {
         }
     }
 
-    /// Handles entries in stream order and commits them.
-    async fn process_batch(
-        &self,
-        entries: Vec<Delivered>,
-        live: &mut Option<Live>,
-        not_before: &mut HashMap<EntryId, Instant>,
-    ) {
-        let mut batch = Batch::default();
-        for delivered in entries {
-            if self.cancel.is_cancelled() {
-                // Not started: stays pending and is delivered again.
-                break;
-            }
-            let version = self.slot.load_full();
-            let settings = &version.settings;
+    /// Decodes the entries; those the plugin can never see (malformed, oversized, delivered
+    /// too often) are dead-lettered into `batch`, the others returned in stream order.
+    fn prepare(&self, entries: Vec<Delivered>, batch: &mut Batch) -> Vec<Work> {
+        let version = self.slot.load_full();
+        let settings = &version.settings;
+        let mut work = Vec::with_capacity(entries.len());
+        for (position, delivered) in entries.into_iter().enumerate() {
             let id = delivered.entry.id;
             // Redriven dead letters carry their origin; everything else comes from this stream.
             let redriven = if self.is_redrive() {
@@ -546,7 +621,6 @@ impl Consumer {
                 None => (&self.stream, id, &delivered.entry.fields),
             };
             let origin = (origin_stream, origin_entry);
-            let entry_id = origin_entry.to_string();
             let size = entry_size(fields);
             if size > settings.max_event_bytes {
                 let error = format!(
@@ -554,7 +628,7 @@ impl Consumer {
                     settings.max_event_bytes
                 );
                 self.unreadable(
-                    &mut batch,
+                    batch,
                     &delivered,
                     origin,
                     DeadLetterReason::Oversized,
@@ -568,7 +642,7 @@ impl Consumer {
                 Err(reason) => {
                     let error = reason.to_string();
                     self.unreadable(
-                        &mut batch,
+                        batch,
                         &delivered,
                         origin,
                         DeadLetterReason::Malformed,
@@ -583,7 +657,7 @@ impl Consumer {
                 // while handling it): give up before it takes the host down again.
                 let error = format!("delivered {} times without success", delivered.deliveries);
                 self.dead_letter(
-                    &mut batch,
+                    batch,
                     &delivered,
                     origin,
                     &event.id,
@@ -593,121 +667,252 @@ impl Consumer {
                 );
                 continue;
             }
-            if !self.ensure_instance(live, &mut batch).await {
+            let key = settings
+                .partition_key
+                .as_deref()
+                .map_or(0, |field| partition_hash(&event.data, field));
+            let origin_stream = origin_stream.to_string();
+            work.push(Work {
+                position,
+                delivered,
+                origin_stream,
+                origin_entry,
+                event,
+                key,
+            });
+        }
+        work
+    }
+
+    /// Handles the entries and commits them. Events go to the lanes by their partition key;
+    /// each lane calls its own instance in stream order, and the lanes run at the same time.
+    async fn process_batch(
+        &self,
+        entries: Vec<Delivered>,
+        lanes: &mut Vec<Option<Live>>,
+        not_before: &mut HashMap<EntryId, Instant>,
+    ) {
+        let mut batch = Batch::default();
+        let mut work = self.prepare(entries, &mut batch);
+        // Each round ends when every lane is done or stopped (a failed call poisons its
+        // instance; a swap needs new ones); what a stopped lane did not reach comes next round.
+        while !work.is_empty() && !self.cancel.is_cancelled() {
+            if !self.ensure_lanes(lanes, &mut batch, &work).await {
+                // Not started: stays pending and is delivered again.
                 break;
             }
-            let Some(current) = live.as_mut() else {
-                break;
-            };
+            let count = lanes.len();
+            let mut per_lane: Vec<Vec<Work>> = (0..count).map(|_| Vec::new()).collect();
+            for item in work.drain(..) {
+                let lane = item.lane(count);
+                per_lane[lane].push(item);
+            }
+            let runs = lanes
+                .iter_mut()
+                .zip(per_lane)
+                .enumerate()
+                .filter(|(_, (_, items))| !items.is_empty())
+                .filter_map(|(lane, (live, items))| {
+                    let live = live.as_mut()?;
+                    Some(async move { (lane, self.run_lane(live, items).await) })
+                });
+            let mut calls = Vec::new();
+            let mut poisoned = Vec::new();
+            for (lane, run) in futures_util::future::join_all(runs).await {
+                if run.poisoned {
+                    poisoned.push(lane);
+                }
+                calls.extend(run.calls);
+                work.extend(run.rest);
+            }
+            calls.sort_unstable_by_key(|call| call.position);
+            work.sort_unstable_by_key(|item| item.position);
+            for call in calls {
+                self.settle_call(&mut batch, call, not_before);
+            }
+            if !poisoned.is_empty() {
+                // The uncommitted key-value state lives in the poisoned instances: commit what
+                // succeeded before discarding them.
+                self.commit(lanes, std::mem::take(&mut batch)).await;
+                for lane in poisoned {
+                    lanes[lane] = None;
+                }
+            }
+        }
+        self.commit(lanes, batch).await;
+    }
+
+    /// Calls the plugin for each item in order; stops after a failed call (the instance is
+    /// then poisoned), when the plugin was swapped, or when the consumer stops.
+    async fn run_lane(&self, live: &mut Live, items: Vec<Work>) -> LaneRun {
+        let mut calls = Vec::with_capacity(items.len());
+        let mut items = items.into_iter();
+        while let Some(item) = items.next() {
+            if self.cancel.is_cancelled() || !Arc::ptr_eq(&live.version, &*self.slot.load()) {
+                return LaneRun {
+                    calls,
+                    rest: std::iter::once(item).chain(items).collect(),
+                    poisoned: false,
+                };
+            }
+            let Work {
+                position,
+                delivered,
+                origin_stream,
+                origin_entry,
+                event,
+                ..
+            } = item;
             let delivery = DeliveryInfo {
-                stream: origin_stream.to_string(),
-                entry_id: entry_id.clone(),
+                stream: origin_stream.clone(),
+                entry_id: origin_entry.to_string(),
                 attempt: delivered.deliveries,
                 group: self.group.clone(),
             };
+            let event_id = event.id.clone();
             let started_at = SystemTime::now();
             let started = Instant::now();
-            let handled_by = current.version.clone();
-            let attempt = delivery.attempt;
-            let event_id = event.id.clone();
-            let result = current.instance.handle(event, delivery).await;
-            let elapsed = started.elapsed();
-            let last_attempt = delivered.deliveries >= settings.retry.max_attempts;
-            let handled = match result {
-                Ok(Outcome::Ok(effects)) => {
-                    batch.settlements.push(self.settlement(id, effects.ops));
-                    batch.publishes.push(effects.publishes);
-                    Handled {
-                        outcome: OutcomeKind::Ok,
-                        detail: None,
-                    }
+            let result = live.instance.handle(event, delivery).await;
+            let failed = result.is_err();
+            calls.push(Call {
+                position,
+                delivered,
+                origin_stream,
+                origin_entry,
+                event_id,
+                result,
+                started_at,
+                elapsed: started.elapsed(),
+                handled_by: live.version.clone(),
+            });
+            if failed {
+                return LaneRun {
+                    calls,
+                    rest: items.collect(),
+                    poisoned: true,
+                };
+            }
+        }
+        LaneRun {
+            calls,
+            rest: Vec::new(),
+            poisoned: false,
+        }
+    }
+
+    /// Turns a call's result into its settlement (effects and ack, dead letter, or nothing:
+    /// a retry leaves the entry pending), and reports it.
+    fn settle_call(
+        &self,
+        batch: &mut Batch,
+        call: Call,
+        not_before: &mut HashMap<EntryId, Instant>,
+    ) {
+        let Call {
+            delivered,
+            origin_stream,
+            origin_entry,
+            event_id,
+            result,
+            started_at,
+            elapsed,
+            handled_by,
+            ..
+        } = call;
+        let id = delivered.entry.id;
+        let origin = (origin_stream.as_str(), origin_entry);
+        let entry_id = origin_entry.to_string();
+        let attempt = delivered.deliveries;
+        let last_attempt = attempt >= handled_by.settings.retry.max_attempts;
+        let version = &handled_by.version;
+        let handled = match result {
+            Ok(Outcome::Ok(effects)) => {
+                batch.settlements.push(self.settlement(id, effects.ops));
+                batch.publishes.push(effects.publishes);
+                Handled {
+                    outcome: OutcomeKind::Ok,
+                    detail: None,
                 }
-                Ok(Outcome::Retry { reason, delay }) => {
-                    if last_attempt {
-                        self.dead_letter(
-                            &mut batch,
-                            &delivered,
-                            origin,
-                            &event_id,
-                            DeadLetterReason::MaxAttempts,
-                            &reason,
-                            &current.version.version,
-                        );
-                    } else {
-                        self.services.metrics.record_retry(&self.group);
-                        if let Some(delay) = delay {
-                            not_before.insert(id, Instant::now() + delay);
-                        }
-                        tracing::warn!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, reason, "handler asked for a retry; entry left pending");
-                    }
-                    Handled {
-                        outcome: OutcomeKind::Retry,
-                        detail: Some(reason),
-                    }
-                }
-                Ok(Outcome::Reject { reason }) => {
+            }
+            Ok(Outcome::Retry { reason, delay }) => {
+                if last_attempt {
                     self.dead_letter(
-                        &mut batch,
+                        batch,
                         &delivered,
                         origin,
                         &event_id,
-                        DeadLetterReason::Rejected,
+                        DeadLetterReason::MaxAttempts,
                         &reason,
-                        &current.version.version,
+                        version,
                     );
-                    Handled {
-                        outcome: OutcomeKind::Reject,
-                        detail: Some(reason),
+                } else {
+                    self.services.metrics.record_retry(&self.group);
+                    if let Some(delay) = delay {
+                        not_before.insert(id, Instant::now() + delay);
                     }
+                    tracing::warn!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, reason, "handler asked for a retry; entry left pending");
                 }
-                Err(err) => {
-                    let detail = err.to_string();
-                    let plugin_version = current.version.version.clone();
-                    // The instance is poisoned; the batch's key-value state lives in it, so
-                    // commit what succeeded before discarding it.
-                    self.commit(live, std::mem::take(&mut batch)).await;
-                    *live = None;
-                    if last_attempt {
-                        self.dead_letter(
-                            &mut batch,
-                            &delivered,
-                            origin,
-                            &event_id,
-                            DeadLetterReason::MaxAttempts,
-                            &detail,
-                            &plugin_version,
-                        );
-                    } else {
-                        self.services.metrics.record_retry(&self.group);
-                        tracing::error!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, error = %err, "handler failed; instance discarded, entry left pending");
-                    }
-                    let outcome = match err {
-                        CallError::Timeout(_) => OutcomeKind::Timeout,
-                        CallError::Trap(_) => OutcomeKind::Trap,
-                    };
-                    Handled {
-                        outcome,
-                        detail: Some(detail),
-                    }
+                Handled {
+                    outcome: OutcomeKind::Retry,
+                    detail: Some(reason),
                 }
-            };
-            self.report(
-                &entry_id,
-                &event_id,
-                handled.outcome,
-                handled.detail,
-                started_at,
-                elapsed,
-                &handled_by,
-            );
-        }
-        self.commit(live, batch).await;
+            }
+            Ok(Outcome::Reject { reason }) => {
+                self.dead_letter(
+                    batch,
+                    &delivered,
+                    origin,
+                    &event_id,
+                    DeadLetterReason::Rejected,
+                    &reason,
+                    version,
+                );
+                Handled {
+                    outcome: OutcomeKind::Reject,
+                    detail: Some(reason),
+                }
+            }
+            Err(err) => {
+                let detail = err.to_string();
+                if last_attempt {
+                    self.dead_letter(
+                        batch,
+                        &delivered,
+                        origin,
+                        &event_id,
+                        DeadLetterReason::MaxAttempts,
+                        &detail,
+                        version,
+                    );
+                } else {
+                    self.services.metrics.record_retry(&self.group);
+                    tracing::error!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, error = %err, "handler failed; instance discarded, entry left pending");
+                }
+                let outcome = match err {
+                    CallError::Timeout(_) => OutcomeKind::Timeout,
+                    CallError::Trap(_) => OutcomeKind::Trap,
+                };
+                Handled {
+                    outcome,
+                    detail: Some(detail),
+                }
+            }
+        };
+        self.report(
+            &entry_id,
+            &event_id,
+            handled.outcome,
+            handled.detail,
+            started_at,
+            elapsed,
+            &handled_by,
+        );
     }
 
     /// Commits the batch; entries whose commit fails stay pending and are delivered again.
-    async fn commit(&self, live: &mut Option<Live>, batch: Batch) {
-        if let Some(current) = live.as_mut() {
-            current.instance.effects().end_batch();
+    async fn commit(&self, lanes: &mut [Option<Live>], batch: Batch) {
+        for live in lanes.iter_mut().flatten() {
+            live.instance.effects().end_batch();
         }
         if batch.settlements.is_empty() {
             return;
@@ -778,5 +983,31 @@ impl Consumer {
                 sha256: version.sha256.clone(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_hash;
+
+    #[test]
+    fn equal_keys_share_a_lane_whatever_their_json_type() {
+        let text = partition_hash(br#"{"auction_id": "7", "price": 1}"#, "auction_id");
+        let number = partition_hash(br#"{"price": 2, "auction_id": 7}"#, "auction_id");
+        assert_eq!(
+            text, number,
+            "the payment plugin reads ids as strings or numbers"
+        );
+        assert_ne!(
+            text,
+            partition_hash(br#"{"auction_id": "8"}"#, "auction_id")
+        );
+    }
+
+    #[test]
+    fn events_without_the_key_share_lane_zero() {
+        assert_eq!(partition_hash(br#"{"other": 1}"#, "auction_id"), 0);
+        assert_eq!(partition_hash(b"not json", "auction_id"), 0);
+        assert_eq!(partition_hash(br#"["auction_id"]"#, "auction_id"), 0);
     }
 }

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -535,7 +534,7 @@ impl Host {
         let mut wanted: HashMap<ConsumerKey, GroupStart> = HashMap::new();
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
-            let workers = version.settings.concurrency.map_or(1, NonZeroUsize::get);
+            let workers = version.settings.consumers_per_stream();
             let mut want = |stream: &str, start: GroupStart, replace: bool| {
                 for worker in 0..workers {
                     let key = (name.clone(), stream.to_string(), worker);

@@ -352,6 +352,7 @@ fn bench_runs_every_measurement_and_reports_json() {
             "2000",
             "--saga-concurrency",
             "3",
+            "--saga-partitioned",
             "--json",
         ])
         .output()
@@ -362,8 +363,10 @@ fn bench_runs_every_measurement_and_reports_json() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
-    // Every auction was drained with three payment and notification consumers per stream.
+    // Every auction was drained with payment and notification handling three events at a time,
+    // partitioned by auction and bidder.
     assert_eq!(report["saga_concurrency"], 3, "{report}");
+    assert_eq!(report["saga_partitioned"], true, "{report}");
     for ratio in [&report["trivial"]["ratio"], &report["saga"]["ratio"]] {
         assert!(ratio.as_f64().is_some_and(|ratio| ratio > 0.0), "{report}");
     }

@@ -53,6 +53,10 @@ pub struct BenchOptions {
     /// Consumers per stream (`[limits] concurrency`) for the saga plugins that make a key-value
     /// round trip per event (payment, notification); `None`: one, the default.
     pub saga_concurrency: Option<std::num::NonZeroUsize>,
+    /// Apply `saga_concurrency` as lanes of one consumer partitioned by a key of the event
+    /// (`[limits] partition_key`: payment by `auction_id`, notification by `bidder_id`)
+    /// instead of as consumers.
+    pub saga_partitioned: bool,
     /// Produce rates of the latency measurements, in events per second.
     pub rates: Vec<u32>,
     /// How long each latency measurement lasts.
@@ -113,6 +117,8 @@ pub struct BenchReport {
     pub saga: Throughput,
     /// Consumers per stream of the payment and notification plugins in the saga.
     pub saga_concurrency: usize,
+    /// Whether that concurrency was partitioned by a key of the event in one consumer.
+    pub saga_partitioned: bool,
     /// Latencies by rate.
     pub latency: Vec<Latency>,
     /// Hot swap: file written → first event handled by the new version, in milliseconds.
@@ -345,18 +351,23 @@ impl Running {
     }
 }
 
-/// Plugins whose handler makes a key-value round trip per event.
-const ROUND_TRIP_PLUGINS: [&str; 2] = ["payment", "notification"];
+/// Plugins whose handler makes a key-value round trip per event, with the field of the event
+/// data their keys depend on.
+const ROUND_TRIP_PLUGINS: [(&str, &str); 2] =
+    [("payment", "auction_id"), ("notification", "bidder_id")];
 
-fn saga_plugins(
-    concurrency: Option<std::num::NonZeroUsize>,
-) -> Vec<(&'static str, Vec<u8>, PluginSettings)> {
+fn saga_plugins(opts: &BenchOptions) -> Vec<(&'static str, Vec<u8>, PluginSettings)> {
     artifacts::examples()
         .into_iter()
         .map(|(name, bytes)| {
+            let key = ROUND_TRIP_PLUGINS
+                .iter()
+                .find(|(plugin, _)| *plugin == name)
+                .map(|(_, key)| (*key).to_string());
             let settings = PluginSettings {
                 start: GroupStart::Beginning,
-                concurrency: concurrency.filter(|_| ROUND_TRIP_PLUGINS.contains(&name)),
+                concurrency: opts.saga_concurrency.filter(|_| key.is_some()),
+                partition_key: key.filter(|_| opts.saga_partitioned),
                 ..PluginSettings::default()
             };
             (name, bytes.to_vec(), settings)
@@ -422,7 +433,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
 
     // Memory at rest with the four saga plugins.
     eprintln!("bench: memory at rest with the four saga plugins");
-    let saga = Running::start(broker.clone(), saga_plugins(opts.saga_concurrency)).await?;
+    let saga = Running::start(broker.clone(), saga_plugins(opts)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_rest = process_rss_bytes(pid);
     saga.stop().await;
@@ -458,7 +469,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     prefill(&url, "BenchRaw", opts.saga_events, false).await?;
     let raw_saga = raw::consume(&url, &stream_for("BenchRaw"), opts.saga_events).await?;
     prefill(&url, "AuctionEnded", opts.saga_events, false).await?;
-    let host = load(broker.clone(), saga_plugins(opts.saga_concurrency)).await?;
+    let host = load(broker.clone(), saga_plugins(opts)).await?;
     let clock = Instant::now();
     let saga = Running::run(host).await;
     drained(
@@ -527,7 +538,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     eprintln!("bench: memory after {} events", opts.memory_events);
     flush(&mut admin).await?;
     prefill(&url, "BenchMemory", opts.memory_events / 10, false).await?;
-    let saga = Running::start(broker.clone(), saga_plugins(opts.saga_concurrency)).await?;
+    let saga = Running::start(broker.clone(), saga_plugins(opts)).await?;
     // Warm up (instances, buffers), then read the baseline at rest.
     drained(
         broker.as_ref(),
@@ -565,6 +576,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
             ratio: saga_per_sec / raw_saga_per_sec,
         },
         saga_concurrency: opts.saga_concurrency.map_or(1, std::num::NonZeroUsize::get),
+        saga_partitioned: opts.saga_partitioned,
         latency,
         swap_ms,
         swap_median_ms,
@@ -675,7 +687,13 @@ impl BenchReport {
             "evhost bench: {} events of {} bytes, Redis at {}, {:.0} s\n\n",
             self.events, self.event_bytes, self.redis, self.seconds
         ));
-        if self.saga_concurrency > 1 {
+        if self.saga_concurrency > 1 && self.saga_partitioned {
+            out.push_str(&format!(
+                "saga: payment and notification handle {} events at a time, partitioned by \
+                 auction and bidder\n\n",
+                self.saga_concurrency
+            ));
+        } else if self.saga_concurrency > 1 {
             out.push_str(&format!(
                 "saga: payment and notification with {} consumers per stream\n\n",
                 self.saga_concurrency

@@ -10,7 +10,7 @@ use crate::bench::{self, BenchOptions};
 /// Arguments of `evhost bench`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16"
+    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16\n  evhost bench --saga-concurrency 16 --saga-partitioned"
 )]
 pub struct BenchArgs {
     /// Measure against this Redis (it is FLUSHALLed!) instead of a private redis-server.
@@ -26,6 +26,11 @@ pub struct BenchArgs {
     /// make a Redis round trip per event), as `[limits] concurrency` in their sidecars would.
     #[arg(long, default_value_t = NonZeroUsize::MIN)]
     pub saga_concurrency: NonZeroUsize,
+    /// With `--saga-concurrency N`, partition instead of adding consumers: payment by
+    /// `auction_id`, notification by `bidder_id`, one consumer per stream handling N events at
+    /// a time (`[limits] partition_key`).
+    #[arg(long)]
+    pub saga_partitioned: bool,
     /// Produce rates of the latency measurements, events per second.
     #[arg(long, value_delimiter = ',', default_value = "5000,20000")]
     pub rates: Vec<u32>,
@@ -53,6 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         events: args.events.max(1),
         saga_events: args.saga_events.max(1),
         saga_concurrency: Some(args.saga_concurrency).filter(|n| n.get() > 1),
+        saga_partitioned: args.saga_partitioned,
         rates: args.rates,
         latency_duration: Duration::from_secs(args.latency_secs.max(1)),
         swaps: args.swaps,

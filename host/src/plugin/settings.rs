@@ -12,6 +12,8 @@
 //! max_event_bytes = 1048576  # larger entries go to the dead-letter stream unread
 //! concurrency = 1        # consumers per stream in this host; above 1 a stream's events are
 //!                        # handled in parallel, no longer in stream order
+//! partition_key = "auction_id"  # with concurrency N: one consumer handles N events at a time,
+//!                        # those with the same value of this field of the JSON data in order
 //!
 //! [retry]
 //! max_attempts = 5       # then the event is dead-lettered
@@ -92,6 +94,28 @@ pub struct PluginSettings {
     /// Consumers per stream in this host (`None`: one, which keeps stream order; more handle
     /// a stream's events in parallel, like that many hosts would).
     pub concurrency: Option<std::num::NonZeroUsize>,
+    /// A top-level field of the events' JSON data: with it, `concurrency` is the number of
+    /// events one consumer per stream handles at a time, and events with the same value of
+    /// the field are handled one after the other, in stream order.
+    pub partition_key: Option<String>,
+}
+
+impl PluginSettings {
+    /// Consumers per stream in this host: `concurrency`, or one when it is partitioned.
+    pub fn consumers_per_stream(&self) -> usize {
+        match self.partition_key {
+            Some(_) => 1,
+            None => self.concurrency.map_or(1, std::num::NonZeroUsize::get),
+        }
+    }
+
+    /// Events one consumer handles at a time: `concurrency` when partitioned, else one.
+    pub fn lanes(&self) -> usize {
+        match self.partition_key {
+            Some(_) => self.concurrency.map_or(1, std::num::NonZeroUsize::get),
+            None => 1,
+        }
+    }
 }
 
 impl Default for PluginSettings {
@@ -104,6 +128,7 @@ impl Default for PluginSettings {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             retry: RetryPolicy::default(),
             concurrency: None,
+            partition_key: None,
         }
     }
 }
@@ -156,6 +181,7 @@ struct LimitsSection {
     memory_mib: Option<u64>,
     max_event_bytes: Option<usize>,
     concurrency: Option<usize>,
+    partition_key: Option<String>,
 }
 
 fn mib(value: u64) -> usize {
@@ -220,8 +246,17 @@ impl PluginSettings {
             }
             Some(limit) => std::num::NonZeroUsize::new(limit),
         };
+        let partition_key = match file.limits.partition_key {
+            Some(key) if key.trim().is_empty() => {
+                return Err(invalid(
+                    "limits.partition_key must name a field of the events' JSON data".into(),
+                ));
+            }
+            key => key,
+        };
         Ok(PluginSettings {
             concurrency,
+            partition_key,
             start: file.start.unwrap_or(defaults.start),
             config,
             timeout: file
@@ -262,6 +297,25 @@ impl PluginSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_key_turns_concurrency_into_lanes_of_one_consumer() {
+        let plain = PluginSettings::parse("[limits]\nconcurrency = 4\n", Path::new("p.toml"))
+            .expect("valid");
+        assert_eq!((plain.consumers_per_stream(), plain.lanes()), (4, 1));
+        let keyed = PluginSettings::parse(
+            "[limits]\nconcurrency = 4\npartition_key = \"auction_id\"\n",
+            Path::new("p.toml"),
+        )
+        .expect("valid");
+        assert_eq!(keyed.partition_key.as_deref(), Some("auction_id"));
+        assert_eq!((keyed.consumers_per_stream(), keyed.lanes()), (1, 4));
+        let default = PluginSettings::default();
+        assert_eq!((default.consumers_per_stream(), default.lanes()), (1, 1));
+        let err = PluginSettings::parse("[limits]\npartition_key = \" \"\n", Path::new("p.toml"))
+            .expect_err("blank key");
+        assert!(err.to_string().contains("limits.partition_key"), "{err}");
+    }
 
     #[test]
     fn parses_a_full_sidecar() {

@@ -298,3 +298,51 @@ async fn audit_reads_seed_envelope_entries() {
 fn uuid_like(text: &str) -> bool {
     text.len() == 36 && text.chars().filter(|c| *c == '-').count() == 4
 }
+
+/// `partition_key = "auction_id"` with `concurrency = 4`: one consumer handles four events at
+/// a time, and the events of one auction stay in one lane, in stream order. Every auction ends
+/// twice in a row (the same batch), and each is charged exactly once: the duplicate, in the
+/// same lane, sees the first one's uncommitted `charged:` key, where two lanes would both
+/// charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_lanes_keep_each_auctions_events_in_order() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut payment = example("payment");
+    payment.settings.start = evhost::broker::GroupStart::Beginning;
+    payment.settings.concurrency = std::num::NonZeroUsize::new(4);
+    payment.settings.partition_key = Some("auction_id".into());
+    for n in 0..60 {
+        let ended = serde_json::json!({
+            "auction_id": format!("a-{n}"),
+            "winning_bidder_id": "b-1",
+            "winning_price": 10 + n,
+        });
+        for _ in 0..2 {
+            evhost_tests::publish(broker.as_ref(), "AuctionEnded", ended.clone()).await;
+        }
+    }
+    let host = TestHost::start(broker.clone(), fast_options("lanes-host"), vec![payment]).await;
+    wait_for("all 120 events handled", TIMEOUT, || async {
+        pending_count(broker.as_ref(), "AuctionEnded", "payment").await == 0
+            && events_of(broker.as_ref(), "PaymentProcessed").await.len() >= 60
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let payments = events_of(broker.as_ref(), "PaymentProcessed").await;
+    let mut auctions: Vec<String> = payments
+        .iter()
+        .map(|payment| data(payment)["auction_id"].as_str().unwrap().to_string())
+        .collect();
+    auctions.sort();
+    auctions.dedup();
+    assert_eq!(payments.len(), 60, "one payment per auction");
+    assert_eq!(auctions.len(), 60, "every auction paid");
+    let groups = broker.groups("events:AuctionEnded").await.unwrap();
+    let group = groups.iter().find(|group| group.name == "payment").unwrap();
+    assert_eq!(
+        group.consumers, 1,
+        "lanes of one consumer, not four consumers"
+    );
+    host.stop().await;
+}
