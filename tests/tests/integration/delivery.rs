@@ -573,3 +573,73 @@ async fn concurrency_runs_several_consumers_per_stream() {
     );
     host.stop().await;
 }
+
+/// With `partition_key` and `concurrency = 4`, a trap stops only its lane: the events its lane
+/// had not reached yet are handled after the batch so far is committed, by a fresh instance;
+/// every other event is handled exactly once, the events of each key in stream order, and the
+/// trapped entries stay pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_a_lane_stops_only_that_lane() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut plugin = probe("laned", "ProbeLanes");
+    plugin.settings.start = evhost::broker::GroupStart::Beginning;
+    plugin.settings.concurrency = std::num::NonZeroUsize::new(4);
+    plugin.settings.partition_key = Some("key".into());
+    let traps = [5, 22];
+    let mut sent = Vec::new();
+    for n in 0..40 {
+        let action = if traps.contains(&n) { "trap" } else { "ok" };
+        let key = format!("k{}", n % 4);
+        let event = publish(
+            broker.as_ref(),
+            "ProbeLanes",
+            json!({"action": action, "key": key}),
+        )
+        .await;
+        sent.push((event.id, key, action));
+    }
+    let mut options = fast_options("lanes-host");
+    options.consumer.retry_interval = Duration::from_secs(600);
+    let host = TestHost::start(broker.clone(), options, vec![plugin]).await;
+    wait_for("the 38 events that do not trap", TIMEOUT, || async {
+        handled_ids(broker.as_ref(), "laned").await.len() >= 38
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = handled_ids(broker.as_ref(), "laned").await;
+    for (id, _, action) in &sent {
+        let expected = usize::from(*action == "ok");
+        assert_eq!(
+            ids.get(id).copied().unwrap_or(0),
+            expected,
+            "{action} event {id}"
+        );
+    }
+    // The journal is in commit order: per key it must be stream order.
+    let journaled: Vec<String> = journal(broker.as_ref(), "laned")
+        .await
+        .into_iter()
+        .filter_map(|record| record.get("event_id").cloned())
+        .collect();
+    for key in ["k0", "k1", "k2", "k3"] {
+        let in_stream: Vec<&String> = sent
+            .iter()
+            .filter(|(_, k, action)| k == key && *action == "ok")
+            .map(|(id, _, _)| id)
+            .collect();
+        let in_journal: Vec<&String> = journaled
+            .iter()
+            .filter(|id| in_stream.contains(id))
+            .collect();
+        assert_eq!(in_journal, in_stream, "events of {key} in stream order");
+    }
+    assert_eq!(
+        pending_count(broker.as_ref(), "ProbeLanes", "laned").await,
+        2,
+        "the trapped entries stay pending"
+    );
+    let text = host.host.services().metrics.render();
+    assert!(text.contains("outcome=\"trap\"} 2"), "{text}");
+    host.stop().await;
+}
