@@ -825,6 +825,9 @@ impl Consumer {
         let attempt = delivered.deliveries;
         let last_attempt = attempt >= handled_by.settings.retry.max_attempts;
         let version = &handled_by.version;
+        let give_up = |batch: &mut Batch, reason: DeadLetterReason, error: &str| {
+            self.dead_letter(batch, &delivered, origin, &event_id, reason, error, version);
+        };
         let handled = match result {
             Ok(Outcome::Ok(effects)) => {
                 batch.settlements.push(self.settlement(id, effects.ops));
@@ -836,15 +839,7 @@ impl Consumer {
             }
             Ok(Outcome::Retry { reason, delay }) => {
                 if last_attempt {
-                    self.dead_letter(
-                        batch,
-                        &delivered,
-                        origin,
-                        &event_id,
-                        DeadLetterReason::MaxAttempts,
-                        &reason,
-                        version,
-                    );
+                    give_up(batch, DeadLetterReason::MaxAttempts, &reason);
                 } else {
                     self.services.metrics.record_retry(&self.group);
                     if let Some(delay) = delay {
@@ -858,15 +853,7 @@ impl Consumer {
                 }
             }
             Ok(Outcome::Reject { reason }) => {
-                self.dead_letter(
-                    batch,
-                    &delivered,
-                    origin,
-                    &event_id,
-                    DeadLetterReason::Rejected,
-                    &reason,
-                    version,
-                );
+                give_up(batch, DeadLetterReason::Rejected, &reason);
                 Handled {
                     outcome: OutcomeKind::Reject,
                     detail: Some(reason),
@@ -875,15 +862,7 @@ impl Consumer {
             Err(err) => {
                 let detail = err.to_string();
                 if last_attempt {
-                    self.dead_letter(
-                        batch,
-                        &delivered,
-                        origin,
-                        &event_id,
-                        DeadLetterReason::MaxAttempts,
-                        &detail,
-                        version,
-                    );
+                    give_up(batch, DeadLetterReason::MaxAttempts, &detail);
                 } else {
                     self.services.metrics.record_retry(&self.group);
                     tracing::error!(plugin = %self.group, stream = %origin_stream, entry_id, event_id = %event_id, attempt = attempt, error = %err, "handler failed; instance discarded, entry left pending");
