@@ -712,9 +712,8 @@ impl Consumer {
                 .zip(per_lane)
                 .enumerate()
                 .filter(|(_, (_, items))| !items.is_empty())
-                .filter_map(|(lane, (live, items))| {
-                    let live = live.as_mut()?;
-                    Some(async move { (lane, self.run_lane(live, items).await) })
+                .map(|(lane, (live, items))| async move {
+                    (lane, self.run_lane(live.as_mut(), items).await)
                 });
             let mut calls = Vec::new();
             let mut poisoned = Vec::new();
@@ -743,8 +742,17 @@ impl Consumer {
     }
 
     /// Calls the plugin for each item in order; stops after a failed call (the instance is
-    /// then poisoned), when the plugin was swapped, or when the consumer stops.
-    async fn run_lane(&self, live: &mut Live, items: Vec<Work>) -> LaneRun {
+    /// then poisoned), when the plugin was swapped, or when the consumer stops. Without an
+    /// instance, nothing is called and all the work is returned.
+    async fn run_lane(&self, live: Option<&mut Live>, items: Vec<Work>) -> LaneRun {
+        let Some(live) = live else {
+            // No instance (not expected after `ensure_lanes`): the work waits for the next round.
+            return LaneRun {
+                calls: Vec::new(),
+                rest: items,
+                poisoned: false,
+            };
+        };
         let mut calls = Vec::with_capacity(items.len());
         let mut items = items.into_iter();
         while let Some(item) = items.next() {

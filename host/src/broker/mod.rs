@@ -126,7 +126,8 @@ pub struct Settlement {
 /// Writes applied all together or not at all: first `ops`, then each settlement in order.
 ///
 /// On Redis this is one Lua script, which (unlike `MULTI`/`EXEC`) can check that consumer
-/// groups exist and that entries are still owned before writing anything.
+/// groups exist and that entries are still owned before writing anything; a commit of only
+/// settlements without ops, of one stream and group, is one `XACK`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Unconditional writes, applied in order.

@@ -920,13 +920,20 @@ impl GroupReader for RedisReader {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivered>, BrokerError> {
-        let mut first = self.connection().await?;
         if count < 2 {
-            let entries = xreadgroup(&mut first, stream, group, consumer, ">", count, None)
-                .await
-                .map_err(|failure| failed_read(&mut self.conn, failure))?;
-            return Ok(first_deliveries(entries));
+            return self
+                .read(
+                    stream,
+                    group,
+                    consumer,
+                    ReadFrom::New,
+                    EntryId::ZERO,
+                    count,
+                    None,
+                )
+                .await;
         }
+        let mut first = self.connection().await?;
         let mut second = blocking_connection(&self.client, &mut self.second).await?;
         let half = count / 2;
         let (one, two) = tokio::join!(
@@ -934,8 +941,11 @@ impl GroupReader for RedisReader {
             xreadgroup(&mut second, stream, group, consumer, ">", half, None),
         );
         // Entries a failed half leaves behind are pending for this consumer: retried later.
-        let mut entries = one.map_err(|failure| failed_read(&mut self.conn, failure))?;
-        entries.extend(two.map_err(|failure| failed_read(&mut self.second, failure))?);
+        // Both results are looked at, so that each dead connection is replaced.
+        let one = one.map_err(|failure| failed_read(&mut self.conn, failure));
+        let two = two.map_err(|failure| failed_read(&mut self.second, failure));
+        let mut entries = one?;
+        entries.extend(two?);
         entries.sort_unstable_by_key(|entry| entry.id);
         Ok(first_deliveries(entries))
     }
