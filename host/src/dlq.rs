@@ -85,34 +85,49 @@ pub struct DeadLetter {
     pub raw_fields: Fields,
 }
 
-/// The fields of a dead letter for an entry.
-#[allow(clippy::too_many_arguments)]
-pub fn dead_letter_fields(
-    plugin: &str,
-    plugin_version: &str,
-    stream: &str,
-    entry_id: EntryId,
-    event_id: &str,
-    reason: DeadLetterReason,
-    error: &str,
-    attempts: u32,
-    fields: &Fields,
-) -> Fields {
-    let mut letter: Fields = vec![
-        ("plugin".into(), plugin.as_bytes().to_vec()),
-        ("plugin_version".into(), plugin_version.as_bytes().to_vec()),
-        ("stream".into(), stream.as_bytes().to_vec()),
-        ("entry_id".into(), entry_id.to_string().into_bytes()),
-        ("event_id".into(), event_id.as_bytes().to_vec()),
-        ("reason".into(), reason.as_str().as_bytes().to_vec()),
-        ("error".into(), error.as_bytes().to_vec()),
-        ("attempts".into(), attempts.to_string().into_bytes()),
-        ("time".into(), Timestamp::now().to_string().into_bytes()),
-    ];
-    for (name, value) in fields {
-        letter.push((format!("{FIELD_PREFIX}{name}"), value.clone()));
+/// Why and by whom one entry is given up on: what its dead letter records beside the entry.
+#[derive(Debug, Clone, Copy)]
+pub struct GiveUp<'a> {
+    /// The plugin that gives up.
+    pub plugin: &'a str,
+    /// Its version.
+    pub plugin_version: &'a str,
+    /// Where the entry came from (the original stream for a re-driven one).
+    pub stream: &'a str,
+    /// The entry id in `stream`.
+    pub entry_id: EntryId,
+    /// The event id, empty when the entry could not be parsed.
+    pub event_id: &'a str,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// The last error.
+    pub error: &'a str,
+    /// Deliveries made.
+    pub attempts: u32,
+}
+
+impl GiveUp<'_> {
+    /// The fields of the dead letter of an entry with `fields`.
+    pub fn dead_letter_fields(&self, fields: &Fields) -> Fields {
+        let mut letter: Fields = vec![
+            ("plugin".into(), self.plugin.as_bytes().to_vec()),
+            (
+                "plugin_version".into(),
+                self.plugin_version.as_bytes().to_vec(),
+            ),
+            ("stream".into(), self.stream.as_bytes().to_vec()),
+            ("entry_id".into(), self.entry_id.to_string().into_bytes()),
+            ("event_id".into(), self.event_id.as_bytes().to_vec()),
+            ("reason".into(), self.reason.as_str().as_bytes().to_vec()),
+            ("error".into(), self.error.as_bytes().to_vec()),
+            ("attempts".into(), self.attempts.to_string().into_bytes()),
+            ("time".into(), Timestamp::now().to_string().into_bytes()),
+        ];
+        for (name, value) in fields {
+            letter.push((format!("{FIELD_PREFIX}{name}"), value.clone()));
+        }
+        letter
     }
-    letter
 }
 
 fn parse(dlq_id: EntryId, fields: Fields) -> DeadLetter {
@@ -311,17 +326,17 @@ mod tests {
     #[test]
     fn dead_letters_round_trip() {
         let fields: Fields = vec![("payload".into(), b"{}".to_vec())];
-        let letter_fields = dead_letter_fields(
-            "payment",
-            "1.0",
-            "events:AuctionEnded",
-            EntryId::new(5, 1),
-            "e-1",
-            DeadLetterReason::Rejected,
-            "bad data",
-            2,
-            &fields,
-        );
+        let letter_fields = GiveUp {
+            plugin: "payment",
+            plugin_version: "1.0",
+            stream: "events:AuctionEnded",
+            entry_id: EntryId::new(5, 1),
+            event_id: "e-1",
+            reason: DeadLetterReason::Rejected,
+            error: "bad data",
+            attempts: 2,
+        }
+        .dead_letter_fields(&fields);
         let letter = parse(EntryId::new(9, 0), letter_fields);
         assert_eq!(letter.plugin, "payment");
         assert_eq!(letter.stream, "events:AuctionEnded");

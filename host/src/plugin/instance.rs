@@ -14,8 +14,9 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::evhost::plugin::types;
 use super::bindings::{Plugin, PluginPre};
+use super::overlay::BatchOverlay;
 use super::settings::PluginSettings;
-use super::state::{CallEffects, CallScope, Effects, HostServices, PluginState};
+use super::state::{CallEffects, CallScope, HostServices, PluginState};
 use super::subscription::Subscription;
 use crate::event::Event;
 
@@ -219,7 +220,8 @@ impl PluginInstance {
     }
 
     /// Calls `handle()` for `event`. Effects of the call are buffered: on [`Outcome::Ok`] they
-    /// are returned for the caller to commit, otherwise they are dropped.
+    /// are returned for the caller to commit, and its key-value writes join `overlay` (the
+    /// batch's uncommitted state, which the call reads); otherwise they are dropped.
     ///
     /// # Errors
     ///
@@ -228,8 +230,11 @@ impl PluginInstance {
         &mut self,
         event: Event,
         delivery: DeliveryInfo,
+        overlay: &mut BatchOverlay,
     ) -> Result<Outcome, CallError> {
-        self.store.data_mut().effects.begin_call(CallScope {
+        let effects = &mut self.store.data_mut().effects;
+        effects.swap_batch(overlay);
+        effects.begin_call(CallScope {
             event_id: event.id.clone(),
             correlation_id: event.correlation_id().to_string(),
         });
@@ -258,7 +263,7 @@ impl PluginInstance {
         );
         let result = tokio::time::timeout(self.timeout, call).await;
         let effects = &mut self.store.data_mut().effects;
-        match result {
+        let outcome = match result {
             Ok(Ok(Ok(()))) => Ok(Outcome::Ok(effects.keep_call())),
             Ok(Ok(Err(error))) => {
                 effects.discard_call();
@@ -278,11 +283,8 @@ impl PluginInstance {
                 effects.discard_call();
                 Err(CallError::Timeout(self.timeout))
             }
-        }
-    }
-
-    /// The buffered effects of this instance.
-    pub fn effects(&mut self) -> &mut Effects {
-        &mut self.store.data_mut().effects
+        };
+        effects.swap_batch(overlay);
+        outcome
     }
 }

@@ -5,12 +5,14 @@ pub mod capabilities;
 pub mod engine;
 pub mod instance;
 pub mod output;
+pub mod overlay;
 pub mod settings;
 pub mod state;
 pub mod subscription;
 
 pub use engine::{LoadError, PluginEngine, sha256_hex};
 pub use instance::{CallError, DeliveryInfo, Outcome, PluginInstance, PluginVersion};
-pub use settings::{PluginSettings, RetryPolicy};
+pub use overlay::BatchOverlay;
+pub use settings::PluginSettings;
 pub use state::{CallEffects, Effects, HostServices, PendingPublish, PluginState};
 pub use subscription::Subscription;

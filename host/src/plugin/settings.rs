@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::broker::GroupStart;
+use crate::consumer::RetryPolicy;
 
 /// Default per-call deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,46 +36,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 /// Default largest entry handed to a plugin.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
-
-/// When failed events are tried again, and when they are given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts before an event is dead-lettered (the first delivery counts).
-    pub max_attempts: u32,
-    /// Delay before the first retry.
-    pub base: Duration,
-    /// Longest delay between attempts.
-    pub cap: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Delay before the next attempt of an entry that failed `failures` times: exponential
-    /// (`base × 2^(failures-1)`, at most `cap`) with a jitter of up to −50 % that is stable for
-    /// a given `seed` (e.g. the entry id), so that repeated checks agree.
-    pub fn backoff(&self, failures: u32, seed: u64) -> Duration {
-        let exponent = failures.saturating_sub(1).min(31);
-        let full = self.base.saturating_mul(1u32 << exponent).min(self.cap);
-        // SplitMix64 of the seed: a cheap, stable pseudo-random fraction in [0.5, 1.0).
-        let mut z = seed
-            .wrapping_add(u64::from(failures))
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let fraction = 0.5 + (z >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
-        full.mul_f64(fraction)
-    }
-}
 
 /// Settings of one plugin.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::output::{Channel, LogOutput};
+use super::overlay::BatchOverlay;
 use crate::activity::Activity;
 use crate::broker::{Broker, Op};
 use crate::metrics::Metrics;
@@ -64,12 +65,14 @@ pub struct CallEffects {
     pub publishes: Vec<PendingPublish>,
 }
 
-/// Effects of handler calls, buffered until they are committed with the acknowledgement.
+/// Effects of the running handler call, buffered until they are committed with the
+/// acknowledgement.
 ///
 /// A call's writes go to the call layer. When the call succeeds they are handed to the
 /// consumer ([`Effects::keep_call`]), which commits them with the entry's `XACK`, and its
-/// key-value writes stay visible to later calls of the batch until [`Effects::end_batch`].
-/// Reads see the call layer, then the batch layer, then the broker (read-your-writes).
+/// key-value writes join the batch overlay lent for the call (see [`BatchOverlay`]), where
+/// later calls of the batch see them. Reads see the call layer, then the batch overlay, then
+/// the broker (read-your-writes).
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Set while `handle` runs.
@@ -80,11 +83,17 @@ pub struct Effects {
     call_overlay: HashMap<String, Option<Vec<u8>>>,
     /// Publishes of the running call.
     call_publishes: Vec<PendingPublish>,
-    /// Key-value state written by the successful calls of the batch, not yet committed.
-    batch_overlay: HashMap<String, Option<Vec<u8>>>,
+    /// The batch overlay lent by the consumer's lane for the running call (empty otherwise).
+    batch: BatchOverlay,
 }
 
 impl Effects {
+    /// Swaps the lent batch overlay in or out: before a call with the lane's overlay, after it
+    /// with an empty one, which hands the overlay (with the call's writes) back.
+    pub fn swap_batch(&mut self, overlay: &mut BatchOverlay) {
+        std::mem::swap(&mut self.batch, overlay);
+    }
+
     /// Starts buffering a call for the event in `scope`.
     pub fn begin_call(&mut self, scope: CallScope) {
         self.scope = Some(scope);
@@ -96,7 +105,7 @@ impl Effects {
     /// The call succeeded: returns its writes; its key-value state stays visible to the batch.
     pub fn keep_call(&mut self) -> CallEffects {
         self.scope = None;
-        self.batch_overlay.extend(self.call_overlay.drain());
+        self.batch.absorb(self.call_overlay.drain());
         CallEffects {
             ops: std::mem::take(&mut self.call_ops),
             publishes: std::mem::take(&mut self.call_publishes),
@@ -111,17 +120,12 @@ impl Effects {
         self.call_publishes.clear();
     }
 
-    /// The batch was committed (or abandoned): reads go to the broker again.
-    pub fn end_batch(&mut self) {
-        self.batch_overlay.clear();
-    }
-
     /// The buffered value of `key`: `Some(None)` when deleted, `None` when not buffered.
     pub fn lookup(&self, key: &str) -> Option<Option<&[u8]>> {
-        self.call_overlay
-            .get(key)
-            .or_else(|| self.batch_overlay.get(key))
-            .map(|value| value.as_deref())
+        match self.call_overlay.get(key) {
+            Some(value) => Some(value.as_deref()),
+            None => self.batch.lookup(key),
+        }
     }
 
     /// Writes buffered by the running call.
@@ -150,10 +154,11 @@ impl Effects {
 
     /// Keys set in the call or batch layer.
     pub fn buffered_keys(&self) -> impl Iterator<Item = (&String, bool)> {
-        self.batch_overlay
-            .iter()
-            .chain(self.call_overlay.iter())
-            .map(|(key, value)| (key, value.is_some()))
+        self.batch.keys().chain(
+            self.call_overlay
+                .iter()
+                .map(|(key, value)| (key, value.is_some())),
+        )
     }
 }
 

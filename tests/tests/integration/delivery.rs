@@ -643,3 +643,47 @@ async fn a_trap_in_a_lane_stops_only_that_lane() {
     assert!(text.contains("outcome=\"trap\"} 2"), "{text}");
     host.stop().await;
 }
+
+/// Entries read ahead during a backlog are pending for the consumer but not failed: the retry
+/// check must not claim them. With a retry backoff far shorter than a batch takes, every entry
+/// of a backlog still reaches the handler exactly once (the defect: read-ahead entries were
+/// claimed and handed to the plugin a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_backlog_every_entry_reaches_the_handler_once() {
+    const EVENTS: usize = 2_000;
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    evhost_tests::create_group(broker.as_ref(), "ProbeBacklog", "backlog").await;
+    for index in 0..EVENTS {
+        publish(
+            broker.as_ref(),
+            "ProbeBacklog",
+            json!({"action": "ok", "n": index}),
+        )
+        .await;
+    }
+    let mut spec = probe("backlog", "ProbeBacklog");
+    spec.settings.retry = evhost::consumer::RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_millis(2),
+        cap: Duration::from_millis(2),
+    };
+    let host = TestHost::start(broker.clone(), fast_options("backlog-host"), vec![spec]).await;
+    wait_for("the backlog to be handled", TIMEOUT, || async {
+        journal(broker.as_ref(), "backlog").await.len() >= EVENTS
+            && pending_count(broker.as_ref(), "ProbeBacklog", "backlog").await == 0
+    })
+    .await;
+    // Long enough for several more retry checks (every 100 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = host.host.services().metrics.plugin_stats("backlog");
+    assert_eq!(
+        (stats.handled, stats.failed),
+        (EVENTS as u64, 0),
+        "handler calls for {EVENTS} entries"
+    );
+    let ids = handled_ids(broker.as_ref(), "backlog").await;
+    assert_eq!(ids.len(), EVENTS);
+    assert!(ids.values().all(|count| *count == 1), "effects once each");
+    host.stop().await;
+}

@@ -1,0 +1,217 @@
+//! Dispatch: hands a batch's entries to the lanes, settles each call (effects and ack, dead
+//! letter, or a retry that leaves the entry pending), and commits the batch once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::batch::Batch;
+use super::context::StreamContext;
+use super::intake::{Intake, Unhandled};
+use super::lanes::{Call, Lanes};
+use super::report::Report;
+use super::retry::RetrySchedule;
+use crate::activity::OutcomeKind;
+use crate::broker::{BrokerError, Delivered, EntryId};
+use crate::dlq::{DeadLetterReason, GiveUp};
+use crate::plugin::{CallError, Outcome};
+
+/// Handles batches for one consumer: owns its lanes, its retry schedule and the batch being
+/// settled.
+pub(super) struct Dispatcher {
+    context: Arc<StreamContext>,
+    lanes: Lanes,
+    retry: RetrySchedule,
+    batch: Batch,
+}
+
+impl Dispatcher {
+    pub fn new(context: Arc<StreamContext>) -> Self {
+        Dispatcher {
+            lanes: Lanes::new(context.clone()),
+            retry: RetrySchedule::new(context.clone()),
+            batch: Batch::default(),
+            context,
+        }
+    }
+
+    /// Whether a check of the pending entries for retries is due now.
+    pub fn retry_check_due(&mut self) -> bool {
+        self.retry.check_due()
+    }
+
+    /// Time left until the next retry check.
+    pub fn until_retry_check(&self) -> Duration {
+        self.retry.until_next_check()
+    }
+
+    /// Claims the entries due for a retry; `holds` marks those read but not handled yet.
+    pub async fn claim_due(
+        &mut self,
+        holds: impl Fn(EntryId) -> bool,
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        self.retry.claim_due(holds).await
+    }
+
+    /// Handles the entries and commits them. Each round ends when every lane is done or
+    /// stopped (a failed call discards its instance; a swap needs new ones); what a stopped
+    /// lane did not reach comes next round.
+    pub async fn process(&mut self, entries: Vec<Delivered>) {
+        let context = self.context.clone();
+        let settings = context.slot.load().settings.clone();
+        let intake = Intake::sort(entries, &context.stream, context.redrive, &settings);
+        for unhandled in intake.unhandled {
+            self.give_up_unhandled(unhandled);
+        }
+        let mut work = intake.work;
+        while !work.is_empty() && !context.cancel.is_cancelled() {
+            if let Some(stale) = self.lanes.stale_version() {
+                tracing::info!(
+                    plugin = %context.group,
+                    stream = %context.stream,
+                    from = %stale.version,
+                    to = %context.slot.load().version,
+                    "switching to the new plugin version"
+                );
+                self.commit().await;
+                self.lanes.reset();
+            }
+            if let Err(err) = self.lanes.prepare(&work).await {
+                // Not started: the entries stay pending and are retried after their backoff.
+                tracing::error!(plugin = %context.group, stream = %context.stream, entries = work.len(), error = %err, "entries left pending");
+                break;
+            }
+            let round = self.lanes.run_round(work).await;
+            for call in round.calls {
+                self.settle(call);
+            }
+            work = round.rest;
+        }
+        self.commit().await;
+    }
+
+    /// Commits the batch so far; the lanes' overlays then start empty.
+    async fn commit(&mut self) {
+        std::mem::take(&mut self.batch).commit(&self.context).await;
+        self.lanes.end_batch();
+    }
+
+    /// Reports and dead-letters an entry the plugin never sees.
+    fn give_up_unhandled(&mut self, unhandled: Unhandled) {
+        let context = &*self.context;
+        let version = context.slot.load_full();
+        let Unhandled {
+            attempt,
+            event_id,
+            reason,
+            error,
+        } = unhandled;
+        // An entry out of attempts was reported when its last call failed.
+        let outcome = match reason {
+            DeadLetterReason::Oversized => Some(OutcomeKind::Oversized),
+            DeadLetterReason::Malformed => Some(OutcomeKind::Malformed),
+            DeadLetterReason::MaxAttempts | DeadLetterReason::Rejected => None,
+        };
+        if let Some(outcome) = outcome {
+            Report {
+                entry_id: attempt.origin_entry.to_string(),
+                event_id: "",
+                outcome,
+                detail: Some(error.clone()),
+                started_at: SystemTime::now(),
+                duration: Duration::ZERO,
+                version: &version,
+            }
+            .send(context);
+        }
+        let give_up = GiveUp {
+            plugin: &context.group,
+            plugin_version: &version.version,
+            stream: &attempt.origin_stream,
+            entry_id: attempt.origin_entry,
+            event_id: &event_id,
+            reason,
+            error: &error,
+            attempts: attempt.number(),
+        };
+        self.batch
+            .dead_letter(context, &attempt.delivered, &give_up);
+    }
+
+    /// Turns a call's result into its settlement (effects and ack, dead letter, or nothing: a
+    /// retry leaves the entry pending), and reports it.
+    fn settle(&mut self, call: Call) {
+        let context = self.context.clone();
+        let Call {
+            attempt,
+            event_id,
+            result,
+            started_at,
+            elapsed,
+            handled_by,
+        } = call;
+        let id = attempt.id();
+        let entry_id = attempt.origin_entry.to_string();
+        let stream = attempt.origin_stream.as_str();
+        let last_attempt = handled_by.settings.retry.is_last_attempt(attempt.number());
+        let give_up = |batch: &mut Batch, reason: DeadLetterReason, error: &str| {
+            let give_up = GiveUp {
+                plugin: &context.group,
+                plugin_version: &handled_by.version,
+                stream,
+                entry_id: attempt.origin_entry,
+                event_id: &event_id,
+                reason,
+                error,
+                attempts: attempt.number(),
+            };
+            batch.dead_letter(&context, &attempt.delivered, &give_up);
+        };
+        let (outcome, detail) = match result {
+            Ok(Outcome::Ok(effects)) => {
+                self.batch
+                    .handled(&context, id, effects.ops, effects.publishes);
+                (OutcomeKind::Ok, None)
+            }
+            Ok(Outcome::Retry { reason, delay }) => {
+                if last_attempt {
+                    give_up(&mut self.batch, DeadLetterReason::MaxAttempts, &reason);
+                } else {
+                    context.services.metrics.record_retry(&context.group);
+                    if let Some(delay) = delay {
+                        self.retry.delay(id, delay);
+                    }
+                    tracing::warn!(plugin = %context.group, stream, entry_id, event_id = %event_id, attempt = attempt.number(), reason, "handler asked for a retry; entry left pending");
+                }
+                (OutcomeKind::Retry, Some(reason))
+            }
+            Ok(Outcome::Reject { reason }) => {
+                give_up(&mut self.batch, DeadLetterReason::Rejected, &reason);
+                (OutcomeKind::Reject, Some(reason))
+            }
+            Err(err) => {
+                let detail = err.to_string();
+                if last_attempt {
+                    give_up(&mut self.batch, DeadLetterReason::MaxAttempts, &detail);
+                } else {
+                    context.services.metrics.record_retry(&context.group);
+                    tracing::error!(plugin = %context.group, stream, entry_id, event_id = %event_id, attempt = attempt.number(), error = %err, "handler failed; instance discarded, entry left pending");
+                }
+                let outcome = match err {
+                    CallError::Timeout(_) => OutcomeKind::Timeout,
+                    CallError::Trap(_) => OutcomeKind::Trap,
+                };
+                (outcome, Some(detail))
+            }
+        };
+        Report {
+            entry_id,
+            event_id: &event_id,
+            outcome,
+            detail,
+            started_at,
+            duration: elapsed,
+            version: &handled_by,
+        }
+        .send(&context);
+    }
+}

@@ -1,0 +1,248 @@
+//! The host: the plugins it runs (loaded from files and reloaded when they change) and the
+//! consumers that feed them, until a graceful shutdown.
+//!
+//! - [`plugin_files`]: plugin-file lifecycle (load, hot swap, unload) and file states;
+//! - [`supervisor`]: stream discovery and one consumer task per plugin × stream;
+//! - [`status`]: what `/api/plugins` and `evhost plugins` show.
+
+mod plugin_files;
+mod status;
+mod supervisor;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch as signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::consumer::ConsumerOptions;
+use crate::metrics::Metrics;
+use crate::plugin::{HostServices, LoadError, PluginEngine, PluginVersion};
+use crate::registry::{Registry, RegistryError};
+use crate::watch::{self, PluginWatcher, WatchError};
+pub use plugin_files::AddPluginError;
+use plugin_files::PluginFiles;
+pub use status::{FileState, PluginStatus};
+use supervisor::Supervisor;
+
+/// Settings of a host.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Consumer tunables.
+    pub consumer: ConsumerOptions,
+    /// How often `SCAN` looks for new event streams.
+    pub discovery_interval: Duration,
+    /// How long shutdown waits for in-flight handlers.
+    pub shutdown_grace: Duration,
+    /// Where compiled components are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            consumer: ConsumerOptions::default(),
+            discovery_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            cache_dir: None,
+        }
+    }
+}
+
+/// An evhost instance: plugins, consumers and the services they share.
+pub struct Host {
+    /// Broker, metrics, activity feed.
+    services: Arc<HostServices>,
+    /// Compiles and instantiates plugins.
+    engine: Arc<PluginEngine>,
+    /// Loaded plugins.
+    registry: Arc<Registry>,
+    /// Plugin files and their states.
+    files: PluginFiles,
+    /// Settings.
+    options: HostOptions,
+    /// Stops every task.
+    cancel: CancellationToken,
+    /// Tracks consumer tasks for a graceful shutdown.
+    tracker: TaskTracker,
+    /// Set once the first discovery pass created every group.
+    ready: signal::Sender<bool>,
+    /// Wakes the supervisor after a plugin was added, swapped or removed.
+    plugins_changed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Creates a host on `broker`.
+    ///
+    /// # Errors
+    ///
+    /// When the Wasm engine cannot be set up.
+    pub fn new(broker: Arc<dyn Broker>, options: HostOptions) -> Result<Arc<Self>, LoadError> {
+        let services = HostServices::new(broker, Arc::new(Metrics::new()));
+        let engine = Arc::new(PluginEngine::new(
+            services.clone(),
+            options.cache_dir.clone(),
+        )?);
+        let registry = Arc::new(Registry::new());
+        let plugins_changed = Arc::new(Notify::new());
+        let files = PluginFiles::new(
+            engine.clone(),
+            registry.clone(),
+            services.metrics.clone(),
+            plugins_changed.clone(),
+        );
+        let (ready, _) = signal::channel(false);
+        Ok(Arc::new(Host {
+            services,
+            engine,
+            registry,
+            files,
+            options,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            ready,
+            plugins_changed,
+        }))
+    }
+
+    /// Broker, metrics and the activity feed.
+    pub fn services(&self) -> &Arc<HostServices> {
+        &self.services
+    }
+
+    /// The plugin engine.
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
+    /// The plugin registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Registers a loaded plugin version that does not come from a watched file (embedded
+    /// plugins, tests).
+    ///
+    /// # Errors
+    ///
+    /// When another plugin has the same name.
+    pub fn add_version(&self, version: Arc<PluginVersion>) -> Result<(), RegistryError> {
+        self.files.add_version(version)
+    }
+
+    /// Loads every `*.wasm` file of `dir` (sorted by name). Failures are logged and recorded;
+    /// returns how many plugins were loaded.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be read.
+    pub async fn add_dir(&self, dir: &Path) -> std::io::Result<usize> {
+        self.files.add_dir(dir).await
+    }
+
+    /// Loads the plugin file at `path`, or reloads it if it changed (same bytes and sidecar
+    /// again: nothing happens). On failure the previous version, if any, keeps running and the
+    /// failure is recorded and logged with the path and the reason. A missing file is unloaded.
+    ///
+    /// # Errors
+    ///
+    /// When loading fails or the plugin name is taken by another file.
+    pub async fn reload_file(&self, path: &Path) -> Result<(), AddPluginError> {
+        self.files.reload_file(path).await
+    }
+
+    /// Unloads the plugin of a removed file: its consumers stop after their in-flight events;
+    /// its pending entries stay in Redis for when it comes back.
+    pub fn unload_file(&self, path: &Path) {
+        self.files.unload_file(path);
+    }
+
+    /// Watches `dir` and reloads plugin files when they change, until the host stops.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be watched.
+    pub fn watch_dir(self: &Arc<Self>, dir: &Path) -> Result<PluginWatcher, WatchError> {
+        let (changes, mut received) = mpsc::unbounded_channel();
+        let watcher = watch::watch(dir, changes)?;
+        let host = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let path = tokio::select! {
+                    () = host.cancel.cancelled() => return,
+                    path = received.recv() => match path {
+                        Some(path) => path,
+                        None => return,
+                    },
+                };
+                let _ = host.files.reload_file(&path).await;
+            }
+        });
+        tracing::info!(dir = %dir.display(), "watching for plugin changes");
+        Ok(watcher)
+    }
+
+    /// State of every plugin: files (running, loading or failed) and embedded plugins.
+    pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.files.statuses()
+    }
+
+    /// A receiver that turns `true` once every plugin's consumer groups exist and its consumers
+    /// run.
+    pub fn ready(&self) -> signal::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Waits until the host is ready (see [`Host::ready`]) or `timeout` passes; returns whether
+    /// it became ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready();
+        tokio::time::timeout(timeout, ready.wait_for(|ready| *ready))
+            .await
+            .is_ok_and(|result| result.is_ok())
+    }
+
+    /// Asks the host to stop (same as the shutdown future of [`Host::run`] completing).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Runs the consumers until `shutdown` completes (or [`Host::stop`] is called), then stops
+    /// reading, lets in-flight handlers finish and commit, and returns.
+    pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let supervisor = Supervisor::new(
+            self.services.clone(),
+            self.registry.clone(),
+            &self.options,
+            self.cancel.clone(),
+            self.tracker.clone(),
+        );
+        let supervision =
+            tokio::spawn(supervisor.run(self.plugins_changed.clone(), self.ready.clone()));
+        tokio::select! {
+            () = shutdown => {}
+            () = self.cancel.cancelled() => {}
+        }
+        tracing::info!("shutting down: finishing in-flight events");
+        self.cancel.cancel();
+        let _ = supervision.await;
+        self.tracker.close();
+        if tokio::time::timeout(self.options.shutdown_grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.options.shutdown_grace, "in-flight handlers did not finish in time; their events will be delivered again");
+        }
+        tracing::info!("stopped");
+    }
+}

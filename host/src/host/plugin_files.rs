@@ -1,0 +1,277 @@
+//! Plugin files: loading a `*.wasm` (and its sidecar `<name>.toml`), reloading it when it
+//! changes (hot swap), unloading it when it is removed, and the state of each file.
+//!
+//! A changed file is compiled off the async runtime, type-checked against the world and
+//! described; only then is it swapped into the registry. Consumers pick the new version up at
+//! their next event: calls already running finish on the old one. A file that fails to load
+//! never replaces a working version.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::status::{FileState, PluginStatus};
+use crate::metrics::Metrics;
+use crate::plugin::engine::read_plugin_files;
+use crate::plugin::{LoadError, PluginEngine, PluginSettings, PluginVersion, sha256_hex};
+use crate::registry::{Registry, RegistryError};
+use crate::watch;
+
+/// Why the host could not add a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum AddPluginError {
+    /// Loading failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The name is taken.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What the host knows about one plugin file.
+#[derive(Debug, Default)]
+struct FileEntry {
+    /// The plugin name this file provides, once loaded.
+    plugin: Option<String>,
+    /// SHA-256 of the component and of the sidecar of the running version.
+    fingerprint: Option<String>,
+    /// Load state.
+    state: Option<FileState>,
+    /// Last load error.
+    error: Option<String>,
+}
+
+/// The plugins a host runs, and the files they come from.
+pub(super) struct PluginFiles {
+    engine: Arc<PluginEngine>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// Plugin files and their states.
+    files: Mutex<BTreeMap<PathBuf, FileEntry>>,
+    /// Told after a plugin was added, swapped or removed (the consumers must follow).
+    changed: Arc<Notify>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl PluginFiles {
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        changed: Arc<Notify>,
+    ) -> Self {
+        PluginFiles {
+            engine,
+            registry,
+            metrics,
+            files: Mutex::new(BTreeMap::new()),
+            changed,
+        }
+    }
+
+    /// Registers a loaded plugin version that does not come from a watched file.
+    pub fn add_version(&self, version: Arc<PluginVersion>) -> Result<(), RegistryError> {
+        self.registry.insert(version.clone())?;
+        self.metrics
+            .set_plugin_info(&version.name, &version.version, &version.sha256);
+        tracing::info!(
+            plugin = %version.name,
+            version = %version.version,
+            sha256 = %&version.sha256[..12],
+            subscriptions = ?version.subscriptions,
+            origin = %version.origin,
+            "plugin loaded"
+        );
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Loads every `*.wasm` file of `dir` (sorted by name); returns how many were loaded.
+    pub async fn add_dir(&self, dir: &Path) -> std::io::Result<usize> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| {
+                path.is_file() && watch::plugin_file_of(path).as_deref() == Some(path.as_path())
+            })
+            .collect();
+        files.sort();
+        let mut loaded = 0;
+        for path in files {
+            if self.reload_file(&path).await.is_ok() {
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Loads the plugin file at `path`, or reloads it if it changed; a missing file is
+    /// unloaded. On failure the previous version, if any, keeps running.
+    pub async fn reload_file(&self, path: &Path) -> Result<(), AddPluginError> {
+        if !path.exists() {
+            self.unload_file(path);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.try_reload(path, started).await;
+        if let Err(err) = &result {
+            let previous = {
+                let mut files = lock(&self.files);
+                let entry = files.entry(path.to_path_buf()).or_default();
+                entry.state = Some(FileState::Failed);
+                entry.error = Some(err.to_string());
+                entry.plugin.clone()
+            };
+            self.metrics
+                .record_reload(previous.as_deref().unwrap_or("unknown"), "failed");
+            tracing::error!(
+                path = %path.display(),
+                error = %err,
+                still_running = previous.as_deref().unwrap_or("nothing"),
+                "plugin not loaded; the previous version (if any) keeps running; fix the file to retry"
+            );
+        }
+        result
+    }
+
+    async fn try_reload(&self, path: &Path, started: Instant) -> Result<(), AddPluginError> {
+        let origin = path.display().to_string();
+        let (bytes, sidecar_text) = read_plugin_files(path).await?;
+        let sidecar = PluginSettings::sidecar_path(path);
+        let fingerprint = format!(
+            "{}:{}",
+            sha256_hex(&bytes),
+            sha256_hex(sidecar_text.as_deref().unwrap_or_default().as_bytes())
+        );
+        {
+            let mut files = lock(&self.files);
+            let entry = files.entry(path.to_path_buf()).or_default();
+            // `fingerprint` is that of the version serving. The same bytes again are not
+            // reloaded, even after a failed attempt in between (a copy seen half-written):
+            // the version serving is what the file holds again.
+            if entry.plugin.is_some() && entry.fingerprint.as_deref() == Some(fingerprint.as_str())
+            {
+                if entry.state != Some(FileState::Running) {
+                    tracing::info!(
+                        path = %path.display(),
+                        "plugin file holds the running version again; not reloaded"
+                    );
+                }
+                entry.state = Some(FileState::Running);
+                entry.error = None;
+                return Ok(());
+            }
+            entry.state = Some(FileState::Loading);
+        }
+        let settings = match &sidecar_text {
+            Some(text) => PluginSettings::parse(text, &sidecar).map_err(LoadError::from)?,
+            None => PluginSettings::default(),
+        };
+        let version = self.engine.load_bytes(origin, bytes, settings).await?;
+        let name = version.name.clone();
+        let previous = lock(&self.files)
+            .get(path)
+            .and_then(|entry| entry.plugin.clone());
+        if previous.as_deref() == Some(name.as_str()) {
+            let old = self.registry.replace(version.clone());
+            tracing::info!(
+                plugin = %name,
+                path = %path.display(),
+                from = old.as_ref().map(|old| old.version.as_str()).unwrap_or("?"),
+                to = %version.version,
+                sha256 = %&version.sha256[..12],
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin swapped"
+            );
+        } else {
+            self.registry.insert(version.clone())?;
+            if let Some(old_name) = &previous {
+                // The file now provides another plugin: the old one is gone.
+                self.registry.remove(old_name);
+                self.metrics.clear_plugin_info(old_name);
+            }
+            tracing::info!(
+                plugin = %name,
+                path = %path.display(),
+                version = %version.version,
+                sha256 = %&version.sha256[..12],
+                subscriptions = ?version.subscriptions,
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin loaded"
+            );
+        }
+        // Metrics first: whoever sees the file running also sees its reload counted.
+        self.metrics
+            .set_plugin_info(&name, &version.version, &version.sha256);
+        self.metrics.record_reload(&name, "ok");
+        self.metrics.record_swap_duration(started.elapsed());
+        {
+            let mut files = lock(&self.files);
+            let entry = files.entry(path.to_path_buf()).or_default();
+            entry.plugin = Some(name.clone());
+            entry.fingerprint = Some(fingerprint);
+            entry.state = Some(FileState::Running);
+            entry.error = None;
+        }
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Unloads the plugin of a removed file: its consumers stop after their in-flight events;
+    /// its pending entries stay in Redis for when it comes back.
+    pub fn unload_file(&self, path: &Path) {
+        let Some(entry) = lock(&self.files).remove(path) else {
+            return;
+        };
+        if let Some(name) = entry.plugin {
+            self.registry.remove(&name);
+            self.metrics.clear_plugin_info(&name);
+            self.metrics.record_reload(&name, "removed");
+            tracing::info!(plugin = %name, path = %path.display(), "plugin file removed; plugin unloaded");
+            self.changed.notify_one();
+        }
+    }
+
+    /// State of every plugin: files (running, loading or failed) and embedded plugins.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let files = lock(&self.files);
+        let mut statuses = Vec::new();
+        let mut from_files = HashSet::new();
+        for (path, entry) in files.iter() {
+            let version = entry
+                .plugin
+                .as_ref()
+                .and_then(|name| self.registry.get(name))
+                .map(|slot| slot.load_full());
+            if let Some(name) = &entry.plugin {
+                from_files.insert(name.clone());
+            }
+            statuses.push(PluginStatus::new(
+                path.display().to_string(),
+                entry.state.clone().unwrap_or(FileState::Loading),
+                version.as_deref(),
+                entry.error.clone(),
+                &self.metrics,
+            ));
+        }
+        for version in self.registry.versions() {
+            if !from_files.contains(&version.name) {
+                statuses.push(PluginStatus::new(
+                    version.origin.clone(),
+                    FileState::Running,
+                    Some(&version),
+                    None,
+                    &self.metrics,
+                ));
+            }
+        }
+        statuses
+    }
+}

@@ -1,0 +1,72 @@
+//! What the host reports about each plugin (`/api/plugins`, `evhost plugins`, logs).
+
+use crate::metrics::Metrics;
+use crate::metrics::totals::PluginStats;
+use crate::plugin::PluginVersion;
+
+/// Load state of a plugin file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    /// Being compiled and validated.
+    Loading,
+    /// Loaded and consuming.
+    Running,
+    /// The last load failed; a previous version, if any, keeps running.
+    Failed,
+}
+
+/// State of one plugin, for `/api/plugins`, `evhost plugins` and logs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PluginStatus {
+    /// The plugin file (or `embedded:<name>` for built-in plugins).
+    pub file: String,
+    /// Load state of the file.
+    pub state: FileState,
+    /// Name of the running version, if any.
+    pub name: Option<String>,
+    /// Version string of the running version.
+    pub version: Option<String>,
+    /// Hex SHA-256 of the running component.
+    pub sha256: Option<String>,
+    /// When the running version was loaded (RFC 3339).
+    pub loaded_at: Option<String>,
+    /// Subscriptions of the running version.
+    pub subscriptions: Vec<String>,
+    /// Why the last load failed.
+    pub error: Option<String>,
+    /// Counters and handler times of the running version's plugin since the host started.
+    #[serde(default)]
+    pub stats: Option<PluginStats>,
+}
+
+impl PluginStatus {
+    /// The status of `file` in `state`, running `version` (if any).
+    pub(super) fn new(
+        file: String,
+        state: FileState,
+        version: Option<&PluginVersion>,
+        error: Option<String>,
+        metrics: &Metrics,
+    ) -> Self {
+        PluginStatus {
+            file,
+            state,
+            name: version.map(|version| version.name.clone()),
+            version: version.map(|version| version.version.clone()),
+            sha256: version.map(|version| version.sha256.clone()),
+            loaded_at: version.map(|version| version.loaded_at.to_string()),
+            subscriptions: version
+                .map(|version| {
+                    version
+                        .subscriptions
+                        .iter()
+                        .map(|sub| sub.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            error,
+            stats: version.map(|version| metrics.plugin_stats(&version.name)),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Consumer supervision: finds the streams each plugin subscribes to, runs one consumer task
+//! per plugin × stream × worker, and stops those of removed plugins and dropped
+//! subscriptions (their pending entries stay in Redis).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch as signal};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{BrokerError, GroupStart};
+use crate::consumer::{Consumer, ConsumerOptions};
+use crate::dlq;
+use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
+use crate::plugin::HostServices;
+use crate::registry::Registry;
+
+use super::HostOptions;
+
+/// A consumer task: plugin, stream and worker index (`limits.concurrency` workers per stream).
+type ConsumerKey = (String, String, usize);
+
+/// A running consumer task.
+struct RunningConsumer {
+    /// Stops it.
+    cancel: CancellationToken,
+    /// Finishes when it stopped.
+    handle: JoinHandle<()>,
+}
+
+/// The consumer tasks of a host, kept in line with its plugins and the streams that exist.
+pub(super) struct Supervisor {
+    services: Arc<HostServices>,
+    registry: Arc<Registry>,
+    options: ConsumerOptions,
+    /// How often streams are looked for when nothing else wakes the loop.
+    discovery_interval: Duration,
+    /// Stops every consumer.
+    cancel: CancellationToken,
+    /// Tracks consumer tasks for a graceful shutdown.
+    tracker: TaskTracker,
+    running: HashMap<ConsumerKey, RunningConsumer>,
+    /// Consumers told to stop whose successor must wait for them (same pending entries).
+    stopping: HashMap<ConsumerKey, JoinHandle<()>>,
+    /// Streams seen by earlier passes (`None` before the first pass).
+    seen_streams: Option<HashSet<String>>,
+}
+
+impl Supervisor {
+    /// A supervisor of consumers of the plugins in `registry`, tracked by `tracker`, that all
+    /// stop when `cancel` is cancelled.
+    pub fn new(
+        services: Arc<HostServices>,
+        registry: Arc<Registry>,
+        options: &HostOptions,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Supervisor {
+            services,
+            registry,
+            options: options.consumer.clone(),
+            discovery_interval: options.discovery_interval,
+            cancel,
+            tracker,
+            running: HashMap::new(),
+            stopping: HashMap::new(),
+            seen_streams: None,
+        }
+    }
+
+    /// The discovery loop: a pass every `discovery_interval` and whenever `changed` is told
+    /// (a plugin was added, swapped or removed); every pass that succeeds marks the host
+    /// `ready` (the first one counts).
+    pub async fn run(mut self, changed: Arc<Notify>, ready: signal::Sender<bool>) {
+        loop {
+            match self.pass().await {
+                Ok(()) => {
+                    ready.send_replace(true);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "stream discovery failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = changed.notified() => {}
+                () = tokio::time::sleep(self.discovery_interval) => {}
+            }
+        }
+    }
+
+    /// The consumers the plugins want now, with where a new group of each starts.
+    fn wanted(&self, streams: &HashSet<String>) -> HashMap<ConsumerKey, GroupStart> {
+        let first_pass = self.seen_streams.is_none();
+        let previously_seen = self.seen_streams.as_ref();
+        let mut wanted: HashMap<ConsumerKey, GroupStart> = HashMap::new();
+        for (name, slot) in self.registry.slots() {
+            let version = slot.load_full();
+            let workers = version.settings.consumers_per_stream();
+            let mut want = |stream: &str, start: GroupStart, replace: bool| {
+                for worker in 0..workers {
+                    let key = (name.clone(), stream.to_string(), worker);
+                    if replace {
+                        wanted.insert(key, start);
+                    } else {
+                        wanted.entry(key).or_insert(start);
+                    }
+                }
+            };
+            // Dead letters re-driven to this plugin alone.
+            want(&dlq::redrive_stream(&name), GroupStart::Beginning, true);
+            for subscription in &version.subscriptions {
+                if let Some(event_type) = subscription.exact_type() {
+                    want(&stream_for(event_type), version.settings.start, true);
+                }
+            }
+            for stream in streams {
+                let Some(event_type) = type_of_stream(stream) else {
+                    continue;
+                };
+                if version.subscribes_to(event_type) {
+                    // A stream that appeared while the host runs is read from its first entry.
+                    let seen_before = previously_seen.is_some_and(|seen| seen.contains(stream));
+                    let start = if first_pass || seen_before {
+                        version.settings.start
+                    } else {
+                        GroupStart::Beginning
+                    };
+                    want(stream, start, false);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// One pass: start consumers on every stream a plugin subscribes to, stop those of
+    /// removed plugins and dropped subscriptions.
+    async fn pass(&mut self) -> Result<(), BrokerError> {
+        if self.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let streams: HashSet<String> = self
+            .services
+            .broker
+            .streams(STREAM_PREFIX)
+            .await?
+            .into_iter()
+            .collect();
+        let wanted = self.wanted(&streams);
+        let to_stop: Vec<ConsumerKey> = self
+            .running
+            .iter()
+            .filter(|(key, consumer)| !wanted.contains_key(*key) || consumer.handle.is_finished())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in to_stop {
+            if let Some(consumer) = self.running.remove(&key) {
+                if wanted.contains_key(&key) {
+                    tracing::warn!(plugin = %key.0, stream = %key.1, worker = key.2, "consumer ended; restarting it");
+                } else {
+                    tracing::info!(plugin = %key.0, stream = %key.1, worker = key.2, "stopping consumer (plugin removed, no longer subscribed, or fewer workers)");
+                }
+                consumer.cancel.cancel();
+                self.stopping.insert(key, consumer.handle);
+            }
+        }
+        self.stopping.retain(|_, handle| !handle.is_finished());
+        for (key, start) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            if let Some(consumer) = self.spawn_consumer(&key, start).await {
+                self.running.insert(key, consumer);
+            }
+        }
+        self.seen_streams
+            .get_or_insert_with(HashSet::new)
+            .extend(streams);
+        Ok(())
+    }
+
+    /// Creates the consumer's group, then starts its task (after its predecessor of the same
+    /// key, if one is stopping, has finished: same consumer name, same pending entries).
+    async fn spawn_consumer(
+        &mut self,
+        key: &ConsumerKey,
+        start: GroupStart,
+    ) -> Option<RunningConsumer> {
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let (plugin, stream, worker) = key;
+        let slot = self.registry.get(plugin)?;
+        let cancel = self.cancel.child_token();
+        let mut options = self.options.clone();
+        options.consumer = worker_consumer_name(&options.consumer, *worker);
+        let mut consumer = Consumer::new(
+            slot,
+            stream.clone(),
+            start,
+            self.services.clone(),
+            options,
+            cancel.clone(),
+        );
+        // Created before the task starts, so that readiness means "groups exist".
+        consumer.create_group().await;
+        let previous = self.stopping.remove(key);
+        let handle = self.tracker.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            consumer.run().await;
+        });
+        Some(RunningConsumer { cancel, handle })
+    }
+}
+
+/// The consumer name of worker `worker`: the host's name for the first, `<name>#<n>` for the
+/// n-th (counting from 1), so that a restarted host finds each worker's pending entries again.
+fn worker_consumer_name(consumer: &str, worker: usize) -> String {
+    if worker == 0 {
+        consumer.to_string()
+    } else {
+        format!("{consumer}#{}", worker + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_consumer_name;
+
+    #[test]
+    fn workers_after_the_first_are_numbered_from_two() {
+        assert_eq!(worker_consumer_name("web-1", 0), "web-1");
+        assert_eq!(worker_consumer_name("web-1", 1), "web-1#2");
+    }
+}
