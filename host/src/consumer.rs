@@ -224,7 +224,7 @@ impl Consumer {
 
     /// Whether this consumer reads the plugin's redrive stream.
     fn is_redrive(&self) -> bool {
-        self.stream == dlq::redrive_stream(&self.group)
+        self.stream == self.services.keyspace.redrive(&self.group)
     }
 
     /// Sleeps for `duration` unless cancelled first; returns false when cancelled.
@@ -542,7 +542,7 @@ impl Consumer {
             attempts = delivered.deliveries,
             error,
             "event dead-lettered to {}",
-            dlq::dlq_stream(&self.group)
+            self.services.keyspace.dead_letters(&self.group)
         );
         self.services
             .metrics
@@ -550,7 +550,7 @@ impl Consumer {
         batch.settlements.push(self.settlement(
             delivered.entry.id,
             vec![Op::Add {
-                stream: dlq::dlq_stream(&self.group),
+                stream: self.services.keyspace.dead_letters(&self.group),
                 fields,
             }],
         ));

@@ -23,8 +23,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerError, GroupStart};
 use crate::consumer::{Consumer, ConsumerOptions};
-use crate::dlq;
-use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
 use crate::metrics::Metrics;
 use crate::metrics::totals::PluginStats;
 use crate::plugin::engine::read_plugin_files;
@@ -522,10 +520,11 @@ impl Host {
         if self.cancel.is_cancelled() {
             return Ok(());
         }
+        let keyspace = self.services.keyspace;
         let streams: HashSet<String> = self
             .services
             .broker
-            .streams(STREAM_PREFIX)
+            .streams(keyspace.event_stream_prefix())
             .await?
             .into_iter()
             .collect();
@@ -546,14 +545,18 @@ impl Host {
                 }
             };
             // Dead letters re-driven to this plugin alone.
-            want(&dlq::redrive_stream(&name), GroupStart::Beginning, true);
+            want(&keyspace.redrive(&name), GroupStart::Beginning, true);
             for subscription in &version.subscriptions {
                 if let Some(event_type) = subscription.exact_type() {
-                    want(&stream_for(event_type), version.settings.start, true);
+                    want(
+                        &keyspace.event_stream(event_type),
+                        version.settings.start,
+                        true,
+                    );
                 }
             }
             for stream in &streams {
-                let Some(event_type) = type_of_stream(stream) else {
+                let Some(event_type) = keyspace.event_type_of(stream) else {
                     continue;
                 };
                 if version.subscribes_to(event_type) {
