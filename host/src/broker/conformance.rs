@@ -53,6 +53,75 @@ pub async fn run_all(broker: &dyn Broker) {
     keys(broker, &prefix("keys")).await;
     settlements(broker, &prefix("settlements")).await;
     claim_by_id(broker, &prefix("claim_by_id")).await;
+    follow(broker, &prefix("follow")).await;
+}
+
+/// A follower reads the entries after the given ids of each stream, waits for new ones when
+/// there are none, and comes back empty when its block time runs out.
+pub async fn follow(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let other = format!("{prefix}other");
+    let missing = format!("{prefix}missing");
+    let ids = add_n(broker, &s, 3).await;
+    let mut follower = broker.follower();
+    let after = |id: EntryId| {
+        vec![
+            (s.clone(), id),
+            (other.clone(), EntryId::ZERO),
+            (missing.clone(), EntryId::ZERO),
+        ]
+    };
+    let read = tokio::time::timeout(GUARD, follower.read(&after(ids[0]), 10, WAKE_BLOCK))
+        .await
+        .unwrap_or_else(|_| panic!("{s}: a follower read with entries must not hang"));
+    let read = ok("follow", read);
+    let seen: Vec<(&str, EntryId)> = read
+        .iter()
+        .map(|(stream, entry)| (stream.as_str(), entry.id))
+        .collect();
+    assert_eq!(
+        seen,
+        [(s.as_str(), ids[1]), (s.as_str(), ids[2])],
+        "{s}: the entries after the given id"
+    );
+    assert_eq!(read[0].1.fields, numbered(1), "{s}: fields must round-trip");
+
+    let started = Instant::now();
+    let empty = ok(
+        "follow",
+        follower.read(&after(ids[2]), 10, EMPTY_BLOCK).await,
+    );
+    assert!(empty.is_empty(), "{s}: nothing new: {empty:?}");
+    assert!(
+        started.elapsed() + EMPTY_SLACK >= EMPTY_BLOCK,
+        "{s}: an empty follower read waits its block time"
+    );
+
+    let wake = {
+        let other = other.clone();
+        async move {
+            tokio::time::sleep(WAKE_DELAY).await;
+            ok("add", broker.add(&other, &numbered(9)).await)
+        }
+    };
+    let newest = after(ids[2]);
+    let (woken, added) = tokio::join!(
+        tokio::time::timeout(GUARD, follower.read(&newest, 10, WAKE_BLOCK)),
+        wake
+    );
+    let woken = ok(
+        "follow",
+        woken.unwrap_or_else(|_| panic!("{other}: a woken follower read must not hang")),
+    );
+    let woken: Vec<(&str, EntryId)> = woken
+        .iter()
+        .map(|(stream, entry)| (stream.as_str(), entry.id))
+        .collect();
+    assert_eq!(
+        woken,
+        [(other.as_str(), added)],
+        "{other}: an entry added while the follower waits"
+    );
 }
 
 /// A settlement applies its effects and acks its entry only while the entry is pending for

@@ -411,3 +411,63 @@ pub trait GroupReader: Send {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::Keyspace;
+
+    /// `keys` lists every key in order; the typical commit of a consumer of the single layout
+    /// (its dead letters, key-value entries and journal, settled on the event's stream) spans
+    /// several slots, which is why that layout is for a single node.
+    #[test]
+    fn commit_keys_and_the_single_layout_slots() {
+        let keyspace = Keyspace::single();
+        let add = |stream: String| Op::Add {
+            stream,
+            fields: Vec::new(),
+        };
+        let commit = Commit {
+            ops: vec![add(keyspace.dead_letters("payment"))],
+            settlements: vec![Settlement {
+                stream: keyspace.event_stream("AuctionEnded"),
+                group: "payment".into(),
+                consumer: "c".into(),
+                id: EntryId::new(1, 0),
+                ops: vec![
+                    Op::Set {
+                        key: keyspace.kv_key("payment", "total"),
+                        value: b"1".to_vec(),
+                    },
+                    add(keyspace.journal("payment")),
+                ],
+            }],
+        };
+        let keys: Vec<&str> = commit.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "evhost:dlq:payment",
+                "events:AuctionEnded",
+                "evhost:kv:{payment}:total",
+                "evhost:journal:payment",
+            ]
+        );
+        assert!(!commit.in_one_slot());
+        assert!(!keyspace.one_slot_per_partition());
+        let kv_only = Commit {
+            ops: vec![
+                Op::Set {
+                    key: keyspace.kv_key("payment", "a"),
+                    value: Vec::new(),
+                },
+                Op::Delete {
+                    key: keyspace.kv_key("payment", "b"),
+                },
+            ],
+            settlements: Vec::new(),
+        };
+        assert!(kv_only.in_one_slot());
+        assert!(Commit::default().in_one_slot());
+    }
+}
