@@ -11,7 +11,8 @@
 
 use jiff::Timestamp;
 
-use crate::broker::{Broker, BrokerError, Commit, EntryId, Fields, Op, StreamEntry};
+use crate::broker::{Broker, BrokerError, Commit, EntryId, Fields, Inspect, Op, StreamEntry};
+use crate::keyspace::Keyspace;
 
 /// Field of a redriven entry naming the stream the event originally came from.
 pub const ORIGIN_STREAM: &str = "evhost-origin-stream";
@@ -20,15 +21,8 @@ pub const ORIGIN_ENTRY: &str = "evhost-origin-entry";
 /// Prefix of the original fields inside a dead letter.
 const FIELD_PREFIX: &str = "field:";
 
-/// The dead-letter stream of `plugin`.
-pub fn dlq_stream(plugin: &str) -> String {
-    format!("evhost:dlq:{plugin}")
-}
-
-/// The stream of events re-driven to `plugin` alone.
-pub fn redrive_stream(plugin: &str) -> String {
-    format!("evhost:redrive:{plugin}")
-}
+/// The layout of the dead-letter and redrive streams (the single layout, today's names).
+const KEYSPACE: Keyspace = Keyspace::single();
 
 /// Why an entry was dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,12 +168,17 @@ fn parse(dlq_id: EntryId, fields: Fields) -> DeadLetter {
 ///
 /// When the broker fails.
 pub async fn list(
-    broker: &dyn Broker,
+    broker: &dyn Inspect,
     plugin: &str,
     count: usize,
 ) -> Result<Vec<DeadLetter>, BrokerError> {
     Ok(broker
-        .range(&dlq_stream(plugin), EntryId::ZERO, EntryId::MAX, count)
+        .range(
+            &KEYSPACE.dead_letters(plugin),
+            EntryId::ZERO,
+            EntryId::MAX,
+            count,
+        )
         .await?
         .into_iter()
         .map(|entry| parse(entry.id, entry.fields))
@@ -192,12 +191,12 @@ pub async fn list(
 ///
 /// When the broker fails.
 pub async fn get(
-    broker: &dyn Broker,
+    broker: &dyn Inspect,
     plugin: &str,
     id: EntryId,
 ) -> Result<Option<DeadLetter>, BrokerError> {
     Ok(broker
-        .range(&dlq_stream(plugin), id, id, 1)
+        .range(&KEYSPACE.dead_letters(plugin), id, id, 1)
         .await?
         .into_iter()
         .next()
@@ -226,11 +225,11 @@ pub async fn redrive(
             .commit(&Commit {
                 ops: vec![
                     Op::Add {
-                        stream: redrive_stream(plugin),
+                        stream: KEYSPACE.redrive(plugin),
                         fields,
                     },
                     Op::Remove {
-                        stream: dlq_stream(plugin),
+                        stream: KEYSPACE.dead_letters(plugin),
                         id: dlq_id,
                     },
                 ],
@@ -266,7 +265,7 @@ pub async fn replay(
 ) -> Result<EntryId, BrokerError> {
     broker
         .add(
-            &redrive_stream(plugin),
+            &KEYSPACE.redrive(plugin),
             &redrive_fields(stream, &entry.id.to_string(), &entry.fields),
         )
         .await
@@ -286,7 +285,7 @@ pub async fn purge(
         .iter()
         .filter_map(|letter| letter.dlq_id.parse().ok())
         .map(|id| Op::Remove {
-            stream: dlq_stream(plugin),
+            stream: KEYSPACE.dead_letters(plugin),
             id,
         })
         .collect();

@@ -14,9 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::broker::{EntryId, Fields};
+use crate::keyspace::Keyspace;
 
-/// Prefix of every event stream: events of type `T` live in `events:T`.
-pub const STREAM_PREFIX: &str = "events:";
 /// CloudEvents spec version written by evhost.
 pub const SPEC_VERSION: &str = "1.0";
 /// Content type of JSON data.
@@ -122,9 +121,9 @@ impl Event {
         self.extension(CORRELATION_ID).unwrap_or(&self.id)
     }
 
-    /// The stream this event belongs in: `events:<type>`.
+    /// The stream this event belongs in, in the single layout: `events:<type>`.
     pub fn stream(&self) -> String {
-        stream_for(&self.event_type)
+        Keyspace::single().event_stream(&self.event_type)
     }
 
     /// Encodes the event as stream entry fields, one per attribute.
@@ -176,18 +175,6 @@ impl Event {
             )),
         }
     }
-}
-
-/// The stream of events of type `event_type`.
-pub fn stream_for(event_type: &str) -> String {
-    format!("{STREAM_PREFIX}{event_type}")
-}
-
-/// The event type of an `events:<type>` stream, if it is one.
-pub fn type_of_stream(stream: &str) -> Option<&str> {
-    stream
-        .strip_prefix(STREAM_PREFIX)
-        .filter(|event_type| !event_type.is_empty())
 }
 
 /// Checks that an event type is usable in a stream name: non-empty, printable, no spaces.
@@ -264,7 +251,8 @@ fn from_attributes(
         return Err(MalformedEntry::Missing("id"));
     }
     if event.event_type.is_empty() {
-        event.event_type = type_of_stream(stream)
+        event.event_type = Keyspace::single()
+            .event_type_of(stream)
             .ok_or(MalformedEntry::Missing("type"))?
             .to_string();
     }
@@ -284,7 +272,9 @@ fn from_payload(stream: &str, entry_id: EntryId, payload: &[u8]) -> Result<Event
             reason: err.to_string(),
         }
     })?;
-    let event_type = type_of_stream(stream).ok_or(MalformedEntry::Missing("type"))?;
+    let event_type = Keyspace::single()
+        .event_type_of(stream)
+        .ok_or(MalformedEntry::Missing("type"))?;
     Ok(Event {
         id: entry_uuid(stream, entry_id),
         event_type: event_type.to_string(),
@@ -321,7 +311,8 @@ fn from_envelope(
     let id = take_string("id").unwrap_or_else(|| entry_uuid(stream, entry_id));
     let event_type = match take_string("type") {
         Some(event_type) => event_type,
-        None => type_of_stream(stream)
+        None => Keyspace::single()
+            .event_type_of(stream)
             .ok_or(MalformedEntry::Missing("type"))?
             .to_string(),
     };

@@ -6,7 +6,9 @@
 //! # Layout
 //!
 //! - [`event`]: the CloudEvents-style envelope and its encodings in stream entries.
-//! - [`broker`]: the [`broker::Broker`] trait with a Redis and an in-memory implementation.
+//! - [`keyspace`]: the name of every Redis key evhost uses, and their hash tags.
+//! - [`broker`]: the [`broker::Broker`] and [`broker::Inspect`] traits with a Redis and an
+//!   in-memory implementation, and [`broker::connect`] to pick one from a URL.
 //! - [`plugin`]: the Wasm engine, plugin versions, instances and host capabilities.
 //! - [`registry`]: plugin name → current version, swappable atomically.
 //! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
@@ -34,6 +36,7 @@ pub mod dlq;
 pub mod event;
 pub mod guest_tools;
 pub mod host;
+pub mod keyspace;
 pub mod metrics;
 pub mod plugin;
 pub mod redis_process;
@@ -42,9 +45,10 @@ pub mod scaffold;
 pub mod stream_stats;
 pub mod watch;
 
-pub use broker::{Broker, memory::MemoryBroker, redis::RedisBroker};
+pub use broker::{Broker, Inspect, memory::MemoryBroker, redis::RedisBroker};
 pub use event::Event;
 pub use host::{Host, HostOptions};
+pub use keyspace::Keyspace;
 
 /// Resident set size of process `pid` in bytes, read from `/proc` (Linux); `None` elsewhere.
 pub fn process_rss_bytes(pid: u32) -> Option<u64> {

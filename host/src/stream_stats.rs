@@ -6,11 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::broker::{Broker, BrokerError, EntryId};
-
-/// Key prefix of the event streams.
-pub const EVENT_STREAM_PREFIX: &str = "events:";
-/// Key prefix of the per-plugin redrive streams (dead-letter retries).
-pub const REDRIVE_STREAM_PREFIX: &str = "evhost:redrive:";
+use crate::keyspace::Keyspace;
 /// How long one snapshot may take before it is given up (a Redis outage must not hang a
 /// scrape).
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -133,8 +129,9 @@ pub async fn snapshot(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotE
 }
 
 async fn collect(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotError> {
-    let mut names = broker.streams(EVENT_STREAM_PREFIX).await?;
-    names.extend(broker.streams(REDRIVE_STREAM_PREFIX).await?);
+    let keyspace = Keyspace::single();
+    let mut names = broker.streams(keyspace.event_stream_prefix()).await?;
+    names.extend(broker.streams(keyspace.redrive_prefix()).await?);
     let mut streams = Vec::with_capacity(names.len());
     for stream in names {
         streams.push(inspect(broker, &stream).await?);

@@ -24,6 +24,9 @@ const AUCTIONS: usize = 20_000;
 /// Publishing pace: this many events every 10 ms (2,500 events/s).
 const PER_TICK: usize = 25;
 
+/// The names of the keys the tests look at: the single layout, as the hosts under test use.
+const KEYS: evhost::Keyspace = evhost::Keyspace::single();
+
 /// A directory with the example plugins and a compile cache.
 struct Workspace {
     dir: tempfile::TempDir,
@@ -119,7 +122,7 @@ fn start_publisher(url: String, done: Arc<AtomicBool>) -> JoinHandle<()> {
                 }
                 let sent = conn.as_mut().map(|conn| {
                     redis::cmd("XADD")
-                        .arg("events:AuctionEnded")
+                        .arg(KEYS.event_stream("AuctionEnded"))
                         .arg("*")
                         .arg("payload")
                         .arg(&payload)
@@ -151,7 +154,7 @@ fn assert_exactly_once(server: &RedisServer, workspace: &Workspace) {
     let mut conn = connect(&server.url()).expect("connect");
     loop {
         let payments: usize = redis::cmd("XLEN")
-            .arg("events:PaymentProcessed")
+            .arg(KEYS.event_stream("PaymentProcessed"))
             .query(&mut conn)
             .unwrap_or(0);
         let pending: u64 = ["events:AuctionEnded", "events:PaymentProcessed"]
@@ -193,7 +196,7 @@ fn assert_exactly_once(server: &RedisServer, workspace: &Workspace) {
     }
     // Every auction paid exactly once.
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("events:PaymentProcessed")
+        .arg(KEYS.event_stream("PaymentProcessed"))
         .arg("-")
         .arg("+")
         .query(&mut conn)
@@ -214,7 +217,7 @@ fn assert_exactly_once(server: &RedisServer, workspace: &Workspace) {
     }
     assert_eq!(auctions.len(), AUCTIONS, "every auction paid");
     let letters: Vec<String> = redis::cmd("KEYS")
-        .arg("evhost:dlq:*")
+        .arg(format!("{}*", KEYS.dead_letters_prefix()))
         .query(&mut conn)
         .expect("KEYS");
     assert!(letters.is_empty(), "no dead letters: {letters:?}");
@@ -330,7 +333,7 @@ fn a_second_host_takes_over_a_dead_hosts_pending_entries() {
     assert_exactly_once(&server, &workspace);
     let mut conn = connect(&server.url()).expect("connect");
     let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-        .arg("events:AuctionEnded")
+        .arg(KEYS.event_stream("AuctionEnded"))
         .arg("payment")
         .arg("-")
         .arg("+")

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{RedisServer, RunningHost, evhost, stdout_of, wait_until, xrange_len};
+use super::{KEYS, RedisServer, RunningHost, evhost, stdout_of, wait_until, xrange_len};
 
 /// Runs `<project>/build.sh OUTPUT` with this build's `evhost` binary.
 fn build_c_project(project: &Path, output: &Path) {
@@ -60,7 +60,7 @@ fn kv_get(server: &RedisServer, plugin: &str, key: &str) -> Option<String> {
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client.get_connection().expect("connect");
     redis::cmd("GET")
-        .arg(format!("evhost:kv:{{{plugin}}}:{key}"))
+        .arg(KEYS.kv_key(plugin, key))
         .query(&mut conn)
         .expect("GET")
 }
@@ -71,7 +71,7 @@ fn publish(server: &RedisServer, id: &str, data: &str) {
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client.get_connection().expect("connect");
     let _: String = redis::cmd("XADD")
-        .arg("events:PaymentProcessed")
+        .arg(KEYS.event_stream("PaymentProcessed"))
         .arg("*")
         .arg(&[("id", id), ("source", "c-plugin-test"), ("data", data)])
         .query(&mut conn)
@@ -120,12 +120,12 @@ fn c_invoice_plugin_numbers_invoices_and_rejects_bad_data() {
     }
 
     wait_until("three dead letters", Duration::from_secs(30), || {
-        xrange_len(&server, "evhost:dlq:invoice") == 3
+        xrange_len(&server, &KEYS.dead_letters("invoice")) == 3
     });
     wait_until("two invoices", Duration::from_secs(30), || {
-        xrange_len(&server, "events:InvoiceIssued") >= 2
+        xrange_len(&server, &KEYS.event_stream("InvoiceIssued")) >= 2
     });
-    let invoices = data_of(&server, "events:InvoiceIssued");
+    let invoices = data_of(&server, &KEYS.event_stream("InvoiceIssued"));
     assert_eq!(
         invoices,
         [
@@ -203,11 +203,11 @@ fn c_scaffold_builds_loads_and_handles_its_event() {
         .expect("run evhost publish");
     stdout_of(&published);
     wait_until("the Pong", Duration::from_secs(30), || {
-        xrange_len(&server, "events:Pong") == 1
+        xrange_len(&server, &KEYS.event_stream("Pong")) == 1
     });
     let sent: serde_json::Value = serde_json::from_str(&event).expect("event.json is JSON");
     assert_eq!(
-        data_of(&server, "events:Pong"),
+        data_of(&server, &KEYS.event_stream("Pong")),
         [serde_json::json!({"from": "hello-c", "message": sent["message"], "count": 1})]
     );
     assert_eq!(kv_get(&server, "hello-c", "pings").as_deref(), Some("1"));

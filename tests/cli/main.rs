@@ -23,6 +23,9 @@ fn evhost() -> Command {
     command
 }
 
+/// The names of the keys the tests look at: the single layout, as the hosts under test use.
+pub(crate) const KEYS: evhost::Keyspace = evhost::Keyspace::single();
+
 /// Spawns `command` with its stderr read line by line on a thread of its own (its stdout is
 /// the caller's choice).
 fn spawn_with_log(mut command: Command) -> (std::process::Child, Receiver<String>) {
@@ -133,7 +136,7 @@ fn publish_prints_the_event_id_and_rejects_bad_json() {
     );
     let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
     assert_eq!(id.len(), 36, "a UUID on stdout: {id:?}");
-    assert_eq!(xrange_len(&server, "events:AuctionEnded"), 1);
+    assert_eq!(xrange_len(&server, &KEYS.event_stream("AuctionEnded")), 1);
 
     let output = evhost()
         .args([
@@ -149,7 +152,7 @@ fn publish_prints_the_event_id_and_rejects_bad_json() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not valid JSON"), "{stderr}");
     assert_eq!(
-        xrange_len(&server, "events:AuctionEnded"),
+        xrange_len(&server, &KEYS.event_stream("AuctionEnded")),
         1,
         "nothing published"
     );
@@ -218,7 +221,7 @@ fn run_processes_events_and_stops_on_sigterm() {
         .expect("evhost publish");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while xrange_len(&server, "events:NotificationSent") < 1 {
+    while xrange_len(&server, &KEYS.event_stream("NotificationSent")) < 1 {
         assert!(
             Instant::now() < deadline,
             "no NotificationSent; log so far:\n{log}"
@@ -253,7 +256,7 @@ fn dlq_lists_shows_and_redrives_dead_letters() {
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client.get_connection().expect("connect");
     let dlq_id: String = redis::cmd("XADD")
-        .arg("evhost:dlq:payment")
+        .arg(KEYS.dead_letters("payment"))
         .arg("*")
         .arg(&[
             ("plugin", "payment"),
@@ -316,14 +319,14 @@ fn dlq_lists_shows_and_redrives_dead_letters() {
     );
     let moved: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(moved["redriven"], 1);
-    assert_eq!(xrange_len(&server, "evhost:dlq:payment"), 0);
+    assert_eq!(xrange_len(&server, &KEYS.dead_letters("payment")), 0);
     assert_eq!(
-        xrange_len(&server, "evhost:redrive:payment"),
+        xrange_len(&server, &KEYS.redrive("payment")),
         1,
         "moved to the plugin's own redrive stream"
     );
     assert_eq!(
-        xrange_len(&server, "events:AuctionEnded"),
+        xrange_len(&server, &KEYS.event_stream("AuctionEnded")),
         0,
         "other groups never see it"
     );
@@ -443,7 +446,7 @@ fn config_file_supplies_flags_and_rejects_unknown_keys() {
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client.get_connection().expect("connect");
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("events:ConfigProbe")
+        .arg(KEYS.event_stream("ConfigProbe"))
         .arg("-")
         .arg("+")
         .query(&mut conn)
@@ -547,8 +550,8 @@ fn publish_file_then_history_shows_the_events() {
         ],
     ));
     assert!(stdout.contains("published 1 event(s)"), "{stdout}");
-    assert_eq!(xrange_len(&server, "events:OrderPlaced"), 3);
-    assert_eq!(xrange_len(&server, "events:OrderShipped"), 1);
+    assert_eq!(xrange_len(&server, &KEYS.event_stream("OrderPlaced")), 3);
+    assert_eq!(xrange_len(&server, &KEYS.event_stream("OrderShipped")), 1);
 
     // A bad line publishes nothing and is a usage error naming the line.
     let bad = dir.path().join("bad.jsonl");
@@ -560,7 +563,7 @@ fn publish_file_then_history_shows_the_events() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.jsonl:2"));
     assert_eq!(
-        xrange_len(&server, "events:OrderPlaced"),
+        xrange_len(&server, &KEYS.event_stream("OrderPlaced")),
         3,
         "nothing published"
     );
@@ -891,7 +894,7 @@ fn replay_reaches_only_the_named_plugin() {
             handled_by(&statuses, "audit") == 3 && handled_by(&statuses, "metrics") == 3
         },
     );
-    assert_eq!(xrange_len(&server, "evhost:journal:audit"), 3);
+    assert_eq!(xrange_len(&server, &KEYS.journal("audit")), 3);
 
     let list = stdout_of(
         &evhost()
@@ -934,7 +937,7 @@ fn replay_reaches_only_the_named_plugin() {
     assert_eq!(summary["dead_lettered"], 0, "{summary}");
     assert_eq!(summary["finished"], true, "{summary}");
 
-    let journal = xrange_len(&server, "evhost:journal:audit");
+    let journal = xrange_len(&server, &KEYS.journal("audit"));
     assert_eq!(journal, 6, "audit saw the three events again");
     // Give any (wrong) delivery to metrics time to happen before asserting it did not.
     std::thread::sleep(Duration::from_millis(500));
@@ -955,9 +958,9 @@ fn replay_reaches_only_the_named_plugin() {
             "{audit}"
         );
     }
-    assert_eq!(xrange_len(&server, "evhost:redrive:metrics"), 0);
+    assert_eq!(xrange_len(&server, &KEYS.redrive("metrics")), 0);
     assert_eq!(
-        xrange_len(&server, "events:CliReplay"),
+        xrange_len(&server, &KEYS.event_stream("CliReplay")),
         3,
         "the stream is unchanged"
     );

@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use evhost::broker::{Broker, EntryId, Fields, GroupStart};
 use evhost::consumer::ConsumerOptions;
-use evhost::event::{Event, stream_for};
+use evhost::event::Event;
 use evhost::plugin::PluginSettings;
-use evhost::{Host, HostOptions, RedisBroker};
+use evhost::{Host, HostOptions, Keyspace, RedisBroker};
 pub use redis_server::RedisServer;
 use tokio::task::JoinHandle;
+
+/// The names of the keys the tests look at: the single layout, as every host of the tests uses.
+pub const KEYS: Keyspace = Keyspace::single();
 
 /// Test guests compiled by the build script (`PROBE`).
 pub mod guests {
@@ -210,7 +213,7 @@ pub async fn publish(broker: &dyn Broker, event_type: &str, data: serde_json::Va
 
 /// Every event of a type, oldest first.
 pub async fn events_of(broker: &dyn Broker, event_type: &str) -> Vec<Event> {
-    let stream = stream_for(event_type);
+    let stream = KEYS.event_stream(event_type);
     broker
         .range(&stream, EntryId::ZERO, EntryId::MAX, 1_000_000)
         .await
@@ -220,11 +223,11 @@ pub async fn events_of(broker: &dyn Broker, event_type: &str) -> Vec<Event> {
         .collect()
 }
 
-/// Records of a plugin's journal (`evhost:journal:<plugin>`), as field maps.
+/// Records of a plugin's journal, as field maps.
 pub async fn journal(broker: &dyn Broker, plugin: &str) -> Vec<BTreeMap<String, String>> {
     broker
         .range(
-            &format!("evhost:journal:{plugin}"),
+            &KEYS.journal(plugin),
             EntryId::ZERO,
             EntryId::MAX,
             1_000_000,
@@ -245,7 +248,7 @@ pub async fn journal(broker: &dyn Broker, plugin: &str) -> Vec<BTreeMap<String, 
 /// Pending entries of `group` on the stream of `event_type`.
 pub async fn pending_count(broker: &dyn Broker, event_type: &str, group: &str) -> u64 {
     broker
-        .groups(&stream_for(event_type))
+        .groups(&KEYS.event_stream(event_type))
         .await
         .expect("XINFO GROUPS")
         .into_iter()
@@ -257,7 +260,7 @@ pub async fn pending_count(broker: &dyn Broker, event_type: &str, group: &str) -
 /// Creates `group` on the stream of `event_type` at its beginning.
 pub async fn create_group(broker: &dyn Broker, event_type: &str, group: &str) {
     broker
-        .create_group(&stream_for(event_type), group, GroupStart::Beginning)
+        .create_group(&KEYS.event_stream(event_type), group, GroupStart::Beginning)
         .await
         .expect("XGROUP CREATE");
 }

@@ -15,13 +15,14 @@ use tokio::sync::broadcast;
 
 use crate::activity::Activity;
 use crate::artifacts;
-use crate::broker::{Broker, GroupStart};
+use crate::broker::{self, Broker, GroupStart};
 use crate::consumer::ConsumerOptions;
-use crate::event::{Event, stream_for};
+use crate::event::Event;
 use crate::host::{Host, HostOptions};
+use crate::keyspace::Keyspace;
 use crate::plugin::{PluginSettings, sha256_hex};
+use crate::process_rss_bytes;
 use crate::redis_process::RedisServer;
-use crate::{RedisBroker, process_rss_bytes};
 
 /// Why the benchmark stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub enum BenchError {
     Redis(#[from] redis::RedisError),
     /// The broker failed.
     #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+    Broker(#[from] broker::BrokerError),
     /// The host or a plugin failed.
     #[error("{0}")]
     Host(String),
@@ -197,7 +198,7 @@ async fn prefill(
 ) -> Result<(), BenchError> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let stream = stream_for(event_type);
+    let stream = Keyspace::single().event_stream(event_type);
     for chunk in (0..events).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for n in chunk {
@@ -227,7 +228,7 @@ async fn produce(
 ) -> Result<usize, BenchError> {
     let client = redis::Client::open(url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let stream = stream_for(event_type);
+    let stream = Keyspace::single().event_stream(event_type);
     let started = Instant::now();
     let mut sent = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -421,7 +422,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
             url
         }
     };
-    let broker: Arc<dyn Broker> = Arc::new(RedisBroker::connect(&url).await?);
+    let broker: Arc<dyn Broker> = broker::connect(&url).await?;
     let client = redis::Client::open(url.as_str())?;
     let mut admin = client.get_multiplexed_async_connection().await?;
     let flush = |conn: &mut redis::aio::MultiplexedConnection| {
@@ -441,7 +442,12 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     // Throughput: raw, trivial plugin.
     eprintln!("bench: throughput, {} events", opts.events);
     prefill(&url, "BenchRaw", opts.events, false).await?;
-    let raw_elapsed = raw::consume(&url, &stream_for("BenchRaw"), opts.events).await?;
+    let raw_elapsed = raw::consume(
+        &url,
+        &Keyspace::single().event_stream("BenchRaw"),
+        opts.events,
+    )
+    .await?;
     let raw_per_sec = opts.events as f64 / raw_elapsed.as_secs_f64();
     prefill(&url, "BenchTrivial", opts.events, false).await?;
     let noop = vec![(
@@ -454,7 +460,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     let trivial = Running::run(host).await;
     drained(
         broker.as_ref(),
-        &stream_for("BenchTrivial"),
+        &Keyspace::single().event_stream("BenchTrivial"),
         &["noop"],
         Duration::from_secs(300),
     )
@@ -467,14 +473,19 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     eprintln!("bench: four saga plugins, {} auctions", opts.saga_events);
     flush(&mut admin).await?;
     prefill(&url, "BenchRaw", opts.saga_events, false).await?;
-    let raw_saga = raw::consume(&url, &stream_for("BenchRaw"), opts.saga_events).await?;
+    let raw_saga = raw::consume(
+        &url,
+        &Keyspace::single().event_stream("BenchRaw"),
+        opts.saga_events,
+    )
+    .await?;
     prefill(&url, "AuctionEnded", opts.saga_events, false).await?;
     let host = load(broker.clone(), saga_plugins(opts)).await?;
     let clock = Instant::now();
     let saga = Running::run(host).await;
     drained(
         broker.as_ref(),
-        &stream_for("AuctionEnded"),
+        &Keyspace::single().event_stream("AuctionEnded"),
         &["payment", "audit", "metrics"],
         Duration::from_secs(300),
     )
@@ -493,7 +504,12 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
             let url = url.clone();
             let duration = opts.latency_duration + Duration::from_millis(300);
             tokio::spawn(async move {
-                raw::latencies(&url, &stream_for("BenchLatencyRaw"), duration).await
+                raw::latencies(
+                    &url,
+                    &Keyspace::single().event_stream("BenchLatencyRaw"),
+                    duration,
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -542,7 +558,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     // Warm up (instances, buffers), then read the baseline at rest.
     drained(
         broker.as_ref(),
-        &stream_for("BenchMemory"),
+        &Keyspace::single().event_stream("BenchMemory"),
         &["audit", "metrics"],
         Duration::from_secs(600),
     )
@@ -552,7 +568,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     prefill(&url, "BenchMemory", opts.memory_events, false).await?;
     drained(
         broker.as_ref(),
-        &stream_for("BenchMemory"),
+        &Keyspace::single().event_stream("BenchMemory"),
         &["audit", "metrics"],
         Duration::from_secs(600),
     )

@@ -53,6 +53,75 @@ pub async fn run_all(broker: &dyn Broker) {
     keys(broker, &prefix("keys")).await;
     settlements(broker, &prefix("settlements")).await;
     claim_by_id(broker, &prefix("claim_by_id")).await;
+    follow(broker, &prefix("follow")).await;
+}
+
+/// A follower reads the entries after the given ids of each stream, waits for new ones when
+/// there are none, and comes back empty when its block time runs out.
+pub async fn follow(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let other = format!("{prefix}other");
+    let missing = format!("{prefix}missing");
+    let ids = add_n(broker, &s, 3).await;
+    let mut follower = broker.follower();
+    let after = |id: EntryId| {
+        vec![
+            (s.clone(), id),
+            (other.clone(), EntryId::ZERO),
+            (missing.clone(), EntryId::ZERO),
+        ]
+    };
+    let read = tokio::time::timeout(GUARD, follower.read(&after(ids[0]), 10, WAKE_BLOCK))
+        .await
+        .unwrap_or_else(|_| panic!("{s}: a follower read with entries must not hang"));
+    let read = ok("follow", read);
+    let seen: Vec<(&str, EntryId)> = read
+        .iter()
+        .map(|(stream, entry)| (stream.as_str(), entry.id))
+        .collect();
+    assert_eq!(
+        seen,
+        [(s.as_str(), ids[1]), (s.as_str(), ids[2])],
+        "{s}: the entries after the given id"
+    );
+    assert_eq!(read[0].1.fields, numbered(1), "{s}: fields must round-trip");
+
+    let started = Instant::now();
+    let empty = ok(
+        "follow",
+        follower.read(&after(ids[2]), 10, EMPTY_BLOCK).await,
+    );
+    assert!(empty.is_empty(), "{s}: nothing new: {empty:?}");
+    assert!(
+        started.elapsed() + EMPTY_SLACK >= EMPTY_BLOCK,
+        "{s}: an empty follower read waits its block time"
+    );
+
+    let wake = {
+        let other = other.clone();
+        async move {
+            tokio::time::sleep(WAKE_DELAY).await;
+            ok("add", broker.add(&other, &numbered(9)).await)
+        }
+    };
+    let newest = after(ids[2]);
+    let (woken, added) = tokio::join!(
+        tokio::time::timeout(GUARD, follower.read(&newest, 10, WAKE_BLOCK)),
+        wake
+    );
+    let woken = ok(
+        "follow",
+        woken.unwrap_or_else(|_| panic!("{other}: a woken follower read must not hang")),
+    );
+    let woken: Vec<(&str, EntryId)> = woken
+        .iter()
+        .map(|(stream, entry)| (stream.as_str(), entry.id))
+        .collect();
+    assert_eq!(
+        woken,
+        [(other.as_str(), added)],
+        "{other}: an entry added while the follower waits"
+    );
 }
 
 /// A settlement applies its effects and acks its entry only while the entry is pending for
@@ -256,15 +325,7 @@ pub async fn claim_by_id(broker: &dyn Broker, prefix: &str) {
     let idle = ok("pending", broker.pending(&s, "g", CLAIM_IDLE, 10).await);
     assert_eq!(idle.len(), 3, "{s}: all idle now");
     assert!(idle.iter().all(|p| p.deliveries == 1 && p.consumer == "c1"));
-    ok(
-        "commit",
-        broker
-            .commit(&Commit {
-                ops: vec![ack_op(&s, "g", &ids[..1])],
-                settlements: Vec::new(),
-            })
-            .await,
-    );
+    ack_ok(broker, &s, "g", &ids[..1]).await;
     let claimed = ok(
         "claim_entries",
         broker.claim_entries(&s, "g", "c2", CLAIM_IDLE, &ids).await,
@@ -498,8 +559,8 @@ pub async fn load_sharing(broker: &dyn Broker, prefix: &str) {
     assert_eq!((info.consumers, info.pending), (2, 4), "{s}: {info:?}");
 }
 
-/// Acknowledged entries leave the PEL (and the pending count of `groups`); acknowledging
-/// entries that are not pending is not an error.
+/// Acknowledged entries (settlements without ops) leave the PEL (and the pending count of
+/// `groups`); acknowledging entries that are not pending is not an error.
 pub async fn ack(broker: &dyn Broker, prefix: &str) {
     let s = format!("{prefix}s");
     let ids = add_n(broker, &s, 3).await;
@@ -527,7 +588,7 @@ pub async fn ack(broker: &dyn Broker, prefix: &str) {
         "{s}: {pending:?}"
     );
 
-    commit_ok(broker, vec![ack_op(&s, "g", &ids[..2])]).await;
+    ack_ok(broker, &s, "g", &ids[..2]).await;
     let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     assert_eq!(
         pending.iter().map(|p| p.id).collect::<Vec<_>>(),
@@ -541,11 +602,7 @@ pub async fn ack(broker: &dyn Broker, prefix: &str) {
     );
 
     let never_delivered = EntryId::new(1, 1);
-    commit_ok(
-        broker,
-        vec![ack_op(&s, "g", &[ids[0], ids[2], never_delivered])],
-    )
-    .await;
+    ack_ok(broker, &s, "g", &[ids[0], ids[2], never_delivered]).await;
     assert!(
         ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await).is_empty(),
         "{s}: all acked"
@@ -618,7 +675,7 @@ pub async fn redelivery(broker: &dyn Broker, prefix: &str) {
         .collect();
     assert_eq!(seen, [(ids[0], "c1", 3), (ids[1], "c1", 3)], "{s}: PEL");
 
-    commit_ok(broker, vec![ack_op(&s, "g", &ids[..1])]).await;
+    ack_ok(broker, &s, "g", &ids[..1]).await;
     let rest = read_pending(&mut *reader, &s, "g", "c1", EntryId::ZERO, 10).await;
     assert_eq!(
         ids_of(&rest),
@@ -690,8 +747,8 @@ pub async fn blocking_read(broker: &dyn Broker, prefix: &str) {
     );
 }
 
-/// A commit applies all its writes (add, set, delete, ack) or, when one of its acks names a
-/// missing group, none of them and fails with [`BrokerError::NoGroup`].
+/// A commit applies all its writes (add, set, delete, ack) or, when one of its settlements
+/// names a missing group, none of them and fails with [`BrokerError::NoGroup`].
 pub async fn commit_atomicity(broker: &dyn Broker, prefix: &str) {
     let s = format!("{prefix}s");
     let key = format!("{prefix}key");
@@ -706,18 +763,21 @@ pub async fn commit_atomicity(broker: &dyn Broker, prefix: &str) {
     assert_eq!(read_new(&mut *reader, &s, "g", "c", 10).await.len(), 1);
     commit_ok(broker, vec![set_op(&doomed, b"x")]).await;
 
-    commit_ok(
-        broker,
-        vec![
-            add_op(&s, 1),
-            set_op(&key, b"v1"),
-            Op::Delete {
-                key: doomed.clone(),
-            },
-            ack_op(&s, "g", &[id]),
-        ],
-    )
-    .await;
+    ok(
+        "commit",
+        broker
+            .commit(&Commit {
+                ops: vec![
+                    add_op(&s, 1),
+                    set_op(&key, b"v1"),
+                    Op::Delete {
+                        key: doomed.clone(),
+                    },
+                ],
+                ..acks(&s, "g", &[id])
+            })
+            .await,
+    );
     assert_eq!(
         ok("len", broker.len(&s).await),
         2,
@@ -744,13 +804,8 @@ pub async fn commit_atomicity(broker: &dyn Broker, prefix: &str) {
     for (stream, group) in [(s.clone(), "missing"), (format!("{prefix}nostream"), "g")] {
         let failed = broker
             .commit(&Commit {
-                ops: vec![
-                    add_op(&s, 2),
-                    set_op(&key, b"v2"),
-                    set_op(&untouched, b"x"),
-                    ack_op(&stream, group, &[id]),
-                ],
-                settlements: Vec::new(),
+                ops: vec![add_op(&s, 2), set_op(&key, b"v2"), set_op(&untouched, b"x")],
+                ..acks(&stream, group, &[id])
             })
             .await;
         assert!(
@@ -808,7 +863,7 @@ pub async fn no_group(broker: &dyn Broker, prefix: &str) {
         let pending = broker.pending(stream, "nope", Duration::ZERO, 10).await;
         assert_no_group(pending.map(|_| ()), stream, "pending");
         let claimed = broker
-            .claim(stream, "nope", "c", Duration::ZERO, EntryId::ZERO, 10)
+            .claim_entries(stream, "nope", "c", Duration::ZERO, &[EntryId::new(1, 0)])
             .await;
         assert_no_group(claimed.map(|_| ()), stream, "claim");
         // A commit of plain acknowledgements (no effects) checks the group as well.
@@ -828,8 +883,8 @@ pub async fn no_group(broker: &dyn Broker, prefix: &str) {
     }
 }
 
-/// Claiming transfers entries idle long enough to another consumer, counts a delivery and
-/// restarts their idle time; the cursor walks the PEL and ends at `0-0`.
+/// Claiming by id transfers the entries asked for, if idle long enough, to another consumer,
+/// counts a delivery and restarts their idle time; they then belong to that consumer only.
 pub async fn claim(broker: &dyn Broker, prefix: &str) {
     let s = format!("{prefix}s");
     let ids = add_n(broker, &s, 3).await;
@@ -841,56 +896,41 @@ pub async fn claim(broker: &dyn Broker, prefix: &str) {
     assert_eq!(read_new(&mut *reader, &s, "g", "c1", 10).await.len(), 3);
 
     let early = ok(
-        "claim",
+        "claim_entries",
         broker
-            .claim(&s, "g", "c2", Duration::from_secs(60), EntryId::ZERO, 10)
+            .claim_entries(&s, "g", "c2", Duration::from_secs(60), &ids)
             .await,
     );
     assert!(
-        early.entries.is_empty(),
+        early.is_empty(),
         "{s}: nothing is idle for a minute: {early:?}"
     );
-    assert_eq!(early.next, EntryId::ZERO, "{s}: the scan reached the end");
 
     tokio::time::sleep(CLAIM_IDLE + Duration::from_millis(20)).await;
     let first = ok(
-        "claim",
+        "claim_entries",
         broker
-            .claim(&s, "g", "c2", CLAIM_IDLE, EntryId::ZERO, 2)
+            .claim_entries(&s, "g", "c2", CLAIM_IDLE, &ids[..2])
             .await,
     );
+    assert_eq!(ids_of(&first), ids[..2], "{s}: claims what was asked");
     assert_eq!(
-        ids_of(&first.entries),
-        ids[..2],
-        "{s}: claims oldest first, count 2"
-    );
-    assert_eq!(
-        deliveries_of(&first.entries),
+        deliveries_of(&first),
         [2, 2],
         "{s}: a claim counts a delivery"
     );
     assert_eq!(
-        first.entries[0].entry.fields,
+        first[0].entry.fields,
         numbered(0),
         "{s}: fields must round-trip"
     );
-    assert!(
-        first.next > ids[1] && first.next <= ids[2],
-        "{s}: the cursor must point past the scanned entries: {}",
-        first.next
-    );
     let second = ok(
-        "claim",
+        "claim_entries",
         broker
-            .claim(&s, "g", "c2", CLAIM_IDLE, first.next, 10)
+            .claim_entries(&s, "g", "c2", CLAIM_IDLE, &ids[2..])
             .await,
     );
-    assert_eq!(
-        ids_of(&second.entries),
-        ids[2..],
-        "{s}: the cursor resumes the scan"
-    );
-    assert_eq!(second.next, EntryId::ZERO, "{s}: the scan reached the end");
+    assert_eq!(ids_of(&second), ids[2..], "{s}: the rest");
 
     let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
     let seen: Vec<(EntryId, &str, u32)> = pending
@@ -904,15 +944,10 @@ pub async fn claim(broker: &dyn Broker, prefix: &str) {
         "{s}: a claim restarts the idle time: {pending:?}"
     );
     let again = ok(
-        "claim",
-        broker
-            .claim(&s, "g", "c1", CLAIM_IDLE, EntryId::ZERO, 10)
-            .await,
+        "claim_entries",
+        broker.claim_entries(&s, "g", "c1", CLAIM_IDLE, &ids).await,
     );
-    assert!(
-        again.entries.is_empty(),
-        "{s}: just claimed, not idle: {again:?}"
-    );
+    assert!(again.is_empty(), "{s}: just claimed, not idle: {again:?}");
 
     let lost = read_pending(&mut *reader, &s, "g", "c1", EntryId::ZERO, 10).await;
     assert!(lost.is_empty(), "{s}: claimed entries left c1: {lost:?}");
@@ -1250,12 +1285,29 @@ fn set_op(key: &str, value: &[u8]) -> Op {
     }
 }
 
-fn ack_op(stream: &str, group: &str, ids: &[EntryId]) -> Op {
-    Op::Ack {
-        stream: stream.to_string(),
-        group: group.to_string(),
-        ids: ids.to_vec(),
+/// A commit acknowledging `ids` of `group`, whoever holds them: settlements without ops.
+fn acks(stream: &str, group: &str, ids: &[EntryId]) -> Commit {
+    Commit {
+        ops: Vec::new(),
+        settlements: ids
+            .iter()
+            .map(|id| Settlement {
+                stream: stream.to_string(),
+                group: group.to_string(),
+                consumer: "c".to_string(),
+                id: *id,
+                ops: Vec::new(),
+            })
+            .collect(),
     }
+}
+
+async fn ack_ok(broker: &dyn Broker, stream: &str, group: &str, ids: &[EntryId]) {
+    let report = ok("commit", broker.commit(&acks(stream, group, ids)).await);
+    assert!(
+        report.skipped.is_empty(),
+        "{stream}: an acknowledgement is never skipped: {report:?}"
+    );
 }
 
 fn ids_of(delivered: &[Delivered]) -> Vec<EntryId> {

@@ -12,11 +12,10 @@
 //!   group's pending entries list (PEL) under the reading consumer, delivered once. Reading the
 //!   consumer's history ([`ReadFrom::Pending`]) counts as another delivery: the delivery count goes
 //!   up and the idle time restarts.
-//! - Claiming ([`Broker::claim`], `XAUTOCLAIM`) scans at most ten PEL entries per requested entry,
-//!   drops pending entries whose stream entry no longer exists, and answers the id of the next
-//!   PEL entry to scan, or `0-0` at the end.
-//! - A [`Commit`] is validated before anything is written: an ack for a missing group fails with
-//!   [`BrokerError::NoGroup`] and leaves everything untouched.
+//! - Claiming ([`Broker::claim_entries`], `XCLAIM`) takes over only entries idle long enough
+//!   and counts a delivery.
+//! - A [`Commit`] is validated before anything is written: a settlement for a missing group
+//!   fails with [`BrokerError::NoGroup`] and leaves everything untouched.
 //!
 //! Where it differs from Redis: string keys ([`Broker::get`], [`Op::Set`], [`Op::Delete`]) and
 //! streams live in separate maps, so [`Broker::scan_keys`] lists string keys only and a key may
@@ -36,14 +35,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Broker, BrokerError, Claimed, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo,
-    GroupReader, GroupStart, Op, PendingEntry, ReadFrom, StreamEntry,
+    Broker, BrokerError, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo, GroupReader,
+    GroupStart, Inspect, Op, PendingEntry, ReadFrom, StreamEntry, StreamFollower,
 };
 
 /// Keys per [`Broker::scan_keys`] page.
 const SCAN_PAGE: usize = 100;
-/// PEL entries `XAUTOCLAIM` may scan per entry it is asked for (Redis' `attempts_factor`).
-const CLAIM_ATTEMPTS_PER_ENTRY: usize = 10;
 
 /// An in-process broker with the semantics of Redis Streams.
 ///
@@ -323,7 +320,6 @@ impl State {
                     last_ids.insert(stream, id);
                     new_ids.push(id);
                 }
-                Op::Ack { stream, group, .. } => self.check_group(stream, group)?,
                 Op::Set { .. } | Op::Delete { .. } | Op::Remove { .. } => {}
             }
         }
@@ -401,13 +397,6 @@ impl State {
                     found.entries.remove(id);
                 }
             }
-            Op::Ack { stream, group, ids } => {
-                if let Ok((_, group)) = self.group_mut(stream, group) {
-                    for id in ids {
-                        group.pel.remove(id);
-                    }
-                }
-            }
         }
     }
 
@@ -456,6 +445,34 @@ impl State {
                 fields: fields.clone(),
             })
             .collect()
+    }
+
+    /// Up to `count` entries of each stream with ids after the given one (`XREAD`).
+    fn entries_after(
+        &self,
+        after: &[(String, EntryId)],
+        count: usize,
+    ) -> Vec<(String, StreamEntry)> {
+        let mut found = Vec::new();
+        for (stream, id) in after {
+            let Some(entries) = self.streams.get(stream) else {
+                continue;
+            };
+            let newer = entries
+                .entries
+                .range((Excluded(*id), Unbounded))
+                .take(count);
+            found.extend(newer.map(|(id, fields)| {
+                (
+                    stream.clone(),
+                    StreamEntry {
+                        id: *id,
+                        fields: fields.clone(),
+                    },
+                )
+            }));
+        }
+        found
     }
 
     fn groups(&self, stream: &str) -> Vec<GroupInfo> {
@@ -543,75 +560,6 @@ impl State {
         }
         Ok(claimed)
     }
-
-    /// `XAUTOCLAIM stream group consumer min_idle start COUNT count`.
-    #[allow(clippy::too_many_arguments)]
-    fn claim(
-        &mut self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: EntryId,
-        count: usize,
-        now: Instant,
-    ) -> Result<Claimed, BrokerError> {
-        let (entries, group) = self.group_mut(stream, group)?;
-        if count == 0 {
-            return Err(BrokerError::Protocol(
-                "XAUTOCLAIM COUNT must be greater than 0".into(),
-            ));
-        }
-        let attempts = count.saturating_mul(CLAIM_ATTEMPTS_PER_ENTRY);
-        // The ids to scan, plus one more: the cursor for the next call.
-        let scan: Vec<EntryId> = group
-            .pel
-            .range(start..)
-            .map(|(id, _)| *id)
-            .take(attempts.saturating_add(1))
-            .collect();
-        let mut remaining = count;
-        let mut scanned = 0;
-        let mut claimed = Vec::new();
-        for id in &scan {
-            if remaining == 0 || scanned == attempts {
-                break;
-            }
-            scanned += 1;
-            let Some(fields) = entries.get(id) else {
-                // The entry was deleted: nobody can process it any more.
-                group.pel.remove(id);
-                remaining -= 1;
-                continue;
-            };
-            let Some(pending) = group.pel.get_mut(id) else {
-                continue;
-            };
-            if now.saturating_duration_since(pending.delivered_at) < min_idle {
-                continue;
-            }
-            if pending.consumer != consumer {
-                pending.consumer = consumer.to_string();
-            }
-            pending.deliveries = pending.deliveries.saturating_add(1);
-            pending.delivered_at = now;
-            claimed.push(Delivered {
-                entry: StreamEntry {
-                    id: *id,
-                    fields: fields.clone(),
-                },
-                deliveries: pending.deliveries,
-            });
-            remaining -= 1;
-        }
-        if !claimed.is_empty() {
-            remember_consumer(group, consumer);
-        }
-        Ok(Claimed {
-            next: scan.get(scanned).copied().unwrap_or(EntryId::ZERO),
-            entries: claimed,
-        })
-    }
 }
 
 /// Registers `consumer` in `group`. As in Redis 7.0, a consumer exists once it was handed
@@ -693,6 +641,32 @@ impl Broker for MemoryBroker {
         Ok(self.with_state(|state| with_prefix(&state.streams, prefix).cloned().collect()))
     }
 
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>, BrokerError> {
+        let now = Instant::now();
+        self.with_state(|state| state.pending(stream, group, min_idle, count, now))
+    }
+
+    async fn claim_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[EntryId],
+    ) -> Result<Vec<Delivered>, BrokerError> {
+        let now = Instant::now();
+        self.with_state(|state| state.claim_entries(stream, group, consumer, min_idle, ids, now))
+    }
+}
+
+#[async_trait]
+impl Inspect for MemoryBroker {
     async fn range(
         &self,
         stream: &str,
@@ -726,41 +700,47 @@ impl Broker for MemoryBroker {
         Ok(self.with_state(|state| state.groups(stream)))
     }
 
-    async fn pending(
-        &self,
-        stream: &str,
-        group: &str,
-        min_idle: Duration,
-        count: usize,
-    ) -> Result<Vec<PendingEntry>, BrokerError> {
-        let now = Instant::now();
-        self.with_state(|state| state.pending(stream, group, min_idle, count, now))
+    fn follower(&self) -> Box<dyn StreamFollower> {
+        Box::new(MemoryFollower {
+            broker: self.clone(),
+        })
     }
+}
 
-    async fn claim_entries(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        ids: &[EntryId],
-    ) -> Result<Vec<Delivered>, BrokerError> {
-        let now = Instant::now();
-        self.with_state(|state| state.claim_entries(stream, group, consumer, min_idle, ids, now))
-    }
+/// A [`StreamFollower`] of a [`MemoryBroker`]; waits for the broker's wake-up signal.
+struct MemoryFollower {
+    /// The broker read from.
+    broker: MemoryBroker,
+}
 
-    /// `XAUTOCLAIM`; a `count` of 0 is an error, as in Redis.
-    async fn claim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: EntryId,
+#[async_trait]
+impl StreamFollower for MemoryFollower {
+    async fn read(
+        &mut self,
+        after: &[(String, EntryId)],
         count: usize,
-    ) -> Result<Claimed, BrokerError> {
-        let now = Instant::now();
-        self.with_state(|state| state.claim(stream, group, consumer, min_idle, start, count, now))
+        block: Duration,
+    ) -> Result<Vec<(String, StreamEntry)>, BrokerError> {
+        let deadline = Instant::now().checked_add(block);
+        loop {
+            // Registered before looking, as in `MemoryReader::read`.
+            let mut added = pin!(self.broker.shared.added.notified());
+            added.as_mut().enable();
+            let found = self
+                .broker
+                .with_state(|state| state.entries_after(after, count));
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            match deadline {
+                None => added.await,
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, added).await.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -819,6 +799,13 @@ impl GroupReader for MemoryReader {
 mod tests {
     use super::*;
     use crate::broker::conformance;
+
+    fn ids_of(delivered: &[Delivered]) -> Vec<EntryId> {
+        delivered
+            .iter()
+            .map(|delivered| delivered.entry.id)
+            .collect()
+    }
 
     fn fields(text: &str) -> Fields {
         vec![("data".to_string(), text.as_bytes().to_vec())]
@@ -978,10 +965,10 @@ mod tests {
             assert!(read.is_empty());
         }
         let claimed = broker
-            .claim("s", "g", "b", Duration::ZERO, EntryId::ZERO, 10)
+            .claim_entries("s", "g", "b", Duration::ZERO, &[EntryId::new(1, 0)])
             .await
             .expect("claim");
-        assert!(claimed.entries.is_empty());
+        assert!(claimed.is_empty());
         assert_eq!(consumers().await, 0);
         let history = reader
             .read("s", "g", "c", ReadFrom::Pending, EntryId::ZERO, 10, None)
@@ -1030,12 +1017,10 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].entry.id, again[0].deliveries), (b, 2));
         let claimed = broker
-            .claim("s", "g", "d", Duration::ZERO, EntryId::ZERO, 10)
+            .claim_entries("s", "g", "d", Duration::ZERO, &[a, b])
             .await
             .expect("claim");
-        assert_eq!(claimed.next, EntryId::ZERO);
-        assert_eq!(claimed.entries.len(), 1);
-        assert_eq!(claimed.entries[0].entry.id, b);
+        assert_eq!(ids_of(&claimed), [b]);
         let pending = broker
             .pending("s", "g", Duration::ZERO, 10)
             .await

@@ -1,11 +1,14 @@
 //! The message broker abstraction: streams, consumer groups, pending entries and atomic commits.
 //!
-//! Two implementations share the [`Broker`] trait: [`redis::RedisBroker`] (the real thing) and
+//! Two contracts: [`Broker`], what a running host needs (group reads, pending entries, claims,
+//! atomic commits, keys), and [`Inspect`], looking at streams (ranges, lengths, groups,
+//! following). Two implementations share both: [`redis::RedisBroker`] (the real thing) and
 //! [`memory::MemoryBroker`] (an embedded, in-process broker with the same semantics, used by
-//! `evhost demo` and by tests that do not need Redis). The conformance tests run the same cases
-//! against both.
+//! `evhost demo` and by tests that do not need Redis). [`connect`] picks one from a URL. The
+//! conformance tests run the same cases against both.
 
 pub mod conformance;
+mod connect;
 pub mod entry_id;
 pub mod memory;
 pub mod redis;
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use connect::connect;
 pub use entry_id::EntryId;
 
 /// Field/value pairs of one stream entry, in the order they were written.
@@ -87,15 +91,16 @@ pub enum Op {
         /// The entry.
         id: EntryId,
     },
-    /// Acknowledge entries of a group (`XACK`), whoever holds them.
-    Ack {
-        /// Stream the entries belong to.
-        stream: String,
-        /// The consumer group.
-        group: String,
-        /// Entries to acknowledge.
-        ids: Vec<EntryId>,
-    },
+}
+
+impl Op {
+    /// The key the op writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Add { stream, .. } | Op::Remove { stream, .. } => stream,
+            Op::Set { key, .. } | Op::Delete { key } => key,
+        }
+    }
 }
 
 /// The outcome of handling one entry: its effects and its acknowledgement, applied only if the
@@ -119,15 +124,27 @@ pub struct Settlement {
     pub consumer: String,
     /// The entry.
     pub id: EntryId,
-    /// Writes caused by handling it (`Add`, `Set`, `Delete`, `Remove`; no acks).
+    /// Writes caused by handling it.
     pub ops: Vec<Op>,
 }
 
 /// Writes applied all together or not at all: first `ops`, then each settlement in order.
 ///
-/// On Redis this is one Lua script, which (unlike `MULTI`/`EXEC`) can check that consumer
-/// groups exist and that entries are still owned before writing anything; a commit of only
-/// settlements without ops, of one stream and group, is one `XACK`.
+/// On Redis this is one Lua script (`commit.lua`), which (unlike `MULTI`/`EXEC`) can check
+/// that consumer groups exist and that entries are still owned before writing anything; a
+/// commit of only settlements without ops, of one stream and group, is one `XACK`.
+///
+/// # One hash slot
+///
+/// Every key a commit touches ([`Commit::keys`]) must lie in one Redis Cluster hash slot: a
+/// script may only touch keys of one slot there. A keyspace layout that is meant for a cluster
+/// ([`Keyspace::one_slot_per_partition`]) gives all keys of one partition one hash tag, and
+/// each commit stays within one partition; [`Commit::in_one_slot`] checks it. The single layout
+/// ([`Keyspace::single`], P = 1, today's names) does not: only its key-value entries carry a
+/// tag, so a commit usually spans several slots and that layout is for a single Redis node.
+///
+/// [`Keyspace::one_slot_per_partition`]: crate::keyspace::Keyspace::one_slot_per_partition
+/// [`Keyspace::single`]: crate::keyspace::Keyspace::single
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// Unconditional writes, applied in order.
@@ -140,6 +157,24 @@ impl Commit {
     /// True when the commit has nothing to write.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.settlements.is_empty()
+    }
+
+    /// Every key the commit touches, in order, repeats included: the keys of `ops`, then of
+    /// each settlement its stream and the keys of its ops.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.ops
+            .iter()
+            .map(Op::key)
+            .chain(self.settlements.iter().flat_map(|settlement| {
+                std::iter::once(settlement.stream.as_str())
+                    .chain(settlement.ops.iter().map(Op::key))
+            }))
+    }
+
+    /// Whether every key of the commit certainly lies in one hash slot, as Redis Cluster
+    /// requires (see [`keyspace::one_slot`](crate::keyspace::one_slot)).
+    pub fn in_one_slot(&self) -> bool {
+        crate::keyspace::one_slot(self.keys())
     }
 }
 
@@ -178,15 +213,6 @@ pub struct GroupInfo {
     pub lag: Option<u64>,
 }
 
-/// Result of an `XAUTOCLAIM`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    /// Where the next scan should start (`0-0` when the scan is complete).
-    pub next: EntryId,
-    /// Entries now owned by the claiming consumer.
-    pub entries: Vec<Delivered>,
-}
-
 /// Errors from a broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -204,14 +230,29 @@ pub enum BrokerError {
     /// The broker answered something this code cannot interpret.
     #[error("unexpected reply from broker: {0}")]
     Protocol(String),
+    /// No backend serves URLs of this scheme.
+    #[error(
+        "unsupported broker URL scheme {scheme:?}: expected redis://, rediss://, redis+unix:// or unix:// (or their valkey forms)"
+    )]
+    UnsupportedScheme {
+        /// The URL's scheme (the text before `:`, never the credentials).
+        scheme: String,
+    },
 }
 
-/// A broker of streams with consumer groups.
+/// A broker of streams with consumer groups: what a running host needs.
+///
+/// The consumer loop reads ([`Broker::reader`]), looks at and takes over pending entries
+/// ([`Broker::pending`], [`Broker::claim_entries`]) and commits ([`Broker::commit`]); the
+/// plugins' capabilities read keys, list them and publish ([`Broker::get`],
+/// [`Broker::scan_keys`], [`Broker::add`]); the host finds the streams it consumes
+/// ([`Broker::streams`]). Looking at streams without consuming them is [`Inspect`], which
+/// every broker also implements: a `&dyn Broker` is a `&dyn Inspect`.
 ///
 /// Every method is safe to call concurrently. Blocking reads go through a [`GroupReader`],
 /// which owns a dedicated connection so that a `BLOCK`ed read never delays other commands.
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
+pub trait Broker: Inspect {
     /// Creates `group` on `stream` (creating the stream if needed).
     ///
     /// Returns `false` when the group already existed (not an error).
@@ -234,7 +275,7 @@ pub trait Broker: Send + Sync + 'static {
     /// Applies every write of `commit` atomically, in order, and reports the settlements it
     /// skipped.
     ///
-    /// Fails without writing anything when a group named by an `Ack` or a settlement is missing.
+    /// Fails without writing anything when a group named by a settlement is missing.
     async fn commit(&self, commit: &Commit) -> Result<CommitReport, BrokerError>;
 
     /// Reads a key.
@@ -242,12 +283,44 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Lists keys starting with `prefix`, one page at a time: returns the keys and the cursor of
     /// the next page (`0` when done). Start with cursor `0`.
+    ///
+    /// Part of the running contract, not of [`Inspect`]: a plugin lists its key-value entries
+    /// with it while it handles events.
     async fn scan_keys(&self, prefix: &str, cursor: u64)
     -> Result<(Vec<String>, u64), BrokerError>;
 
-    /// Names of all streams whose key starts with `prefix`.
+    /// Names of all streams whose key starts with `prefix`, sorted.
+    ///
+    /// Part of the running contract, not of [`Inspect`]: the host discovers with it which
+    /// streams to consume (event streams appear when their first event is published), and
+    /// a backend that cannot list streams cannot run a host.
     async fn streams(&self, prefix: &str) -> Result<Vec<String>, BrokerError>;
 
+    /// Up to `count` pending entries of `group` idle for at least `min_idle`, oldest first.
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>, BrokerError>;
+
+    /// Transfers the given pending entries to `consumer` if they are idle for at least
+    /// `min_idle` (`XCLAIM`), counting a delivery; returns the entries transferred.
+    async fn claim_entries(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[EntryId],
+    ) -> Result<Vec<Delivered>, BrokerError>;
+}
+
+/// Looking at streams without consuming them: the command line (`history`, `tail`, `stats`,
+/// `dlq`, `replay`), the admin endpoint and the lag metrics.
+#[async_trait]
+pub trait Inspect: Send + Sync + 'static {
     /// Entries of `stream` with ids in `start..=end`, at most `count`, oldest first.
     async fn range(
         &self,
@@ -273,37 +346,27 @@ pub trait Broker: Send + Sync + 'static {
     /// Consumer groups of `stream` (empty when the stream does not exist).
     async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>, BrokerError>;
 
-    /// Up to `count` pending entries of `group` idle for at least `min_idle`, oldest first.
-    async fn pending(
-        &self,
-        stream: &str,
-        group: &str,
-        min_idle: Duration,
-        count: usize,
-    ) -> Result<Vec<PendingEntry>, BrokerError>;
+    /// A follower of streams outside any consumer group (`evhost tail`), with a connection of
+    /// its own.
+    fn follower(&self) -> Box<dyn StreamFollower>;
+}
 
-    /// Transfers the given pending entries to `consumer` if they are idle for at least
-    /// `min_idle` (`XCLAIM`), counting a delivery; returns the entries transferred.
-    async fn claim_entries(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        ids: &[EntryId],
-    ) -> Result<Vec<Delivered>, BrokerError>;
-
-    /// Transfers pending entries idle for at least `min_idle` to `consumer` (`XAUTOCLAIM`),
-    /// scanning from `start`, at most `count` entries.
-    async fn claim(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        start: EntryId,
+/// Follows streams with plain reads (`XREAD BLOCK`: no group, no acknowledgement) on a
+/// connection of its own, so that a blocked read never delays other commands.
+#[async_trait]
+pub trait StreamFollower: Send {
+    /// Reads up to `count` entries per stream with ids after the given ones, waiting up to
+    /// `block` for the first; returns (stream, entry) pairs.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails or does not answer in time (the next read reconnects).
+    async fn read(
+        &mut self,
+        after: &[(String, EntryId)],
         count: usize,
-    ) -> Result<Claimed, BrokerError>;
+        block: Duration,
+    ) -> Result<Vec<(String, StreamEntry)>, BrokerError>;
 }
 
 /// A connection dedicated to blocking consumer-group reads.
@@ -346,5 +409,65 @@ pub trait GroupReader: Send {
             None,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::Keyspace;
+
+    /// `keys` lists every key in order; the typical commit of a consumer of the single layout
+    /// (its dead letters, key-value entries and journal, settled on the event's stream) spans
+    /// several slots, which is why that layout is for a single node.
+    #[test]
+    fn commit_keys_and_the_single_layout_slots() {
+        let keyspace = Keyspace::single();
+        let add = |stream: String| Op::Add {
+            stream,
+            fields: Vec::new(),
+        };
+        let commit = Commit {
+            ops: vec![add(keyspace.dead_letters("payment"))],
+            settlements: vec![Settlement {
+                stream: keyspace.event_stream("AuctionEnded"),
+                group: "payment".into(),
+                consumer: "c".into(),
+                id: EntryId::new(1, 0),
+                ops: vec![
+                    Op::Set {
+                        key: keyspace.kv_key("payment", "total"),
+                        value: b"1".to_vec(),
+                    },
+                    add(keyspace.journal("payment")),
+                ],
+            }],
+        };
+        let keys: Vec<&str> = commit.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "evhost:dlq:payment",
+                "events:AuctionEnded",
+                "evhost:kv:{payment}:total",
+                "evhost:journal:payment",
+            ]
+        );
+        assert!(!commit.in_one_slot());
+        assert!(!keyspace.one_slot_per_partition());
+        let kv_only = Commit {
+            ops: vec![
+                Op::Set {
+                    key: keyspace.kv_key("payment", "a"),
+                    value: Vec::new(),
+                },
+                Op::Delete {
+                    key: keyspace.kv_key("payment", "b"),
+                },
+            ],
+            settlements: Vec::new(),
+        };
+        assert!(kv_only.in_one_slot());
+        assert!(Commit::default().in_one_slot());
     }
 }

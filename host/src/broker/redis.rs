@@ -14,177 +14,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 
 use super::{
-    Broker, BrokerError, Claimed, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo,
-    GroupReader, GroupStart, Op, PendingEntry, ReadFrom, StreamEntry,
+    Broker, BrokerError, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo, GroupReader,
+    GroupStart, Inspect, Op, PendingEntry, ReadFrom, StreamEntry, StreamFollower,
 };
 
 /// How long past its `BLOCK` time a read may take before the connection is presumed dead.
 const READ_GRACE: Duration = Duration::from_secs(10);
-/// Applies a [`Commit`] atomically. `KEYS[k]` is the key of the `k`-th op (a settlement's
-/// stream counts as an op, followed by its own ops). `ARGV` holds the ops in order:
-/// `A <n> <field> <value>...` (XADD), `S <value>` (SET), `D` (DEL), `R <id>` (XDEL),
-/// `K <group> <n> <id>...` (XACK), `O <group> <consumer> <min> <max> <count>` (looks up once
-/// which entries of that range are pending for `<consumer>`), `T <group> <consumer> <id> <n>`
-/// (a settlement: the next `n` ops and an XACK of `<id>` apply only if `<id>` is still pending
-/// for `<consumer>`; the acks of a batch go out as one XACK per group), `U <group> <consumer>
-/// <n> <id>...` (`n` settlements without ops, the common case, in one op: acknowledged without
-/// the ownership check, see below).
-///
-/// Why settlements without ops skip the ownership check: the check exists so that the effects
-/// of only one handling of an entry are committed when another consumer took the entry over
-/// meanwhile. A settlement without ops commits no effects; acknowledging an entry that another
-/// consumer now holds only makes that consumer's later settlement of it a skipped duplicate,
-/// which leaves exactly one handling committed as well. The check is the costliest part of the
-/// script (the XPENDING reply becomes Lua tables), so an acknowledgement-only batch avoids it.
-///
-/// Every group named by `K` or `T` is checked first; a missing one fails the whole commit with
-/// `NOGROUP <k>` (its key index) before anything is written. Returns the ids of the
-/// settlements it skipped.
-const COMMIT_SCRIPT: &str = r"
-local function width(a)
-  local op = ARGV[a]
-  if op == 'A' then return 2 + 2 * tonumber(ARGV[a + 1])
-  elseif op == 'S' or op == 'R' then return 2
-  elseif op == 'D' then return 1
-  elseif op == 'K' then return 3 + tonumber(ARGV[a + 2])
-  elseif op == 'T' then return 5
-  elseif op == 'O' then return 6
-  elseif op == 'U' then return 4 + tonumber(ARGV[a + 3])
-  end
-  error('unknown commit op ' .. tostring(op))
-end
-local function missing(stream, group)
-  local ok = redis.pcall('XINFO', 'CONSUMERS', stream, group)
-  if type(ok) == 'table' and ok.err then
-    if string.find(ok.err, 'NOGROUP', 1, true) == 1 or string.find(ok.err, 'no such key', 1, true) then
-      return true
-    end
-    error(ok.err)
-  end
-  return false
-end
-local function chunked(command, key, group, first, last)
-  while first <= last do
-    local upto = math.min(first + 999, last)
-    redis.call(command, key, group, unpack(ARGV, first, upto))
-    first = upto + 1
-  end
-end
-local function apply(a, k)
-  local op = ARGV[a]
-  if op == 'A' then
-    redis.call('XADD', KEYS[k], '*', unpack(ARGV, a + 2, a + 1 + 2 * tonumber(ARGV[a + 1])))
-  elseif op == 'S' then redis.call('SET', KEYS[k], ARGV[a + 1])
-  elseif op == 'D' then redis.call('DEL', KEYS[k])
-  elseif op == 'R' then redis.call('XDEL', KEYS[k], ARGV[a + 1])
-  elseif op == 'K' then chunked('XACK', KEYS[k], ARGV[a + 1], a + 3, a + 2 + tonumber(ARGV[a + 2]))
-  end
-end
-local nargs = #ARGV
-local a, k = 1, 1
-local present = {}
--- Consecutive ops mostly name the same stream and group: remember the last one checked.
-local last_stream, last_group
-while a <= nargs do
-  local op = ARGV[a]
-  if op == 'K' or op == 'T' or op == 'O' or op == 'U' then
-    local stream, group = KEYS[k], ARGV[a + 1]
-    if stream ~= last_stream or group ~= last_group then
-      -- Checked once per stream and group, not once per settlement.
-      local key = stream .. '\0' .. group
-      if not present[key] then
-        if missing(stream, group) then
-          return redis.error_reply('NOGROUP ' .. k .. ' no consumer group ' .. group .. ' on ' .. stream)
-        end
-        present[key] = true
-      end
-      last_stream, last_group = stream, group
-    end
-  end
-  a = a + width(a)
-  k = k + 1
-end
-local skipped = {}
-local owned = {}
-local acks = {}
--- The set of entries owned by (stream, group, consumer), nil if no `O` op fetched it.
-local owned_stream, owned_group, owned_consumer, owned_set
-local function owned_by(stream, group, consumer)
-  if stream ~= owned_stream or group ~= owned_group or consumer ~= owned_consumer then
-    owned_stream, owned_group, owned_consumer = stream, group, consumer
-    owned_set = owned[stream .. '\0' .. group .. '\0' .. consumer]
-  end
-  return owned_set
-end
-local function is_mine(stream, group, consumer, id)
-  local set = owned_by(stream, group, consumer)
-  if set then return set[id] == true end
-  return #redis.call('XPENDING', stream, group, id, id, 1, consumer) > 0
-end
--- The ids to acknowledge in (stream, group).
-local acks_stream, acks_group, acks_list
-local function acks_of(stream, group)
-  if stream ~= acks_stream or group ~= acks_group then
-    acks_stream, acks_group = stream, group
-    local key = stream .. '\0' .. group
-    if not acks[key] then acks[key] = { stream, group } end
-    acks_list = acks[key]
-  end
-  return acks_list
-end
-a, k = 1, 1
-while a <= nargs do
-  local op = ARGV[a]
-  if op == 'U' then
-    local stream, group = KEYS[k], ARGV[a + 1]
-    local n = tonumber(ARGV[a + 3])
-    local list = acks_of(stream, group)
-    for i = a + 4, a + 3 + n do
-      list[#list + 1] = ARGV[i]
-    end
-    a = a + 4 + n
-    k = k + 1
-  elseif op == 'O' then
-    -- The entries pending for a consumer in an id range, fetched once per batch.
-    local set = {}
-    local list = redis.call('XPENDING', KEYS[k], ARGV[a + 1], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 2])
-    for _, entry in ipairs(list) do set[entry[1]] = true end
-    owned[KEYS[k] .. '\0' .. ARGV[a + 1] .. '\0' .. ARGV[a + 2]] = set
-    a = a + 6
-    k = k + 1
-  elseif op == 'T' then
-    local stream, group, consumer, id = KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-    local n = tonumber(ARGV[a + 4])
-    local mine = is_mine(stream, group, consumer, id)
-    a = a + 5
-    k = k + 1
-    for _ = 1, n do
-      if mine then apply(a, k) end
-      a = a + width(a)
-      k = k + 1
-    end
-    if mine then
-      local list = acks_of(stream, group)
-      list[#list + 1] = id
-    else
-      skipped[#skipped + 1] = id
-    end
-  else
-    apply(a, k)
-    a = a + width(a)
-    k = k + 1
-  end
-end
-for _, ack in pairs(acks) do
-  local first = 3
-  while first <= #ack do
-    local last = math.min(first + 999, #ack)
-    redis.call('XACK', ack[1], ack[2], unpack(ack, first, last))
-    first = last + 1
-  end
-end
-return skipped
-";
+/// Applies a [`Commit`] atomically; the layout of `KEYS` and `ARGV` is explained in the script.
+const COMMIT_SCRIPT: &str = include_str!("commit.lua");
 /// The stream, group and entry ids of a commit made only of settlements without effects, all
 /// of one stream and group (the common batch); `None` for any other commit.
 fn plain_acks(commit: &Commit) -> Option<(&str, &str, Vec<String>)> {
@@ -319,39 +156,19 @@ impl RedisBroker {
         let mut conn = self.conn.clone();
         Ok(cmd.query_async::<Value>(&mut conn).await?)
     }
-
-    /// A dedicated connection for plain blocking reads (`XREAD`) outside any consumer group.
-    pub fn follower(&self) -> StreamFollower {
-        StreamFollower {
-            client: self.client.clone(),
-            conn: None,
-        }
-    }
 }
 
-/// Follows streams with plain `XREAD BLOCK` (no group, no acknowledgement) on a connection of
-/// its own, so that a blocked read never delays other commands.
-pub struct StreamFollower {
+/// A [`StreamFollower`] with plain `XREAD BLOCK` on a connection of its own.
+struct RedisFollower {
     /// Opens the connection.
     client: Client,
     /// The connection, `None` before the first read and after a failure.
     conn: Option<MultiplexedConnection>,
 }
 
-impl std::fmt::Debug for StreamFollower {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamFollower").finish_non_exhaustive()
-    }
-}
-
-impl StreamFollower {
-    /// Reads up to `count` entries per stream with ids after the given ones, waiting up to
-    /// `block` for the first; returns (stream, entry) pairs.
-    ///
-    /// # Errors
-    ///
-    /// When the server fails or does not answer in time (the next read reconnects).
-    pub async fn read(
+#[async_trait]
+impl StreamFollower for RedisFollower {
+    async fn read(
         &mut self,
         after: &[(String, EntryId)],
         count: usize,
@@ -473,13 +290,6 @@ impl Broker for RedisBroker {
                 Op::Remove { stream, id } => {
                     invocation.key(stream).arg("R").arg(id.to_string());
                     groups_by_key.push(None);
-                }
-                Op::Ack { stream, group, ids } => {
-                    invocation.key(stream).arg("K").arg(group).arg(ids.len());
-                    for id in ids {
-                        invocation.arg(id.to_string());
-                    }
-                    groups_by_key.push(Some((stream.clone(), group.clone())));
                 }
             }
         };
@@ -643,50 +453,6 @@ impl Broker for RedisBroker {
         Ok(streams)
     }
 
-    async fn range(
-        &self,
-        stream: &str,
-        start: EntryId,
-        end: EntryId,
-        count: usize,
-    ) -> Result<Vec<StreamEntry>, BrokerError> {
-        self.range_command("XRANGE", stream, start, end, count)
-            .await
-    }
-
-    async fn rev_range(
-        &self,
-        stream: &str,
-        end: EntryId,
-        start: EntryId,
-        count: usize,
-    ) -> Result<Vec<StreamEntry>, BrokerError> {
-        self.range_command("XREVRANGE", stream, end, start, count)
-            .await
-    }
-
-    async fn len(&self, stream: &str) -> Result<u64, BrokerError> {
-        match self.query(redis::cmd("XLEN").arg(stream)).await? {
-            Value::Int(len) => Ok(u64::try_from(len).unwrap_or(0)),
-            other => Err(unexpected("XLEN", &other)),
-        }
-    }
-
-    async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>, BrokerError> {
-        let reply = match self
-            .query(redis::cmd("XINFO").arg("GROUPS").arg(stream))
-            .await
-        {
-            Ok(reply) => reply,
-            Err(BrokerError::Redis(err)) if is_no_such_key(&err) => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        let Value::Array(groups) = reply else {
-            return Err(unexpected("XINFO GROUPS", &reply));
-        };
-        groups.iter().map(parse_group_info).collect()
-    }
-
     async fn pending(
         &self,
         stream: &str,
@@ -734,40 +500,59 @@ impl Broker for RedisBroker {
         let mut conn = self.conn.clone();
         with_delivery_counts(&mut conn, stream, group, consumer, entries).await
     }
+}
 
-    async fn claim(
+#[async_trait]
+impl Inspect for RedisBroker {
+    async fn range(
         &self,
         stream: &str,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
+        start: EntryId,
+        end: EntryId,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        self.range_command("XRANGE", stream, start, end, count)
+            .await
+    }
+
+    async fn rev_range(
+        &self,
+        stream: &str,
+        end: EntryId,
         start: EntryId,
         count: usize,
-    ) -> Result<Claimed, BrokerError> {
-        let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(stream)
-            .arg(group)
-            .arg(consumer)
-            .arg(millis(min_idle))
-            .arg(start.to_string())
-            .arg("COUNT")
-            .arg(count);
-        let reply = self
-            .query(&cmd)
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        self.range_command("XREVRANGE", stream, end, start, count)
             .await
-            .map_err(|err| no_group(err, stream, group))?;
-        let Value::Array(parts) = reply else {
-            return Err(unexpected("XAUTOCLAIM", &reply));
+    }
+
+    async fn len(&self, stream: &str) -> Result<u64, BrokerError> {
+        match self.query(redis::cmd("XLEN").arg(stream)).await? {
+            Value::Int(len) => Ok(u64::try_from(len).unwrap_or(0)),
+            other => Err(unexpected("XLEN", &other)),
+        }
+    }
+
+    async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>, BrokerError> {
+        let reply = match self
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(stream))
+            .await
+        {
+            Ok(reply) => reply,
+            Err(BrokerError::Redis(err)) if is_no_such_key(&err) => return Ok(Vec::new()),
+            Err(err) => return Err(err),
         };
-        let mut parts = parts.into_iter();
-        let (Some(next), Some(entries)) = (parts.next(), parts.next()) else {
-            return Err(BrokerError::Protocol("XAUTOCLAIM reply too short".into()));
+        let Value::Array(groups) = reply else {
+            return Err(unexpected("XINFO GROUPS", &reply));
         };
-        let next = parse_id(&next)?;
-        let entries = parse_entries(entries)?;
-        let mut conn = self.conn.clone();
-        let entries = with_delivery_counts(&mut conn, stream, group, consumer, entries).await?;
-        Ok(Claimed { next, entries })
+        groups.iter().map(parse_group_info).collect()
+    }
+
+    fn follower(&self) -> Box<dyn StreamFollower> {
+        Box::new(RedisFollower {
+            client: self.client.clone(),
+            conn: None,
+        })
     }
 }
 

@@ -3,9 +3,10 @@
 use anyhow::Context as _;
 
 use super::UsageError;
-use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker as _, EntryId};
-use crate::event::{STREAM_PREFIX, type_of_stream};
+use std::sync::Arc;
+
+use crate::broker::{self, Broker, EntryId};
+use crate::keyspace::Keyspace;
 
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -64,7 +65,9 @@ impl TypePattern {
     ///
     /// [`UsageError`] when the glob is invalid.
     pub fn parse(text: &str) -> Result<Self, UsageError> {
-        let glob = text.strip_prefix(STREAM_PREFIX).unwrap_or(text);
+        let glob = text
+            .strip_prefix(Keyspace::single().event_stream_prefix())
+            .unwrap_or(text);
         glob::Pattern::new(glob)
             .map(TypePattern)
             .map_err(|err| UsageError(format!("invalid pattern {text:?}: {err}")))
@@ -72,7 +75,9 @@ impl TypePattern {
 
     /// Whether the `events:<type>` stream matches.
     pub fn matches_stream(&self, stream: &str) -> bool {
-        type_of_stream(stream).is_some_and(|event_type| self.0.matches(event_type))
+        Keyspace::single()
+            .event_type_of(stream)
+            .is_some_and(|event_type| self.0.matches(event_type))
     }
 }
 
@@ -82,11 +87,11 @@ impl TypePattern {
 ///
 /// When Redis fails.
 pub async fn matching_streams(
-    broker: &RedisBroker,
+    broker: &dyn Broker,
     patterns: &[TypePattern],
 ) -> anyhow::Result<Vec<String>> {
     let streams = broker
-        .streams(STREAM_PREFIX)
+        .streams(Keyspace::single().event_stream_prefix())
         .await
         .context("cannot list the event streams")?;
     Ok(streams
@@ -113,14 +118,15 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connects to Redis and checks it answers, with an error that says what to do.
+/// Connects to the broker at `url` (see [`broker::connect`]) and checks it answers, with an
+/// error that says what to do.
 ///
 /// # Errors
 ///
 /// When the URL is invalid or the server does not answer.
-pub async fn connect_redis(url: &str) -> anyhow::Result<RedisBroker> {
+pub async fn connect_redis(url: &str) -> anyhow::Result<Arc<dyn Broker>> {
     let shown = redact_url(url);
-    let broker = RedisBroker::connect(url).await.with_context(|| {
+    let broker = broker::connect(url).await.with_context(|| {
         format!("cannot reach Redis at {shown} — is redis-server running? try `docker compose up -d redis` or `redis-server --port 6379`")
     })?;
     broker

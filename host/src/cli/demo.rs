@@ -19,10 +19,11 @@ use super::common::{connect_redis, redact_url, shutdown_signal};
 use crate::activity::{Activity, OutcomeKind};
 use crate::artifacts;
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, GroupStart};
+use crate::broker::{Broker, GroupStart, Inspect};
 use crate::consumer::ConsumerOptions;
-use crate::event::{Event, stream_for};
+use crate::event::Event;
 use crate::host::{Host, HostOptions};
+use crate::keyspace::Keyspace;
 use crate::plugin::PluginSettings;
 
 /// Arguments of `evhost demo`.
@@ -74,8 +75,8 @@ const SAGA_TYPES: [&str; 4] = [
     "NotificationSent",
 ];
 
-/// Journal stream of the audit plugin.
-const AUDIT_JOURNAL: &str = "evhost:journal:audit";
+/// The demo's keys: the single layout.
+const KEYSPACE: Keyspace = Keyspace::single();
 
 /// Counts read from the broker, relative to the start of the run.
 #[derive(Debug, Default, Clone)]
@@ -84,14 +85,17 @@ struct Tally {
     audit_records: u64,
 }
 
-async fn tally(broker: &dyn Broker) -> anyhow::Result<Tally> {
+async fn tally(broker: &dyn Inspect) -> anyhow::Result<Tally> {
     let mut per_type = BTreeMap::new();
     for event_type in SAGA_TYPES {
-        per_type.insert(event_type, broker.len(&stream_for(event_type)).await?);
+        per_type.insert(
+            event_type,
+            broker.len(&KEYSPACE.event_stream(event_type)).await?,
+        );
     }
     Ok(Tally {
         per_type,
-        audit_records: broker.len(AUDIT_JOURNAL).await?,
+        audit_records: broker.len(&KEYSPACE.journal("audit")).await?,
     })
 }
 
@@ -172,7 +176,7 @@ async fn print_activity(mut feed: broadcast::Receiver<Activity>) {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (broker, place): (Arc<dyn Broker>, String) = match &args.redis {
         Some(url) => (
-            Arc::new(connect_redis(url).await?),
+            connect_redis(url).await?,
             format!("Redis at {}", redact_url(url)),
         ),
         None => (
@@ -355,19 +359,20 @@ async fn publish(
     Ok(())
 }
 
-async fn print_summary(host: &Host, broker: &dyn Broker, done: &Tally) -> anyhow::Result<()> {
+async fn print_summary(host: &Host, broker: &dyn Inspect, done: &Tally) -> anyhow::Result<()> {
     let mut succeeded = 0;
     let mut failed = 0;
+    let payments = KEYSPACE.event_stream("PaymentProcessed");
     for entry in broker
         .range(
-            &stream_for("PaymentProcessed"),
+            &payments,
             crate::broker::EntryId::ZERO,
             crate::broker::EntryId::MAX,
             100_000,
         )
         .await?
     {
-        if let Ok(event) = Event::from_entry("events:PaymentProcessed", entry.id, &entry.fields)
+        if let Ok(event) = Event::from_entry(&payments, entry.id, &entry.fields)
             && event.source == "payment"
         {
             let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
@@ -380,7 +385,7 @@ async fn print_summary(host: &Host, broker: &dyn Broker, done: &Tally) -> anyhow
     let mut pending_total = 0;
     let mut groups = 0;
     for event_type in SAGA_TYPES {
-        for group in broker.groups(&stream_for(event_type)).await? {
+        for group in broker.groups(&KEYSPACE.event_stream(event_type)).await? {
             pending_total += group.pending + group.lag.unwrap_or(0);
             groups += 1;
         }
@@ -407,8 +412,9 @@ async fn print_summary(host: &Host, broker: &dyn Broker, done: &Tally) -> anyhow
     println!("  payment        {succeeded} succeeded, {failed} failed");
     println!("  notification   {} sent", done.count("NotificationSent"));
     println!(
-        "  audit          {} records in {AUDIT_JOURNAL}",
-        done.audit_records
+        "  audit          {} records in {}",
+        done.audit_records,
+        KEYSPACE.journal("audit")
     );
     println!("  metrics        events_total: {}", counted.join(", "));
     println!("  delivery       {pending_total} pending or unread across {groups} consumer groups");

@@ -6,8 +6,9 @@ use clap::{Args, Subcommand};
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
 use super::output::{Align, Cell, Style, Table, truncate};
-use crate::broker::EntryId;
+use crate::broker::{EntryId, Inspect};
 use crate::dlq::{self, DeadLetter};
+use crate::keyspace::Keyspace;
 
 /// Arguments of `evhost dlq`.
 #[derive(Debug, Args)]
@@ -101,13 +102,13 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let broker = connect_redis(&args.redis).await?;
     match args.command {
         DlqCommand::List { plugin, count } => {
-            let letters = dlq::list(&broker, &plugin, count).await?;
+            let letters = dlq::list(broker.as_ref(), &plugin, count).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else if letters.is_empty() {
                 println!(
                     "no dead letters for {plugin} (stream {})",
-                    dlq::dlq_stream(&plugin)
+                    Keyspace::single().dead_letters(&plugin)
                 );
             } else {
                 print_table(&letters);
@@ -115,9 +116,14 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         }
         DlqCommand::Show { plugin, id } => {
             let id = parse_id(&id)?;
-            let letter = dlq::get(&broker, &plugin, id)
+            let letter = dlq::get(broker.as_ref(), &plugin, id)
                 .await?
-                .with_context(|| format!("no dead letter {id} in {}", dlq::dlq_stream(&plugin)))?;
+                .with_context(|| {
+                    format!(
+                        "no dead letter {id} in {}",
+                        Keyspace::single().dead_letters(&plugin)
+                    )
+                })?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&letter)?);
             } else {
@@ -146,27 +152,30 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             .into());
         }
         DlqCommand::Retry(selection) => {
-            let letters = select(&broker, &selection).await?;
-            let moved = dlq::redrive(&broker, &selection.plugin, &letters).await?;
+            let letters = select(broker.as_ref(), &selection).await?;
+            let moved = dlq::redrive(broker.as_ref(), &selection.plugin, &letters).await?;
             report(
                 args.json,
                 "redriven",
                 moved,
                 &format!(
                     "to {} (read by {} only)",
-                    dlq::redrive_stream(&selection.plugin),
+                    Keyspace::single().redrive(&selection.plugin),
                     selection.plugin
                 ),
             );
         }
         DlqCommand::Purge(selection) => {
-            let letters = select(&broker, &selection).await?;
-            let purged = dlq::purge(&broker, &selection.plugin, &letters).await?;
+            let letters = select(broker.as_ref(), &selection).await?;
+            let purged = dlq::purge(broker.as_ref(), &selection.plugin, &letters).await?;
             report(
                 args.json,
                 "purged",
                 purged,
-                &format!("from {}", dlq::dlq_stream(&selection.plugin)),
+                &format!(
+                    "from {}",
+                    Keyspace::single().dead_letters(&selection.plugin)
+                ),
             );
         }
     }
@@ -182,10 +191,7 @@ fn report(json: bool, what: &str, count: usize, detail: &str) {
 }
 
 /// The dead letters named by `selection` (all of them with `--all`).
-async fn select(
-    broker: &crate::broker::redis::RedisBroker,
-    selection: &Selection,
-) -> anyhow::Result<Vec<DeadLetter>> {
+async fn select(broker: &dyn Inspect, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
     if selection.all {
         return Ok(dlq::list(broker, &selection.plugin, 1_000_000).await?);
     }
@@ -197,7 +203,7 @@ async fn select(
             .with_context(|| {
                 format!(
                     "no dead letter {id} in {}",
-                    dlq::dlq_stream(&selection.plugin)
+                    Keyspace::single().dead_letters(&selection.plugin)
                 )
             })?;
         letters.push(letter);

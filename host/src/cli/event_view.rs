@@ -130,7 +130,7 @@ impl EventView {
                 Cell::styled(entry_time(self.entry_id), Style::Dim),
                 Cell::styled(
                     self.stream
-                        .strip_prefix(crate::event::STREAM_PREFIX)
+                        .strip_prefix(crate::keyspace::Keyspace::single().event_stream_prefix())
                         .unwrap_or(&self.stream)
                         .to_string(),
                     Style::Bold,

@@ -7,8 +7,8 @@ use super::UsageError;
 use super::common::{Bound, DEFAULT_REDIS_URL, connect_redis, parse_position};
 use super::event_view::EventView;
 use super::output::{Align, Table, json_line};
-use crate::broker::Broker as _;
-use crate::event::{self, stream_for};
+use crate::event;
+use crate::keyspace::Keyspace;
 
 /// Arguments of `evhost history`.
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     if from > to {
         return Err(UsageError(format!("--from {from} is after --to {to}")).into());
     }
-    let stream = stream_for(&args.event_type);
+    let stream = Keyspace::single().event_stream(&args.event_type);
     let broker = connect_redis(&args.redis).await?;
     let entries = if args.reverse {
         broker.rev_range(&stream, to, from, args.count).await

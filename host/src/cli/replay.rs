@@ -17,10 +17,10 @@ use serde::Serialize;
 use super::UsageError;
 use super::common::{Bound, DEFAULT_REDIS_URL, connect_redis, parse_position};
 use super::output::{Progress, json_line};
-use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker as _, EntryId};
+use crate::broker::{Broker, EntryId};
 use crate::dlq;
-use crate::event::{self, stream_for};
+use crate::event;
+use crate::keyspace::Keyspace;
 
 /// Entries read per `XRANGE` page.
 const PAGE: usize = 500;
@@ -77,13 +77,13 @@ struct Summary {
 
 /// The state of the queued entries, from the redrive group and the dead-letter stream.
 async fn summarize(
-    broker: &RedisBroker,
+    broker: &dyn Broker,
     plugin: &str,
     stream: &str,
     queued: &[(EntryId, EntryId)],
     since: EntryId,
 ) -> anyhow::Result<Summary> {
-    let redrive = dlq::redrive_stream(plugin);
+    let redrive = Keyspace::single().redrive(plugin);
     let group = broker
         .groups(&redrive)
         .await?
@@ -157,7 +157,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if from > to {
         return Err(UsageError(format!("--from {from} is after --to {to}")).into());
     }
-    let stream = stream_for(&args.event_type);
+    let stream = Keyspace::single().event_stream(&args.event_type);
     let broker = connect_redis(&args.redis).await?;
     let groups = broker.groups(&stream).await?;
     if !groups.iter().any(|group| group.name == args.plugin) {
@@ -187,7 +187,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot read {stream}"))?;
         for entry in &page {
-            let redrive_id = dlq::replay(&broker, &args.plugin, &stream, entry)
+            let redrive_id = dlq::replay(broker.as_ref(), &args.plugin, &stream, entry)
                 .await
                 .with_context(|| format!("cannot queue {} for {}", entry.id, args.plugin))?;
             queued.push((redrive_id, entry.id));
@@ -199,7 +199,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
     }
     progress.finish();
-    let redrive = dlq::redrive_stream(&args.plugin);
+    let redrive = Keyspace::single().redrive(&args.plugin);
     if queued.is_empty() {
         if args.json {
             json_line(&Summary {
@@ -233,7 +233,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let summary = loop {
-        let summary = summarize(&broker, &args.plugin, &stream, &queued, since).await?;
+        let summary = summarize(broker.as_ref(), &args.plugin, &stream, &queued, since).await?;
         if summary.finished || Instant::now() >= deadline {
             break summary;
         }

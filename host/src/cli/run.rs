@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -106,7 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
     };
     let consumer = options.consumer.consumer.clone();
-    let host = Host::new(Arc::new(broker), options).context("cannot start the Wasm engine")?;
+    let host = Host::new(broker, options).context("cannot start the Wasm engine")?;
     let loaded = host.add_dir(&args.plugins).await.with_context(|| {
         format!(
             "cannot read the plugin directory {} (create it, or pass --plugins DIR; `evhost examples --out {}` writes the example plugins)",

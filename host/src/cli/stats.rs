@@ -52,9 +52,9 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
     let pattern = TypePattern::parse(&args.pattern)?;
     let broker = connect_redis(&args.redis).await?;
     let mut streams = Vec::new();
-    for stream in matching_streams(&broker, &[pattern]).await? {
+    for stream in matching_streams(broker.as_ref(), &[pattern]).await? {
         streams.push(
-            stream_stats::inspect(&broker, &stream)
+            stream_stats::inspect(broker.as_ref(), &stream)
                 .await
                 .with_context(|| format!("cannot inspect {stream}"))?,
         );

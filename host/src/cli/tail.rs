@@ -17,8 +17,7 @@ use super::common::{
 };
 use super::event_view::{EventView, Filter};
 use super::output::{colors_enabled, json_line};
-use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker as _, EntryId};
+use crate::broker::{EntryId, Inspect};
 
 /// Entries read per stream and call.
 const READ_COUNT: usize = 100;
@@ -51,7 +50,7 @@ pub struct TailArgs {
 }
 
 /// The id of the newest entry of `stream`, or `0-0` when it is empty.
-async fn last_id(broker: &RedisBroker, stream: &str) -> anyhow::Result<EntryId> {
+async fn last_id(broker: &dyn Inspect, stream: &str) -> anyhow::Result<EntryId> {
     Ok(broker
         .rev_range(stream, EntryId::MAX, EntryId::ZERO, 1)
         .await
@@ -76,8 +75,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     }
     let broker = connect_redis(&args.redis).await?;
     let mut positions: BTreeMap<String, EntryId> = BTreeMap::new();
-    for stream in matching_streams(&broker, &patterns).await? {
-        let id = last_id(&broker, &stream).await?;
+    for stream in matching_streams(broker.as_ref(), &patterns).await? {
+        let id = last_id(broker.as_ref(), &stream).await?;
         positions.insert(stream, id);
     }
     eprintln!(
@@ -122,7 +121,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         }
         if Instant::now() >= next_discovery {
             next_discovery = Instant::now() + discovery;
-            for stream in matching_streams(&broker, &patterns).await? {
+            for stream in matching_streams(broker.as_ref(), &patterns).await? {
                 if let std::collections::btree_map::Entry::Vacant(slot) = positions.entry(stream) {
                     eprintln!("following {}", slot.key());
                     // Created after the start: everything in it is new.

@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::options::ConsumerOptions;
 use crate::broker::{Broker, EntryId, GroupStart, Op, Settlement};
-use crate::dlq;
 use crate::metrics::HandlerMetrics;
 use crate::plugin::HostServices;
 use crate::registry::PluginSlot;
@@ -100,6 +99,6 @@ impl StreamContext {
 
     /// The plugin's dead-letter stream.
     pub fn dlq_stream(&self) -> String {
-        dlq::dlq_stream(&self.group)
+        self.services.keyspace.dead_letters(&self.group)
     }
 }

@@ -41,7 +41,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, GroupStart};
-use crate::dlq;
 use crate::plugin::HostServices;
 use crate::registry::PluginSlot;
 use context::StreamContext;
@@ -72,7 +71,7 @@ impl Consumer {
     ) -> Self {
         let group = slot.load().name.clone();
         let handler_metrics = services.metrics.handler_metrics(&group, &stream);
-        let redrive = stream == dlq::redrive_stream(&group);
+        let redrive = stream == services.keyspace.redrive(&group);
         Consumer {
             context: Arc::new(StreamContext {
                 slot,

@@ -13,8 +13,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::{BrokerError, GroupStart};
 use crate::consumer::{Consumer, ConsumerOptions};
-use crate::dlq;
-use crate::event::{STREAM_PREFIX, stream_for, type_of_stream};
 use crate::plugin::HostServices;
 use crate::registry::Registry;
 
@@ -95,6 +93,7 @@ impl Supervisor {
 
     /// The consumers the plugins want now, with where a new group of each starts.
     fn wanted(&self, streams: &HashSet<String>) -> HashMap<ConsumerKey, GroupStart> {
+        let keyspace = self.services.keyspace;
         let first_pass = self.seen_streams.is_none();
         let previously_seen = self.seen_streams.as_ref();
         let mut wanted: HashMap<ConsumerKey, GroupStart> = HashMap::new();
@@ -112,14 +111,18 @@ impl Supervisor {
                 }
             };
             // Dead letters re-driven to this plugin alone.
-            want(&dlq::redrive_stream(&name), GroupStart::Beginning, true);
+            want(&keyspace.redrive(&name), GroupStart::Beginning, true);
             for subscription in &version.subscriptions {
                 if let Some(event_type) = subscription.exact_type() {
-                    want(&stream_for(event_type), version.settings.start, true);
+                    want(
+                        &keyspace.event_stream(event_type),
+                        version.settings.start,
+                        true,
+                    );
                 }
             }
             for stream in streams {
-                let Some(event_type) = type_of_stream(stream) else {
+                let Some(event_type) = keyspace.event_type_of(stream) else {
                     continue;
                 };
                 if version.subscribes_to(event_type) {
@@ -146,7 +149,7 @@ impl Supervisor {
         let streams: HashSet<String> = self
             .services
             .broker
-            .streams(STREAM_PREFIX)
+            .streams(self.services.keyspace.event_stream_prefix())
             .await?
             .into_iter()
             .collect();

@@ -12,6 +12,7 @@ use super::output::{Channel, LogOutput};
 use super::overlay::BatchOverlay;
 use crate::activity::Activity;
 use crate::broker::{Broker, Op};
+use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
 
 /// Services every plugin instance reaches through its capabilities.
@@ -22,6 +23,8 @@ pub struct HostServices {
     pub metrics: Arc<Metrics>,
     /// Live activity feed.
     pub activity: broadcast::Sender<Activity>,
+    /// The names of the broker's keys.
+    pub keyspace: Keyspace,
 }
 
 impl HostServices {
@@ -32,6 +35,7 @@ impl HostServices {
             broker,
             metrics,
             activity,
+            keyspace: Keyspace::single(),
         })
     }
 }
@@ -142,7 +146,7 @@ impl Effects {
             Op::Delete { key } => {
                 self.call_overlay.insert(key.clone(), None);
             }
-            Op::Add { .. } | Op::Ack { .. } | Op::Remove { .. } => {}
+            Op::Add { .. } | Op::Remove { .. } => {}
         }
         self.call_ops.push(op);
     }
@@ -210,16 +214,14 @@ impl PluginState {
         }
     }
 
-    /// Key prefix of the plugin's key-value store: `evhost:kv:{<plugin>}:`.
-    ///
-    /// The braces make it a Redis Cluster hash tag, so all keys of one plugin share a slot.
+    /// Key prefix of the plugin's key-value store (see [`Keyspace::kv_prefix`]).
     pub fn kv_prefix(&self) -> String {
-        format!("evhost:kv:{{{}}}:", self.plugin)
+        self.services.keyspace.kv_prefix(&self.plugin)
     }
 
-    /// The plugin's journal stream: `evhost:journal:<plugin>`.
+    /// The plugin's journal stream (see [`Keyspace::journal`]).
     pub fn journal_stream(&self) -> String {
-        format!("evhost:journal:{}", self.plugin)
+        self.services.keyspace.journal(&self.plugin)
     }
 }
 

@@ -10,7 +10,8 @@ use evhost::admin;
 use evhost::cli::admin_client;
 use evhost::stream_stats::StreamStats;
 use evhost_tests::{
-    RedisServer, TestHost, create_group, example, fast_options, publish, redis_broker, wait_for,
+    KEYS, RedisServer, TestHost, create_group, example, fast_options, publish, redis_broker,
+    wait_for,
 };
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
@@ -128,7 +129,7 @@ async fn metrics_and_admin_json_show_what_happened() {
         .expect("GET /api/streams");
     let auctions = streams
         .iter()
-        .find(|stream| stream.stream == "events:AuctionEnded")
+        .find(|stream| stream.stream == KEYS.event_stream("AuctionEnded"))
         .expect("the AuctionEnded stream");
     assert_eq!(auctions.length, 3);
     let offline = auctions
@@ -147,9 +148,9 @@ async fn metrics_and_admin_json_show_what_happened() {
         "only loaded plugins' groups are gauged"
     );
     assert!(
-        streams
-            .iter()
-            .any(|stream| stream.stream == "events:PaymentProcessed" && stream.length == 3),
+        streams.iter().any(
+            |stream| stream.stream == KEYS.event_stream("PaymentProcessed") && stream.length == 3
+        ),
         "{streams:?}"
     );
 

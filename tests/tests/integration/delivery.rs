@@ -11,8 +11,8 @@ use std::time::Duration;
 use evhost::activity::{Activity, OutcomeKind};
 use evhost::broker::Broker;
 use evhost_tests::{
-    RedisServer, TestHost, fast_options, journal, pending_count, probe, publish, redis_broker,
-    wait_for, xadd,
+    KEYS, RedisServer, TestHost, fast_options, journal, pending_count, probe, publish,
+    redis_broker, wait_for, xadd,
 };
 use serde_json::json;
 
@@ -183,7 +183,12 @@ async fn failed_events_stay_pending_and_are_redelivered_after_restart() {
         "no effect of the failed call"
     );
     let pending = broker
-        .pending("events:ProbeFlaky", "flaky", Duration::ZERO, 10)
+        .pending(
+            &KEYS.event_stream("ProbeFlaky"),
+            "flaky",
+            Duration::ZERO,
+            10,
+        )
         .await
         .expect("XPENDING");
     assert_eq!(pending[0].consumer, "restart-host");
@@ -255,10 +260,15 @@ async fn malformed_and_rejected_entries_are_dead_lettered() {
         vec![probe("strict", "ProbeBad")],
     )
     .await;
-    let unknown = xadd(broker.as_ref(), "events:ProbeBad", &[("foo", "bar")]).await;
+    let unknown = xadd(
+        broker.as_ref(),
+        &KEYS.event_stream("ProbeBad"),
+        &[("foo", "bar")],
+    )
+    .await;
     xadd(
         broker.as_ref(),
-        "events:ProbeBad",
+        &KEYS.event_stream("ProbeBad"),
         &[("payload", "{not json")],
     )
     .await;
@@ -283,7 +293,7 @@ async fn malformed_and_rejected_entries_are_dead_lettered() {
         .expect("dlq");
     assert_eq!(letters[0].reason, "malformed");
     assert_eq!(letters[0].entry_id, unknown.to_string());
-    assert_eq!(letters[0].stream, "events:ProbeBad");
+    assert_eq!(letters[0].stream, KEYS.event_stream("ProbeBad"));
     assert_eq!(
         letters[0].fields,
         vec![("foo".to_string(), "bar".to_string())],
@@ -432,7 +442,7 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
     let record = journal(broker.as_ref(), "fixer").await.remove(0);
     assert_eq!(
         record.get("stream").map(String::as_str),
-        Some("events:ProbeRedrive"),
+        Some(KEYS.event_stream("ProbeRedrive").as_str()),
         "the plugin sees the original stream"
     );
     assert!(
@@ -553,7 +563,7 @@ async fn concurrency_runs_several_consumers_per_stream() {
     let mut conn = evhost_tests::raw_connection(&server).await;
     let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("CONSUMERS")
-        .arg("events:ProbeParallel")
+        .arg(KEYS.event_stream("ProbeParallel"))
         .arg("parallel")
         .query_async(&mut conn)
         .await

@@ -65,7 +65,7 @@ async fn wait_events(broker: &dyn Broker, event_type: &str, count: usize) -> Vec
 /// A key of `plugin`'s key-value store, as text.
 async fn kv(broker: &dyn Broker, plugin: &str, key: &str) -> Option<String> {
     broker
-        .get(&format!("evhost:kv:{{{plugin}}}:{key}"))
+        .get(&evhost_tests::KEYS.kv_key(plugin, key))
         .await
         .expect("GET")
         .map(|value| String::from_utf8(value).expect("UTF-8 value"))

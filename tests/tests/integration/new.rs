@@ -76,7 +76,7 @@ async fn handles_its_test_event(name: &str, built: &Built, event: &[u8]) {
     assert_eq!(data["message"], sent["message"]);
     assert_eq!(data["count"], 1);
     let counter = broker
-        .get(&format!("evhost:kv:{{{name}}}:pings"))
+        .get(&evhost_tests::KEYS.kv_key(name, "pings"))
         .await
         .expect("GET");
     assert_eq!(counter.as_deref(), Some(&b"1"[..]));

@@ -1,20 +1,21 @@
 //! Redis URLs with credentials (`redis://user:pass@host`) and TLS (`rediss://`): the host
 //! connects, consumes and commits through them, and a wrong password is a clear error that
-//! never shows the password.
+//! never shows the password. The broker comes from [`broker::connect`], which picks Redis for
+//! both schemes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use evhost::RedisBroker;
+use evhost::broker::{self, Broker};
 use evhost_tests::{RedisServer, TestHost, events_of, example, fast_options, publish, wait_for};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs the payment plugin on `broker` and checks that an auction turns into a payment.
-async fn payment_flows_through(broker: Arc<RedisBroker>) {
+async fn payment_flows_through(broker: Arc<dyn Broker>) {
     let host = TestHost::start(
         broker.clone(),
         fast_options("url-host"),
@@ -49,14 +50,14 @@ async fn acl_user_and_password_in_the_url() {
     ]);
     let port = server.port();
     let url = format!("redis://evhost:s3cret-pass@127.0.0.1:{port}");
-    let broker = Arc::new(RedisBroker::connect(&url).await.expect("connect as evhost"));
+    let broker = broker::connect(&url).await.expect("connect as evhost");
     broker.ping().await.expect("ping as evhost");
     payment_flows_through(broker).await;
 
     let wrong = format!("redis://evhost:wrong-pass@127.0.0.1:{port}");
-    let err = evhost::cli::connect_redis(&wrong)
-        .await
-        .expect_err("a wrong password is refused");
+    let Err(err) = evhost::cli::connect_redis(&wrong).await else {
+        panic!("a wrong password is refused");
+    };
     let message = format!("{err:#}");
     assert!(
         !message.contains("wrong-pass"),
@@ -97,7 +98,7 @@ async fn tls_url() {
     ]);
     // `#insecure`: accept the self-signed certificate (a real deployment uses its CA).
     let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
-    let broker = Arc::new(RedisBroker::connect(&url).await.expect("connect over TLS"));
+    let broker = broker::connect(&url).await.expect("connect over TLS");
     broker.ping().await.expect("ping over TLS");
     payment_flows_through(broker).await;
 }

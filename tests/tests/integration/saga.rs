@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use evhost::broker::Broker;
+use evhost::broker::Inspect as _;
 use evhost::event::{CAUSATION_ID, CORRELATION_ID};
 use evhost_tests::{
-    RedisServer, TestHost, events_of, example, fast_options, journal, pending_count, redis_broker,
-    wait_for, xadd,
+    KEYS, RedisServer, TestHost, events_of, example, fast_options, journal, pending_count,
+    redis_broker, wait_for, xadd,
 };
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ async fn saga_runs_end_to_end_from_seed_payload_entries() {
 
     xadd(
         broker.as_ref(),
-        "events:BidderRegistered",
+        &KEYS.event_stream("BidderRegistered"),
         &[(
             "payload",
             r#"{"bidder_id":"b-1","name":"Ada Lovelace","email":"ada@example.com"}"#,
@@ -44,7 +44,7 @@ async fn saga_runs_end_to_end_from_seed_payload_entries() {
     .await;
     let auction_entry = xadd(
         broker.as_ref(),
-        "events:AuctionEnded",
+        &KEYS.event_stream("AuctionEnded"),
         &[(
             "payload",
             r#"{"auction_id":"a-1","winning_bidder_id":"b-1","winning_price":250.5}"#,
@@ -149,7 +149,7 @@ async fn saga_runs_end_to_end_from_seed_payload_entries() {
             "NotificationSent",
         ] {
             for group in broker
-                .groups(&format!("events:{event_type}"))
+                .groups(&KEYS.event_stream(event_type))
                 .await
                 .expect("groups")
             {
@@ -185,11 +185,21 @@ async fn payment_charges_once_and_reports_failures() {
     .await;
 
     let ok = r#"{"auction_id":"a-9","winning_bidder_id":"b-2","winning_price":10}"#;
-    xadd(broker.as_ref(), "events:AuctionEnded", &[("payload", ok)]).await;
-    xadd(broker.as_ref(), "events:AuctionEnded", &[("payload", ok)]).await;
     xadd(
         broker.as_ref(),
-        "events:AuctionEnded",
+        &KEYS.event_stream("AuctionEnded"),
+        &[("payload", ok)],
+    )
+    .await;
+    xadd(
+        broker.as_ref(),
+        &KEYS.event_stream("AuctionEnded"),
+        &[("payload", ok)],
+    )
+    .await;
+    xadd(
+        broker.as_ref(),
+        &KEYS.event_stream("AuctionEnded"),
         &[(
             "payload",
             r#"{"auction_id":"a-10","winning_bidder_id":"b-2","winning_price":99999}"#,
@@ -198,7 +208,7 @@ async fn payment_charges_once_and_reports_failures() {
     .await;
     xadd(
         broker.as_ref(),
-        "events:AuctionEnded",
+        &KEYS.event_stream("AuctionEnded"),
         &[("payload", r#"{"auction_id":"a-11"}"#)],
     )
     .await;
@@ -270,7 +280,7 @@ async fn audit_reads_seed_envelope_entries() {
     let envelope = r#"{"id":"wf-evt-1","type":"WORKFLOW_STARTED","workflow_id":"wf-42","timestamp":"2025-10-02T10:00:00Z","data":{"step":"generate"},"source_agent":"CoordinatorAgent","metadata":{"correlation_id":"corr-7"}}"#;
     xadd(
         broker.as_ref(),
-        "events:workflow.started",
+        &KEYS.event_stream("workflow.started"),
         &[("data", envelope)],
     )
     .await;
@@ -338,7 +348,10 @@ async fn partitioned_lanes_keep_each_auctions_events_in_order() {
     auctions.dedup();
     assert_eq!(payments.len(), 60, "one payment per auction");
     assert_eq!(auctions.len(), 60, "every auction paid");
-    let groups = broker.groups("events:AuctionEnded").await.unwrap();
+    let groups = broker
+        .groups(&KEYS.event_stream("AuctionEnded"))
+        .await
+        .unwrap();
     let group = groups.iter().find(|group| group.name == "payment").unwrap();
     assert_eq!(
         group.consumers, 1,
