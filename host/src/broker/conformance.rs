@@ -842,18 +842,19 @@ pub async fn no_group(broker: &dyn Broker, prefix: &str) {
     ));
     let mut reader = open_reader(broker).await;
     for stream in [&s, &missing] {
-        for (from, block) in [
-            (ReadFrom::New, None),
-            (ReadFrom::New, Some(Duration::from_millis(100))),
-            (ReadFrom::Pending, None),
+        for from in [
+            ReadFrom::New { block: None },
+            ReadFrom::New {
+                block: Some(Duration::from_millis(100)),
+            },
+            ReadFrom::Pending {
+                after: EntryId::ZERO,
+            },
         ] {
             let started = Instant::now();
-            let read = tokio::time::timeout(
-                GUARD,
-                reader.read(stream, "nope", "c", from, EntryId::ZERO, 10, block),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("{stream}: a read of a missing group must not hang"));
+            let read = tokio::time::timeout(GUARD, reader.read(stream, "nope", "c", from, 10))
+                .await
+                .unwrap_or_else(|_| panic!("{stream}: a read of a missing group must not hang"));
             assert_no_group(read.map(|_| ()), stream, &format!("read {from:?}"));
             assert!(
                 started.elapsed() < GUARD,
@@ -1198,10 +1199,8 @@ async fn read_new(
         stream,
         group,
         consumer,
-        ReadFrom::New,
-        EntryId::ZERO,
+        ReadFrom::New { block: None },
         count,
-        None,
     );
     ok(
         &format!("{stream}: read new as {group}/{consumer}"),
@@ -1217,15 +1216,7 @@ async fn read_pending(
     after: EntryId,
     count: usize,
 ) -> Vec<Delivered> {
-    let read = reader.read(
-        stream,
-        group,
-        consumer,
-        ReadFrom::Pending,
-        after,
-        count,
-        None,
-    );
+    let read = reader.read(stream, group, consumer, ReadFrom::Pending { after }, count);
     ok(
         &format!("{stream}: read pending as {group}/{consumer}"),
         read.await,
@@ -1249,15 +1240,7 @@ fn spawn_read(
     tokio::spawn(async move {
         let started = Instant::now();
         let result = reader
-            .read(
-                &stream,
-                "g",
-                "c",
-                ReadFrom::New,
-                EntryId::ZERO,
-                10,
-                Some(block),
-            )
+            .read(&stream, "g", "c", ReadFrom::New { block: Some(block) }, 10)
             .await;
         (result, started.elapsed(), reader)
     })

@@ -758,16 +758,17 @@ impl GroupReader for MemoryReader {
         group: &str,
         consumer: &str,
         from: ReadFrom,
-        after: EntryId,
         count: usize,
-        block: Option<Duration>,
     ) -> Result<Vec<Delivered>, BrokerError> {
-        if from == ReadFrom::Pending {
-            let now = Instant::now();
-            return self.broker.with_state(|state| {
-                state.read_pending(stream, group, consumer, after, count, now)
-            });
-        }
+        let block = match from {
+            ReadFrom::New { block } => block,
+            ReadFrom::Pending { after } => {
+                let now = Instant::now();
+                return self.broker.with_state(|state| {
+                    state.read_pending(stream, group, consumer, after, count, now)
+                });
+            }
+        };
         // `None` inside `Some`: a block time too long to represent, i.e. wait for ever.
         let deadline = block.map(|block| Instant::now().checked_add(block));
         loop {
@@ -897,10 +898,10 @@ mod tests {
                     "s",
                     "g",
                     "c",
-                    ReadFrom::New,
-                    EntryId::ZERO,
+                    ReadFrom::New {
+                        block: Some(Duration::from_secs(30)),
+                    },
                     10,
-                    Some(Duration::from_secs(30)),
                 )
                 .await
         });
@@ -930,7 +931,7 @@ mod tests {
         let started = Instant::now();
         let read = tokio::spawn(async move {
             reader
-                .read("s", "g", "c", ReadFrom::New, EntryId::ZERO, 10, Some(block))
+                .read("s", "g", "c", ReadFrom::New { block: Some(block) }, 10)
                 .await
         });
         for _ in 0..3 {
@@ -959,7 +960,7 @@ mod tests {
         let mut reader = broker.reader().await.expect("reader");
         for block in [None, Some(Duration::from_millis(10))] {
             let read = reader
-                .read("s", "g", "a", ReadFrom::New, EntryId::ZERO, 10, block)
+                .read("s", "g", "a", ReadFrom::New { block }, 10)
                 .await
                 .expect("read");
             assert!(read.is_empty());
@@ -971,14 +972,22 @@ mod tests {
         assert!(claimed.is_empty());
         assert_eq!(consumers().await, 0);
         let history = reader
-            .read("s", "g", "c", ReadFrom::Pending, EntryId::ZERO, 10, None)
+            .read(
+                "s",
+                "g",
+                "c",
+                ReadFrom::Pending {
+                    after: EntryId::ZERO,
+                },
+                10,
+            )
             .await
             .expect("read history");
         assert!(history.is_empty());
         assert_eq!(consumers().await, 1);
         broker.add("s", &fields("x")).await.expect("add");
         let read = reader
-            .read("s", "g", "a", ReadFrom::New, EntryId::ZERO, 10, None)
+            .read("s", "g", "a", ReadFrom::New { block: None }, 10)
             .await
             .expect("read");
         assert_eq!(read.len(), 1);
@@ -998,7 +1007,7 @@ mod tests {
         let b = broker.add("s", &fields("b")).await.expect("add");
         let mut reader = broker.reader().await.expect("reader");
         let read = reader
-            .read("s", "g", "c", ReadFrom::New, EntryId::ZERO, 10, None)
+            .read("s", "g", "c", ReadFrom::New { block: None }, 10)
             .await
             .expect("read");
         assert_eq!(read.len(), 2);
@@ -1011,7 +1020,15 @@ mod tests {
                 .remove(&a)
         });
         let again = reader
-            .read("s", "g", "c", ReadFrom::Pending, EntryId::ZERO, 10, None)
+            .read(
+                "s",
+                "g",
+                "c",
+                ReadFrom::Pending {
+                    after: EntryId::ZERO,
+                },
+                10,
+            )
             .await
             .expect("read pending");
         assert_eq!(again.len(), 1);

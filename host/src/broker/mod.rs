@@ -44,10 +44,17 @@ pub struct Delivered {
 /// Where a consumer reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFrom {
-    /// The consumer's own pending entries (`XREADGROUP ... 0`): delivered before, not acked.
-    Pending,
+    /// The consumer's own pending entries after `after` (`XREADGROUP ... <after>`): delivered
+    /// before, not acked. Use [`EntryId::ZERO`] to start. Never blocks.
+    Pending {
+        /// Entries after this id.
+        after: EntryId,
+    },
     /// Entries never delivered to the group (`XREADGROUP ... >`).
-    New,
+    New {
+        /// How long to wait for new entries when there are none (`None`: do not wait).
+        block: Option<Duration>,
+    },
 }
 
 /// Where a newly created consumer group starts.
@@ -372,21 +379,15 @@ pub trait StreamFollower: Send {
 /// A connection dedicated to blocking consumer-group reads.
 #[async_trait]
 pub trait GroupReader: Send {
-    /// Reads up to `count` entries of `stream` for `consumer` in `group`.
-    ///
-    /// With [`ReadFrom::New`] and a `block` duration, waits up to that long for new entries.
-    /// With [`ReadFrom::Pending`], returns the consumer's own pending entries after `after`
-    /// (use [`EntryId::ZERO`] to start), never blocking.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads up to `count` entries of `stream` for `consumer` in `group`, from where `from`
+    /// says.
     async fn read(
         &mut self,
         stream: &str,
         group: &str,
         consumer: &str,
         from: ReadFrom,
-        after: EntryId,
         count: usize,
-        block: Option<Duration>,
     ) -> Result<Vec<Delivered>, BrokerError>;
 
     /// Reads up to `count` new entries without blocking, when a backlog is expected: what
@@ -403,10 +404,8 @@ pub trait GroupReader: Send {
             stream,
             group,
             consumer,
-            ReadFrom::New,
-            EntryId::ZERO,
+            ReadFrom::New { block: None },
             count,
-            None,
         )
         .await
     }

@@ -597,17 +597,29 @@ struct ReadFailure {
     reconnect: bool,
 }
 
-/// `XREADGROUP` of `stream` from `position` (`>` or an id) on `conn`.
-#[allow(clippy::too_many_arguments)]
+/// Who reads where: a consumer of a group on a stream.
+struct Seat<'a> {
+    stream: &'a str,
+    group: &'a str,
+    consumer: &'a str,
+}
+
+/// `XREADGROUP` for `seat`, from where `from` says, on `conn`.
 async fn xreadgroup(
     conn: &mut MultiplexedConnection,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-    position: &str,
+    seat: &Seat<'_>,
+    from: ReadFrom,
     count: usize,
-    block: Option<Duration>,
 ) -> Result<Vec<StreamEntry>, ReadFailure> {
+    let Seat {
+        stream,
+        group,
+        consumer,
+    } = *seat;
+    let (position, block) = match from {
+        ReadFrom::New { block } => (">".to_string(), block),
+        ReadFrom::Pending { after } => (after.to_string(), None),
+    };
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(group)
@@ -673,21 +685,20 @@ impl GroupReader for RedisReader {
         group: &str,
         consumer: &str,
         from: ReadFrom,
-        after: EntryId,
         count: usize,
-        block: Option<Duration>,
     ) -> Result<Vec<Delivered>, BrokerError> {
         let mut conn = self.connection().await?;
-        let (position, block) = match from {
-            ReadFrom::New => (">".to_string(), block),
-            ReadFrom::Pending => (after.to_string(), None),
+        let seat = Seat {
+            stream,
+            group,
+            consumer,
         };
-        let entries = xreadgroup(&mut conn, stream, group, consumer, &position, count, block)
+        let entries = xreadgroup(&mut conn, &seat, from, count)
             .await
             .map_err(|failure| failed_read(&mut self.conn, failure))?;
         match from {
-            ReadFrom::New => Ok(first_deliveries(entries)),
-            ReadFrom::Pending => {
+            ReadFrom::New { .. } => Ok(first_deliveries(entries)),
+            ReadFrom::Pending { .. } => {
                 with_delivery_counts(&mut conn, stream, group, consumer, entries).await
             }
         }
@@ -711,19 +722,27 @@ impl GroupReader for RedisReader {
                     stream,
                     group,
                     consumer,
-                    ReadFrom::New,
-                    EntryId::ZERO,
+                    ReadFrom::New { block: None },
                     count,
-                    None,
                 )
                 .await;
         }
         let mut first = self.connection().await?;
         let mut second = blocking_connection(&self.client, &mut self.second).await?;
         let half = count / 2;
+        let seat = Seat {
+            stream,
+            group,
+            consumer,
+        };
         let (one, two) = tokio::join!(
-            xreadgroup(&mut first, stream, group, consumer, ">", count - half, None),
-            xreadgroup(&mut second, stream, group, consumer, ">", half, None),
+            xreadgroup(
+                &mut first,
+                &seat,
+                ReadFrom::New { block: None },
+                count - half
+            ),
+            xreadgroup(&mut second, &seat, ReadFrom::New { block: None }, half),
         );
         // Entries a failed half leaves behind are pending for this consumer: retried later.
         // Both results are looked at, so that each dead connection is replaced.

@@ -78,9 +78,9 @@ impl EntrySource {
     /// The next batch: the one read ahead, or a read that waits up to `block` for new entries.
     pub async fn next(&mut self, block: Duration) -> Read {
         let context = self.context.clone();
-        let (from, after) = match self.mode {
-            Mode::Pending(after) => (ReadFrom::Pending, after),
-            Mode::New => (ReadFrom::New, EntryId::ZERO),
+        let from = match self.mode {
+            Mode::Pending(after) => ReadFrom::Pending { after },
+            Mode::New => ReadFrom::New { block: Some(block) },
         };
         let result = match self.ahead.take() {
             Some(result) => result,
@@ -90,9 +90,7 @@ impl EntrySource {
                     &context.group,
                     context.consumer(),
                     from,
-                    after,
                     context.options.batch_size,
-                    Some(block),
                 );
                 tokio::select! {
                     () = context.cancel.cancelled() => return Read::Stopped,
