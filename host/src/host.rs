@@ -103,6 +103,9 @@ pub enum AddPluginError {
     /// The name is taken.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The file holds the bytes whose load failed last time: not tried (nor logged) again.
+    #[error("unchanged since its load failed: {0}")]
+    StillFailing(String),
 }
 
 /// What the host knows about one plugin file.
@@ -116,6 +119,11 @@ struct FileEntry {
     state: Option<FileState>,
     /// Last load error.
     error: Option<String>,
+    /// Fingerprint of the load under way.
+    attempt: Option<String>,
+    /// Fingerprint of the content whose load failed last: the same content again is not
+    /// reloaded, so a broken file is compiled and logged once per distinct content.
+    failed: Option<String>,
 }
 
 /// A running consumer task.
@@ -249,7 +257,9 @@ impl Host {
 
     /// Loads the plugin file at `path`, or reloads it if it changed (same bytes and sidecar
     /// again: nothing happens). On failure the previous version, if any, keeps running and the
-    /// failure is recorded and logged with the path and the reason. A missing file is unloaded.
+    /// failure is recorded and logged with the path and the reason; the same failing content
+    /// again is neither loaded nor logged again ([`AddPluginError::StillFailing`]). A missing
+    /// file is unloaded.
     ///
     /// # Errors
     ///
@@ -261,12 +271,15 @@ impl Host {
         }
         let started = Instant::now();
         let result = self.try_reload(path, started).await;
-        if let Err(err) = &result {
+        if let Err(err) = &result
+            && !matches!(err, AddPluginError::StillFailing(_))
+        {
             let previous = {
                 let mut files = lock(&self.files);
                 let entry = files.entry(path.to_path_buf()).or_default();
                 entry.state = Some(FileState::Failed);
                 entry.error = Some(err.to_string());
+                entry.failed = entry.attempt.take();
                 entry.plugin.clone()
             };
             self.services
@@ -307,9 +320,18 @@ impl Host {
                 }
                 entry.state = Some(FileState::Running);
                 entry.error = None;
+                entry.failed = None;
                 return Ok(());
             }
+            if entry.state == Some(FileState::Failed)
+                && entry.failed.as_deref() == Some(fingerprint.as_str())
+            {
+                return Err(AddPluginError::StillFailing(
+                    entry.error.clone().unwrap_or_default(),
+                ));
+            }
             entry.state = Some(FileState::Loading);
+            entry.attempt = Some(fingerprint.clone());
         }
         let settings = match &sidecar_text {
             Some(text) => PluginSettings::parse(text, &sidecar).map_err(LoadError::from)?,
@@ -360,6 +382,8 @@ impl Host {
             entry.fingerprint = Some(fingerprint);
             entry.state = Some(FileState::Running);
             entry.error = None;
+            entry.attempt = None;
+            entry.failed = None;
         }
         self.reconcile.notify_one();
         Ok(())

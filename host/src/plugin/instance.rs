@@ -14,6 +14,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::evhost::plugin::types;
 use super::bindings::{Plugin, PluginPre};
+use super::budget::CallBudget;
 use super::settings::PluginSettings;
 use super::state::{CallEffects, CallScope, Effects, HostServices, PluginState};
 use super::subscription::Subscription;
@@ -160,7 +161,7 @@ impl PluginVersion {
             self.config.clone(),
             self.services.clone(),
             limits,
-            self.settings.max_event_bytes,
+            CallBudget::new(self.settings.call_limits, self.settings.max_event_bytes),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -233,6 +234,7 @@ impl PluginInstance {
             event_id: event.id.clone(),
             correlation_id: event.correlation_id().to_string(),
         });
+        self.store.data_mut().budget.begin();
         // The event moves into the call: no copy of its data.
         let wit_event = types::Event {
             id: event.id,
@@ -257,7 +259,17 @@ impl PluginInstance {
             &wit_delivery,
         );
         let result = tokio::time::timeout(self.timeout, call).await;
-        let effects = &mut self.store.data_mut().effects;
+        let state = self.store.data_mut();
+        let over_budget = state.budget.finish(&state.plugin, &state.services.metrics);
+        let effects = &mut state.effects;
+        // A call over its budget commits nothing and is rejected, whatever it returned (see
+        // `budget.rs` for why); a trap or a timeout stays what it is.
+        if let Some(reason) = over_budget
+            && matches!(result, Ok(Ok(_)))
+        {
+            effects.discard_call();
+            return Ok(Outcome::Reject { reason });
+        }
         match result {
             Ok(Ok(Ok(()))) => Ok(Outcome::Ok(effects.keep_call())),
             Ok(Ok(Err(error))) => {
