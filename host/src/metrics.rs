@@ -113,6 +113,10 @@ pub struct Metrics {
     reloads: CountFamily,
     /// `evhost_plugin_swap_duration_seconds`: file change seen → new version serving.
     swap_duration: Histogram,
+    /// `evhost_effects_refused_total{plugin,reason}`: writes refused by the call budget.
+    effects_refused: CountFamily,
+    /// `evhost_plugin_log_lines_dropped_total{plugin}`: plugin log lines over the rate limit.
+    log_lines_dropped: CountFamily,
     /// `evhost_group_lag{plugin,stream}`: entries not yet delivered to the plugin's group.
     group_lag: GaugeFamily,
     /// `evhost_group_pending{plugin,stream}`: delivered, not yet acknowledged entries.
@@ -207,6 +211,18 @@ impl Metrics {
             "Loaded plugin versions (value 1)",
             plugin_info.clone(),
         );
+        let effects_refused = CountFamily::default();
+        registry.register(
+            "effects_refused",
+            "Writes (publishes, journal appends, key-value sets and deletes) refused to a plugin's call, by plugin and reason (the limit's name, or invalid)",
+            effects_refused.clone(),
+        );
+        let log_lines_dropped = CountFamily::default();
+        registry.register(
+            "plugin_log_lines_dropped",
+            "Plugin log lines (wasi:logging, stdout, stderr) dropped by the per-plugin rate limit",
+            log_lines_dropped.clone(),
+        );
         let group_lag = GaugeFamily::default();
         registry.register(
             "group_lag",
@@ -223,6 +239,8 @@ impl Metrics {
             registry: Mutex::new(registry),
             group_lag,
             group_pending,
+            effects_refused,
+            log_lines_dropped,
             plugin_families: Mutex::new(HashMap::new()),
             handled,
             handler_duration,
@@ -307,6 +325,19 @@ impl Metrics {
             .get_or_create(&labels(&[("plugin", plugin), ("reason", reason)]))
             .inc();
         self.totals.get(plugin).record_dead_letter();
+    }
+
+    /// Counts `count` writes of a call of `plugin` refused for `reason`.
+    pub fn record_effects_refused(&self, plugin: &str, reason: &str, count: u64) {
+        self.effects_refused
+            .get_or_create(&labels(&[("plugin", plugin), ("reason", reason)]))
+            .inc_by(count);
+    }
+
+    /// The counter of `plugin`'s log lines dropped by the rate limit.
+    pub fn log_lines_dropped(&self, plugin: &str) -> Counter {
+        self.log_lines_dropped
+            .get_or_create_owned(&labels(&[("plugin", plugin)]))
     }
 
     /// Counts a plugin file load with its result (`ok`, `failed`, `removed`).

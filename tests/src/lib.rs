@@ -2,6 +2,7 @@
 //! plugins, and a host running in-process with fast timings.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod log_capture;
 pub mod redis_server;
 pub mod script_build;
 
@@ -15,6 +16,7 @@ use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
 use evhost::plugin::PluginSettings;
 use evhost::{Host, HostOptions, Keyspace, RedisBroker};
+pub use log_capture::LogCapture;
 pub use redis_server::RedisServer;
 use tokio::task::JoinHandle;
 

@@ -29,6 +29,9 @@ pub enum AddPluginError {
     /// The name is taken.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The file holds the bytes whose load failed last time: not tried (nor logged) again.
+    #[error("unchanged since its load failed: {0}")]
+    StillFailing(String),
 }
 
 /// What the host knows about one plugin file.
@@ -42,6 +45,11 @@ struct FileEntry {
     state: Option<FileState>,
     /// Last load error.
     error: Option<String>,
+    /// Fingerprint of the load under way.
+    attempt: Option<String>,
+    /// Fingerprint of the content whose load failed last: the same content again is not
+    /// reloaded, so a broken file is compiled and logged once per distinct content.
+    failed: Option<String>,
 }
 
 /// The plugins a host runs, and the files they come from.
@@ -113,7 +121,8 @@ impl PluginFiles {
     }
 
     /// Loads the plugin file at `path`, or reloads it if it changed; a missing file is
-    /// unloaded. On failure the previous version, if any, keeps running.
+    /// unloaded. On failure the previous version, if any, keeps running; the same failing
+    /// content again is neither loaded nor logged again ([`AddPluginError::StillFailing`]).
     pub async fn reload_file(&self, path: &Path) -> Result<(), AddPluginError> {
         if !path.exists() {
             self.unload_file(path);
@@ -121,12 +130,15 @@ impl PluginFiles {
         }
         let started = Instant::now();
         let result = self.try_reload(path, started).await;
-        if let Err(err) = &result {
+        if let Err(err) = &result
+            && !matches!(err, AddPluginError::StillFailing(_))
+        {
             let previous = {
                 let mut files = lock(&self.files);
                 let entry = files.entry(path.to_path_buf()).or_default();
                 entry.state = Some(FileState::Failed);
                 entry.error = Some(err.to_string());
+                entry.failed = entry.attempt.take();
                 entry.plugin.clone()
             };
             self.metrics
@@ -166,9 +178,18 @@ impl PluginFiles {
                 }
                 entry.state = Some(FileState::Running);
                 entry.error = None;
+                entry.failed = None;
                 return Ok(());
             }
+            if entry.state == Some(FileState::Failed)
+                && entry.failed.as_deref() == Some(fingerprint.as_str())
+            {
+                return Err(AddPluginError::StillFailing(
+                    entry.error.clone().unwrap_or_default(),
+                ));
+            }
             entry.state = Some(FileState::Loading);
+            entry.attempt = Some(fingerprint.clone());
         }
         let settings = match &sidecar_text {
             Some(text) => PluginSettings::parse(text, &sidecar).map_err(LoadError::from)?,
@@ -219,6 +240,8 @@ impl PluginFiles {
             entry.fingerprint = Some(fingerprint);
             entry.state = Some(FileState::Running);
             entry.error = None;
+            entry.attempt = None;
+            entry.failed = None;
         }
         self.changed.notify_one();
         Ok(())

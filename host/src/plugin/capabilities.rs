@@ -1,7 +1,8 @@
 //! The host capabilities a plugin imports: logging, key-value store, configuration, publishing,
 //! journal and metrics.
 //!
-//! Writes (publishes, journal appends, key-value sets and deletes) are buffered in
+//! Writes (publishes, journal appends, key-value sets and deletes) are checked against the
+//! call's [`CallBudget`](super::budget::CallBudget), buffered in
 //! [`Effects`](super::state::Effects) and committed with the acknowledgement of the event.
 
 use wasmtime::component::Resource;
@@ -10,6 +11,8 @@ use super::bindings::evhost::plugin::{journal, metrics, publisher, types};
 use super::bindings::wasi::config::store as config;
 use super::bindings::wasi::keyvalue::store as kv;
 use super::bindings::wasi::logging::logging;
+use super::budget::Write;
+use super::output::Source;
 use super::state::{PendingPublish, PluginState};
 use crate::activity::Activity;
 use crate::broker::Op;
@@ -23,68 +26,35 @@ pub struct Bucket {
 }
 
 const NOT_IN_CALL: &str = "effects are only allowed while `handle` runs";
-/// Most writes one `handle` call may buffer.
-const MAX_WRITES_PER_CALL: usize = 10_000;
-
-impl PluginState {
-    /// Checks a write against the per-write size limit and the per-call write count.
-    fn check_write(&self, what: &str, bytes: usize) -> Result<(), String> {
-        if bytes > self.max_effect_bytes {
-            return Err(format!(
-                "{what} of {bytes} bytes exceeds the limit of {} bytes (max_event_bytes)",
-                self.max_effect_bytes
-            ));
-        }
-        if self.effects.call_writes() >= MAX_WRITES_PER_CALL {
-            return Err(format!(
-                "more than {MAX_WRITES_PER_CALL} writes in one call"
-            ));
-        }
-        Ok(())
-    }
-}
 
 impl types::Host for PluginState {}
 
 impl logging::Host for PluginState {
+    /// Logs through the plugin's [`PluginLog`](super::output::PluginLog): split into lines,
+    /// escaped, tagged with the plugin and rate-limited. The context is a field, never the
+    /// target.
     async fn log(
         &mut self,
         level: logging::Level,
         context: String,
         message: String,
     ) -> wasmtime::Result<()> {
-        let plugin = &*self.plugin;
-        let name = match level {
-            logging::Level::Trace => {
-                tracing::trace!(plugin, context, "{message}");
-                "trace"
-            }
-            logging::Level::Debug => {
-                tracing::debug!(plugin, context, "{message}");
-                "debug"
-            }
-            logging::Level::Info => {
-                tracing::info!(plugin, context, "{message}");
-                "info"
-            }
-            logging::Level::Warn => {
-                tracing::warn!(plugin, context, "{message}");
-                "warn"
-            }
-            logging::Level::Error => {
-                tracing::error!(plugin, context, "{message}");
-                "error"
-            }
-            logging::Level::Critical => {
-                tracing::error!(plugin, context, critical = true, "{message}");
-                "critical"
-            }
+        let (tracing_level, critical, name) = match level {
+            logging::Level::Trace => (tracing::Level::TRACE, false, "trace"),
+            logging::Level::Debug => (tracing::Level::DEBUG, false, "debug"),
+            logging::Level::Info => (tracing::Level::INFO, false, "info"),
+            logging::Level::Warn => (tracing::Level::WARN, false, "warn"),
+            logging::Level::Error => (tracing::Level::ERROR, false, "error"),
+            logging::Level::Critical => (tracing::Level::ERROR, true, "critical"),
         };
-        let _ = self.services.activity.send(Activity::Log {
-            plugin: self.plugin.to_string(),
-            level: name,
-            message,
-        });
+        let source = Source::Logging { context: &context };
+        if self.log.write(tracing_level, critical, source, &message) > 0 {
+            let _ = self.services.activity.send(Activity::Log {
+                plugin: self.plugin.to_string(),
+                level: name,
+                message,
+            });
+        }
         Ok(())
     }
 }
@@ -152,7 +122,15 @@ impl kv::HostBucket for PluginState {
         if self.effects.scope.is_none() {
             return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
         }
-        if let Err(reason) = self.check_write("value", key.len() + value.len()) {
+        let size = key.len() + value.len();
+        let write = Write {
+            what: "value",
+            key: Some(&key),
+            size,
+            cost: size,
+            event_type: None,
+        };
+        if let Err(reason) = self.budget.spend(write) {
             return Ok(Err(kv::Error::Other(reason)));
         }
         let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
@@ -167,6 +145,16 @@ impl kv::HostBucket for PluginState {
     ) -> wasmtime::Result<Result<(), kv::Error>> {
         if self.effects.scope.is_none() {
             return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
+        }
+        let write = Write {
+            what: "delete",
+            key: Some(&key),
+            size: key.len(),
+            cost: key.len(),
+            event_type: None,
+        };
+        if let Err(reason) = self.budget.spend(write) {
+            return Ok(Err(kv::Error::Other(reason)));
         }
         let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
         self.effects.push(Op::Delete { key });
@@ -233,11 +221,7 @@ impl publisher::Host for PluginState {
             return Ok(Err(NOT_IN_CALL.into()));
         };
         if let Err(reason) = event::validate_type(&outgoing.type_) {
-            return Ok(Err(reason));
-        }
-        if let Err(reason) = self.check_write("event data", outgoing.data.len()) {
-            tracing::warn!(plugin = %self.plugin, "publish refused: {reason}");
-            return Ok(Err(reason));
+            return Ok(Err(self.budget.refuse_invalid(reason)));
         }
         let mut event = Event::new(outgoing.type_, self.plugin.to_string(), outgoing.data);
         if let Some(content_type) = outgoing.datacontenttype {
@@ -250,9 +234,23 @@ impl publisher::Host for PluginState {
         }
         event.set_extension(CORRELATION_ID, scope.correlation_id);
         event.set_extension(CAUSATION_ID, scope.event_id);
+        let fields = event.to_fields();
+        let write = Write {
+            what: "event data",
+            key: None,
+            size: event.data.len(),
+            cost: fields
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum(),
+            event_type: Some(&event.event_type),
+        };
+        if let Err(reason) = self.budget.spend(write) {
+            return Ok(Err(reason));
+        }
         self.effects.push(Op::Add {
             stream: event.stream(),
-            fields: event.to_fields(),
+            fields,
         });
         self.effects.push_publish(PendingPublish {
             event_type: event.event_type.clone(),
@@ -272,13 +270,21 @@ impl journal::Host for PluginState {
             return Ok(Err(NOT_IN_CALL.into()));
         }
         if fields.is_empty() {
-            return Ok(Err("a journal record needs at least one field".into()));
+            let reason = "a journal record needs at least one field".to_string();
+            return Ok(Err(self.budget.refuse_invalid(reason)));
         }
         let size = fields
             .iter()
             .map(|(name, value)| name.len() + value.len())
             .sum();
-        if let Err(reason) = self.check_write("journal record", size) {
+        let write = Write {
+            what: "journal record",
+            key: None,
+            size,
+            cost: size,
+            event_type: None,
+        };
+        if let Err(reason) = self.budget.spend(write) {
             return Ok(Err(reason));
         }
         let stream = self.journal_stream();

@@ -14,6 +14,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::evhost::plugin::types;
 use super::bindings::{Plugin, PluginPre};
+use super::budget::CallBudget;
 use super::overlay::BatchOverlay;
 use super::settings::PluginSettings;
 use super::state::{CallEffects, CallScope, HostServices, PluginState};
@@ -161,7 +162,7 @@ impl PluginVersion {
             self.config.clone(),
             self.services.clone(),
             limits,
-            self.settings.max_event_bytes,
+            CallBudget::new(self.settings.call_limits, self.settings.max_event_bytes),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -238,6 +239,7 @@ impl PluginInstance {
             event_id: event.id.clone(),
             correlation_id: event.correlation_id().to_string(),
         });
+        self.store.data_mut().budget.begin();
         // The event moves into the call: no copy of its data.
         let wit_event = types::Event {
             id: event.id,
@@ -262,8 +264,18 @@ impl PluginInstance {
             &wit_delivery,
         );
         let result = tokio::time::timeout(self.timeout, call).await;
-        let effects = &mut self.store.data_mut().effects;
+        let state = self.store.data_mut();
+        let over_budget = state.budget.finish(&state.plugin, &state.services.metrics);
+        let effects = &mut state.effects;
         let outcome = match result {
+            // A call over its budget commits nothing and is rejected, whatever it returned
+            // (see `budget.rs` for why); a trap or a timeout stays what it is.
+            Ok(Ok(_)) if over_budget.is_some() => {
+                effects.discard_call();
+                Ok(Outcome::Reject {
+                    reason: over_budget.unwrap_or_default(),
+                })
+            }
             Ok(Ok(Ok(()))) => Ok(Outcome::Ok(effects.keep_call())),
             Ok(Ok(Err(error))) => {
                 effects.discard_call();

@@ -1,6 +1,7 @@
 //! Plugins: the Wasm engine, loaded versions, instances and the host capabilities they import.
 
 pub mod bindings;
+pub mod budget;
 pub mod capabilities;
 pub mod engine;
 pub mod instance;
@@ -10,6 +11,7 @@ pub mod settings;
 pub mod state;
 pub mod subscription;
 
+pub use budget::{CallBudget, CallLimits};
 pub use engine::{LoadError, PluginEngine, sha256_hex};
 pub use instance::{CallError, DeliveryInfo, Outcome, PluginInstance, PluginVersion};
 pub use overlay::BatchOverlay;

@@ -14,6 +14,12 @@
 //!                        # handled in parallel, no longer in stream order
 //! partition_key = "auction_id"  # with concurrency N: one consumer handles N events at a time,
 //!                        # those with the same value of this field of the JSON data in order
+//! # The budget of one call (see `budget.rs`): a write over it is refused, and the call then
+//! # commits nothing and its event is rejected (dead-lettered with the limit's name).
+//! max_call_bytes = 8388608     # all effects of a call: events, keys and values, journal (8 MiB)
+//! max_call_writes = 10000      # publishes, journal appends, key-value sets and deletes
+//! max_key_bytes = 1024         # longest key-value key
+//! max_call_event_types = 16    # distinct event types one call publishes to
 //!
 //! [retry]
 //! max_attempts = 5       # then the event is dead-lettered
@@ -27,6 +33,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::budget::CallLimits;
 use crate::broker::GroupStart;
 use crate::consumer::RetryPolicy;
 
@@ -59,6 +66,8 @@ pub struct PluginSettings {
     /// events one consumer per stream handles at a time, and events with the same value of
     /// the field are handled one after the other, in stream order.
     pub partition_key: Option<String>,
+    /// The budget of one call.
+    pub call_limits: CallLimits,
 }
 
 impl PluginSettings {
@@ -90,6 +99,7 @@ impl Default for PluginSettings {
             retry: RetryPolicy::default(),
             concurrency: None,
             partition_key: None,
+            call_limits: CallLimits::default(),
         }
     }
 }
@@ -143,6 +153,10 @@ struct LimitsSection {
     max_event_bytes: Option<usize>,
     concurrency: Option<usize>,
     partition_key: Option<String>,
+    max_call_bytes: Option<usize>,
+    max_call_writes: Option<usize>,
+    max_key_bytes: Option<usize>,
+    max_call_event_types: Option<usize>,
 }
 
 fn mib(value: u64) -> usize {
@@ -215,9 +229,28 @@ impl PluginSettings {
             }
             key => key,
         };
+        let call_limits = CallLimits {
+            max_call_bytes: file
+                .limits
+                .max_call_bytes
+                .unwrap_or(defaults.call_limits.max_call_bytes),
+            max_call_writes: file
+                .limits
+                .max_call_writes
+                .unwrap_or(defaults.call_limits.max_call_writes),
+            max_key_bytes: file
+                .limits
+                .max_key_bytes
+                .unwrap_or(defaults.call_limits.max_key_bytes),
+            max_call_event_types: file
+                .limits
+                .max_call_event_types
+                .unwrap_or(defaults.call_limits.max_call_event_types),
+        };
         Ok(PluginSettings {
             concurrency,
             partition_key,
+            call_limits,
             start: file.start.unwrap_or(defaults.start),
             config,
             timeout: file
@@ -296,6 +329,27 @@ mod tests {
         let err = PluginSettings::parse("[limits]\nconcurrency = 0\n", Path::new("p.toml"))
             .expect_err("zero concurrency");
         assert!(err.to_string().contains("limits.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn parses_the_call_budget_with_defaults() {
+        let defaults = PluginSettings::parse("", Path::new("p.toml")).expect("valid");
+        assert_eq!(defaults.call_limits, CallLimits::default());
+        assert_eq!(defaults.call_limits.max_call_bytes, 8 * 1024 * 1024);
+        assert_eq!(defaults.call_limits.max_call_writes, 10_000);
+        assert_eq!(defaults.call_limits.max_key_bytes, 1024);
+        assert_eq!(defaults.call_limits.max_call_event_types, 16);
+        let text = "[limits]\nmax_call_bytes = 1000\nmax_call_writes = 5\nmax_key_bytes = 10\nmax_call_event_types = 2\n";
+        let settings = PluginSettings::parse(text, Path::new("p.toml")).expect("valid");
+        assert_eq!(
+            settings.call_limits,
+            CallLimits {
+                max_call_bytes: 1000,
+                max_call_writes: 5,
+                max_key_bytes: 10,
+                max_call_event_types: 2,
+            }
+        );
     }
 
     #[test]

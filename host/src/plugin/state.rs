@@ -8,7 +8,8 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::output::{Channel, LogOutput};
+use super::budget::CallBudget;
+use super::output::{Channel, LogOutput, PluginLog, PluginLogs};
 use super::overlay::BatchOverlay;
 use crate::activity::Activity;
 use crate::broker::{Broker, Op};
@@ -25,6 +26,8 @@ pub struct HostServices {
     pub activity: broadcast::Sender<Activity>,
     /// The names of the broker's keys.
     pub keyspace: Keyspace,
+    /// Plugin log lines, rate-limited per plugin.
+    pub plugin_logs: PluginLogs,
 }
 
 impl HostServices {
@@ -33,6 +36,7 @@ impl HostServices {
         let (activity, _) = broadcast::channel(1024);
         Arc::new(HostServices {
             broker,
+            plugin_logs: PluginLogs::new(metrics.clone()),
             metrics,
             activity,
             keyspace: Keyspace::single(),
@@ -180,8 +184,10 @@ pub struct PluginState {
     pub(crate) config: Arc<BTreeMap<String, String>>,
     /// Broker, metrics and activity feed.
     pub(crate) services: Arc<HostServices>,
-    /// Largest single write (published event, journal record, key-value value).
-    pub(crate) max_effect_bytes: usize,
+    /// The budget of the running call: every write is checked against it.
+    pub(crate) budget: CallBudget,
+    /// Where the plugin's `wasi:logging` messages, stdout and stderr go.
+    pub(crate) log: Arc<PluginLog>,
     /// Buffered effects.
     pub effects: Effects,
 }
@@ -193,14 +199,15 @@ impl PluginState {
         config: Arc<BTreeMap<String, String>>,
         services: Arc<HostServices>,
         limits: StoreLimits,
-        max_effect_bytes: usize,
+        budget: CallBudget,
     ) -> Self {
+        let log = services.plugin_logs.of(&plugin);
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(LogOutput::new(plugin.clone(), Channel::Stdout))
-            .stderr(LogOutput::new(plugin.clone(), Channel::Stderr))
+            .stdout(LogOutput::new(log.clone(), Channel::Stdout))
+            .stderr(LogOutput::new(log.clone(), Channel::Stderr))
             .build();
         PluginState {
             wasi,
@@ -209,7 +216,8 @@ impl PluginState {
             plugin,
             config,
             services,
-            max_effect_bytes,
+            budget,
+            log,
             effects: Effects::default(),
         }
     }

@@ -428,3 +428,129 @@ async fn compiled_components_are_cached_on_disk() {
     .await;
     host.stop().await;
 }
+
+/// Every `evhost_plugin_reloads_total` sample, summed over plugins and results.
+fn all_reloads(host: &TestHost) -> u64 {
+    host.host
+        .services()
+        .metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("evhost_plugin_reloads_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Counts inotify events of any kind (opens and read-only closes included) on the `.wasm` and
+/// `.toml` files of `dir`: what the host does to its plugin files.
+fn count_file_events(
+    dir: &Path,
+) -> (
+    notify::RecommendedWatcher,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use notify::Watcher as _;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            for path in &event.paths {
+                if matches!(
+                    path.extension().and_then(|ext| ext.to_str()),
+                    Some("wasm" | "toml")
+                ) {
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(format!("{:?} {}", event.kind, path.display()));
+                }
+            }
+        }
+    })
+    .expect("test watcher");
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .expect("watch the plugin directory");
+    (watcher, seen)
+}
+
+/// After a hot add, swaps of two files and a file that fails to load, an idle host opens no
+/// plugin file, counts no reload and logs nothing. (The host's own reads used to wake its
+/// watcher: every reload caused the next, 8-10 a second, and the broken file logged an ERROR
+/// each time.) The same broken bytes written again are not loaded or logged again; other
+/// broken bytes are, once.
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_host_reads_no_plugin_file_and_logs_nothing() {
+    let logs = evhost_tests::LogCapture::start();
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let (dir, wasm) = plugin_dir(PROBE);
+    let host =
+        TestHost::start_watching(broker.clone(), fast_options("idle-host"), dir.path()).await;
+    wait_running(&host, &wasm, PROBE).await;
+
+    let added = dir.path().join("added.wasm");
+    std::fs::write(
+        dir.path().join("added.toml"),
+        "[config]\nname = \"added\"\nsubscriptions = \"ProbeAdded\"\n",
+    )
+    .expect("write sidecar");
+    std::fs::write(&added, PROBE).expect("hot add");
+    wait_running(&host, &added, PROBE).await;
+    std::fs::write(&added, PROBE_V2).expect("swap the added file");
+    wait_running(&host, &added, PROBE_V2).await;
+    std::fs::write(&wasm, PROBE_V2).expect("swap the first file");
+    wait_running(&host, &wasm, PROBE_V2).await;
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm not a component").expect("write a broken file");
+    wait_for("the broken file to fail", TIMEOUT, || async {
+        status_of(&host, &broken).is_some_and(|status| status.state == FileState::Failed)
+    })
+    .await;
+    // Past the debounce time of the last write and the reload it caused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (_watcher, events) = count_file_events(dir.path());
+    let reloads_before = all_reloads(&host);
+    let lines_before = logs.lines().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events_seen = events.lock().unwrap().clone();
+    assert!(
+        events_seen.is_empty(),
+        "an idle host touched its plugin files {} times in 2 s: {:?}",
+        events_seen.len(),
+        &events_seen[..events_seen.len().min(10)]
+    );
+    assert_eq!(all_reloads(&host), reloads_before, "no reload while idle");
+    let new_lines = logs.lines()[lines_before..].to_vec();
+    assert!(new_lines.is_empty(), "an idle host logged: {new_lines:?}");
+    assert_eq!(
+        logs.lines_with("broken.wasm").len(),
+        1,
+        "the broken file is logged once"
+    );
+
+    // The same broken bytes again: read (it may have changed), but neither loaded nor logged.
+    std::fs::write(&broken, b"\0asm not a component").expect("rewrite the same broken bytes");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        all_reloads(&host),
+        reloads_before,
+        "same broken bytes: no reload"
+    );
+    assert_eq!(
+        logs.lines_with("broken.wasm").len(),
+        1,
+        "nor a second log line"
+    );
+    // Other broken bytes: one more failure, one more line, then quiet again.
+    std::fs::write(&broken, b"still not a component").expect("break it differently");
+    wait_for("the second failure", TIMEOUT, || async {
+        all_reloads(&host) > reloads_before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(all_reloads(&host), reloads_before + 1);
+    assert_eq!(logs.lines_with("broken.wasm").len(), 2);
+    host.stop().await;
+}

@@ -4,6 +4,7 @@
 //! linking and gigabytes of disk for nothing. Every test still starts its own redis-server.
 
 mod admin;
+mod budget;
 mod conformance;
 mod delivery;
 mod hot_swap;

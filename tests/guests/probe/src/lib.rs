@@ -24,6 +24,8 @@
 //! | `"huge-publish"` | publishes `ProbeHuge` with `mib` MiB of data (default 4) and reports the host's answer by publishing `ProbeHugeResult` |
 //! | `"print"` | writes `text` to stdout and stderr |
 //! | `"configured"` | does what the config value `action` says (`ok` or `reject`; default `ok`) |
+//! | `"effects"` | buffers many effects, ignoring every error, then logs (`wasi:logging`, warn) `effects refused: <count>, first: <message>` and succeeds: `publishes` events of `publish_bytes` bytes of data to `publish_types` types (`ProbeFx0`...), `sets` key-value values `fx:<i>` (padded to `key_bytes` bytes) of `set_bytes` bytes, `deletes` of the keys `fx:<i>`, `journal` records of `journal_bytes` bytes (each count defaults to 0, each size to 1) |
+//! | `"log"` | logs `text` through `wasi:logging` at `level` (`trace` ... `critical`, default `info`) with the context `context`, `repeat` times (default 1) |
 //!
 //! With the config value `panic_in_describe = "true"`, `describe()` panics.
 //!
@@ -74,6 +76,106 @@ enum Action {
     Print { text: String },
     /// Do what the config value `action` says.
     Configured,
+    /// Buffer many effects, ignoring errors, and log what was refused.
+    Effects(EffectCounts),
+    /// Log through `wasi:logging`.
+    Log {
+        level: log::Level,
+        context: String,
+        text: String,
+        repeat: u64,
+    },
+}
+
+/// What the `effects` action buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct EffectCounts {
+    publishes: u64,
+    publish_bytes: usize,
+    publish_types: u64,
+    sets: u64,
+    set_bytes: usize,
+    key_bytes: usize,
+    deletes: u64,
+    journal: u64,
+    journal_bytes: usize,
+}
+
+impl EffectCounts {
+    fn parse(data: &Map<String, Value>) -> Self {
+        let count = |name: &str| data.get(name).and_then(Value::as_u64).unwrap_or(0);
+        let size = |name: &str| {
+            data.get(name)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(1)
+        };
+        EffectCounts {
+            publishes: count("publishes"),
+            publish_bytes: size("publish_bytes"),
+            publish_types: count("publish_types").max(1),
+            sets: count("sets"),
+            set_bytes: size("set_bytes"),
+            key_bytes: data
+                .get("key_bytes")
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0),
+            deletes: count("deletes"),
+            journal: count("journal"),
+            journal_bytes: size("journal_bytes"),
+        }
+    }
+
+    /// Does it all; returns the number of refused effects and the first refusal.
+    fn run(&self) -> (u64, String) {
+        let mut refused = 0;
+        let mut first = String::new();
+        let mut note = |result: Result<()>| {
+            if let Err(err) = result {
+                refused += 1;
+                if first.is_empty() {
+                    first = err.message().to_owned();
+                }
+            }
+        };
+        let key = |i: u64| {
+            let mut key = format!("fx:{i}");
+            while key.len() < self.key_bytes {
+                key.push('k');
+            }
+            key
+        };
+        let data = "d".repeat(self.publish_bytes);
+        for i in 0..self.publishes {
+            let event_type = format!("ProbeFx{}", i % self.publish_types);
+            note(publish_raw(&event_type, data.as_bytes(), "text/plain").map(|_| ()));
+        }
+        let value = "v".repeat(self.set_bytes);
+        for i in 0..self.sets {
+            note(kv::set(key(i), &value));
+        }
+        for i in 0..self.deletes {
+            note(kv::delete(key(i)));
+        }
+        let record = "j".repeat(self.journal_bytes);
+        for _ in 0..self.journal {
+            note(journal::append(&[("fx", &record)]));
+        }
+        (refused, first)
+    }
+}
+
+fn parse_level(level: Option<&str>) -> Result<log::Level> {
+    Ok(match level.unwrap_or("info") {
+        "trace" => log::Level::Trace,
+        "debug" => log::Level::Debug,
+        "info" => log::Level::Info,
+        "warn" => log::Level::Warn,
+        "error" => log::Level::Error,
+        "critical" => log::Level::Critical,
+        other => return Err(Error::reject(format!("unknown level {other:?}"))),
+    })
 }
 
 /// Reads the action from the event's data object.
@@ -123,6 +225,21 @@ fn parse_action(data: &Map<String, Value>) -> Result<Action> {
                 .to_owned(),
         },
         "configured" => Action::Configured,
+        "effects" => Action::Effects(EffectCounts::parse(data)),
+        "log" => Action::Log {
+            level: parse_level(data.get("level").and_then(Value::as_str))?,
+            context: data
+                .get("context")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            text: data
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("hello from the probe")
+                .to_owned(),
+            repeat: data.get("repeat").and_then(Value::as_u64).unwrap_or(1),
+        },
         "sandbox" => Action::Sandbox {
             port: match data.get("port") {
                 None | Some(Value::Null) => DEFAULT_PROBE_PORT,
@@ -318,6 +435,23 @@ impl Plugin for Probe {
             Action::Print { text } => {
                 println!("{text}");
                 eprintln!("{text} (stderr)");
+                Ok(())
+            }
+            Action::Effects(counts) => {
+                let (refused, first) = counts.run();
+                log::warn(format!("effects refused: {refused}, first: {first}"));
+                Ok(())
+            }
+            Action::Log {
+                level,
+                context,
+                text,
+                repeat,
+            } => {
+                log::set_context(context);
+                for _ in 0..repeat {
+                    log::log(level, &text);
+                }
                 Ok(())
             }
             Action::Configured => match config::get("action").as_deref() {
