@@ -18,19 +18,20 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //! - [`activity`]: a live feed of what the host does.
 //! - [`artifacts`]: the example plugins, compiled by the build script and embedded.
-//! - [`bench`]: `evhost bench`, evhost beside a raw Redis consumer loop.
-//! - [`cli`]: the `evhost` command line, one module per subcommand.
+//! - [`admin_client`]: reads a host's admin endpoint (`evhost plugins`, `evhost stats`).
 //! - [`scaffold`]: plugin project templates for `evhost new`.
 //! - [`guest_tools`]: C bindings of the WIT world and core module → component wrapping.
 //! - [`redis_process`]: a private `redis-server` (for `evhost bench` and the tests).
+//!
+//! The `evhost` command line (`host/src/cli/`) and `evhost bench` (`host/src/bench/`) belong to
+//! the binary, not to this library: an embedder links only the runtime.
 #![warn(missing_docs)]
 
 pub mod activity;
 pub mod admin;
+pub mod admin_client;
 pub mod artifacts;
-pub mod bench;
 pub mod broker;
-pub mod cli;
 pub mod consumer;
 pub mod dlq;
 pub mod event;

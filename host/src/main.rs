@@ -1,8 +1,12 @@
-//! The `evhost` binary: parses the command line and hands over to [`evhost::cli`].
+//! The `evhost` binary: the command line (`cli/`, one module per subcommand) and the benchmark
+//! (`bench/`), on top of the `evhost` runtime library.
 
 use std::process::ExitCode;
 
-use evhost::cli::{self, ParseError};
+mod bench;
+mod cli;
+
+use cli::ParseError;
 
 /// jemalloc instead of the system allocator: the event path allocates small buffers at a high
 /// rate, and glibc's malloc/free took 15% of the host's CPU there (perf, `evhost run`).

@@ -116,6 +116,28 @@ fn demo_runs_the_saga_without_redis() {
     }
 }
 
+/// A wrong password is refused with the URL shown redacted: the password never appears.
+#[test]
+fn a_wrong_password_is_refused_without_showing_it() {
+    let server = RedisServer::start_with(&["--requirepass", "right-pass"]);
+    let wrong = format!("redis://default:wrong-pass@127.0.0.1:{}", server.port());
+    let output = evhost()
+        .args(["publish", "AuctionEnded", r#"{"auction_id":"a1"}"#])
+        .args(["--redis", &wrong])
+        .output()
+        .expect("run evhost publish");
+    assert!(!output.status.success(), "a wrong password is refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("wrong-pass"),
+        "the password leaks: {stderr}"
+    );
+    assert!(
+        stderr.contains("redis://default:***@127.0.0.1"),
+        "the URL is shown redacted: {stderr}"
+    );
+}
+
 /// `evhost publish` appends one event and prints its id; invalid JSON is a usage error.
 #[test]
 fn publish_prints_the_event_id_and_rejects_bad_json() {

@@ -13,16 +13,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
-use crate::activity::Activity;
-use crate::artifacts;
-use crate::broker::{self, Broker, GroupStart};
-use crate::consumer::ConsumerOptions;
-use crate::event::Event;
-use crate::host::{Host, HostOptions};
-use crate::keyspace::Keyspace;
-use crate::plugin::{PluginSettings, sha256_hex};
-use crate::process_rss_bytes;
-use crate::redis_process::RedisServer;
+use evhost::activity::Activity;
+use evhost::artifacts;
+use evhost::broker::{self, Broker, GroupStart};
+use evhost::consumer::ConsumerOptions;
+use evhost::event::Event;
+use evhost::host::{Host, HostOptions};
+use evhost::keyspace::Keyspace;
+use evhost::plugin::{PluginSettings, sha256_hex};
+use evhost::process_rss_bytes;
+use evhost::redis_process::RedisServer;
 
 /// Why the benchmark stopped.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 //! `evhost demo` and by tests that do not need Redis). [`connect`] picks one from a URL. The
 //! conformance tests run the same cases against both.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod connect;
 pub mod entry_id;

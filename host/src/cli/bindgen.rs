@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::guest_tools::{BindingsLanguage, write_bindings};
+use evhost::guest_tools::{BindingsLanguage, write_bindings};
 
 /// Arguments of `evhost bindgen`.
 #[derive(Debug, Args)]

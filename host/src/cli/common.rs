@@ -5,8 +5,8 @@ use anyhow::Context as _;
 use super::UsageError;
 use std::sync::Arc;
 
-use crate::broker::{self, Broker, EntryId};
-use crate::keyspace::Keyspace;
+use evhost::broker::{self, Broker, EntryId};
+use evhost::keyspace::Keyspace;
 
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";

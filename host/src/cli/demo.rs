@@ -16,15 +16,15 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::common::{connect_redis, redact_url, shutdown_signal};
-use crate::activity::{Activity, OutcomeKind};
-use crate::artifacts;
-use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, GroupStart, Inspect};
-use crate::consumer::ConsumerOptions;
-use crate::event::Event;
-use crate::host::{Host, HostOptions};
-use crate::keyspace::Keyspace;
-use crate::plugin::PluginSettings;
+use evhost::activity::{Activity, OutcomeKind};
+use evhost::artifacts;
+use evhost::broker::memory::MemoryBroker;
+use evhost::broker::{Broker, GroupStart, Inspect};
+use evhost::consumer::ConsumerOptions;
+use evhost::event::Event;
+use evhost::host::{Host, HostOptions};
+use evhost::keyspace::Keyspace;
+use evhost::plugin::PluginSettings;
 
 /// Arguments of `evhost demo`.
 #[derive(Debug, Args)]
@@ -318,7 +318,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 async fn load_directory(
     host: &Arc<Host>,
     dir: &std::path::Path,
-) -> anyhow::Result<crate::watch::PluginWatcher> {
+) -> anyhow::Result<evhost::watch::PluginWatcher> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let has_plugins = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -366,8 +366,8 @@ async fn print_summary(host: &Host, broker: &dyn Inspect, done: &Tally) -> anyho
     for entry in broker
         .range(
             &payments,
-            crate::broker::EntryId::ZERO,
-            crate::broker::EntryId::MAX,
+            evhost::broker::EntryId::ZERO,
+            evhost::broker::EntryId::MAX,
             100_000,
         )
         .await?

@@ -6,9 +6,9 @@ use clap::{Args, Subcommand};
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
 use super::output::{Align, Cell, Style, Table, truncate};
-use crate::broker::{EntryId, Inspect};
-use crate::dlq::{self, DeadLetter};
-use crate::keyspace::Keyspace;
+use evhost::broker::{EntryId, Inspect};
+use evhost::dlq::{self, DeadLetter};
+use evhost::keyspace::Keyspace;
 
 /// Arguments of `evhost dlq`.
 #[derive(Debug, Args)]

@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use super::UsageError;
 use super::output::{Cell, Style, entry_time, paint, truncate};
-use crate::broker::{EntryId, StreamEntry};
-use crate::event::{Event, MalformedEntry};
+use evhost::broker::{EntryId, StreamEntry};
+use evhost::event::{Event, MalformedEntry};
 
 /// Widest data summary on a line.
 const DATA_WIDTH: usize = 80;
@@ -130,7 +130,7 @@ impl EventView {
                 Cell::styled(entry_time(self.entry_id), Style::Dim),
                 Cell::styled(
                     self.stream
-                        .strip_prefix(crate::keyspace::Keyspace::single().event_stream_prefix())
+                        .strip_prefix(evhost::keyspace::Keyspace::single().event_stream_prefix())
                         .unwrap_or(&self.stream)
                         .to_string(),
                     Style::Bold,

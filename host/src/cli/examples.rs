@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::artifacts;
+use evhost::artifacts;
 
 /// Arguments of `evhost examples`.
 #[derive(Debug, Args)]

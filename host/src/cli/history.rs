@@ -7,8 +7,8 @@ use super::UsageError;
 use super::common::{Bound, DEFAULT_REDIS_URL, connect_redis, parse_position};
 use super::event_view::EventView;
 use super::output::{Align, Table, json_line};
-use crate::event;
-use crate::keyspace::Keyspace;
+use evhost::event;
+use evhost::keyspace::Keyspace;
 
 /// Arguments of `evhost history`.
 #[derive(Debug, Args)]
@@ -52,11 +52,11 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     }
     let from = match &args.from {
         Some(text) => parse_position(text, Bound::Start)?,
-        None => crate::broker::EntryId::ZERO,
+        None => evhost::broker::EntryId::ZERO,
     };
     let to = match &args.to {
         Some(text) => parse_position(text, Bound::End)?,
-        None => crate::broker::EntryId::MAX,
+        None => evhost::broker::EntryId::MAX,
     };
     if from > to {
         return Err(UsageError(format!("--from {from} is after --to {to}")).into());

@@ -1,6 +1,5 @@
 //! The `evhost` command line: one module per subcommand.
 
-pub mod admin_client;
 mod bench;
 mod bindgen;
 mod common;
@@ -29,14 +28,14 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEn
 
 pub use bench::BenchArgs;
 pub use bindgen::BindgenArgs;
-pub use common::{connect_redis, redact_url};
+pub use common::redact_url;
 pub use componentize::ComponentizeArgs;
 pub use config_file::ConfigFileError;
 pub use demo::DemoArgs;
-pub use dlq::{DlqArgs, DlqCommand};
+pub use dlq::DlqArgs;
 pub use examples::ExamplesArgs;
 pub use history::HistoryArgs;
-pub use plugins::{PluginsArgs, PluginsCommand};
+pub use plugins::PluginsArgs;
 pub use publish::PublishArgs;
 pub use replay::ReplayArgs;
 pub use run::RunArgs;

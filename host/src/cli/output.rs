@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
-use crate::broker::EntryId;
+use evhost::broker::EntryId;
 
 /// A text style, applied only when colours are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ pub fn json_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// The time of an entry id (its milliseconds), RFC 3339 with millisecond precision.
 pub fn entry_time(id: EntryId) -> String {
-    crate::stream_stats::entry_time(id).unwrap_or_else(|| "-".into())
+    evhost::stream_stats::entry_time(id).unwrap_or_else(|| "-".into())
 }
 
 /// A duration for people: `850ms`, `12.3s`, `4m05s`, `3h12m`, `2d04h`.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::admin_client;
 use super::common::DEFAULT_ADMIN_URL;
 use super::output::{Align, Cell, Style, Table, json_line, truncate};
-use crate::broker::memory::MemoryBroker;
-use crate::host::{FileState, PluginStatus};
-use crate::metrics::Metrics;
-use crate::plugin::{HostServices, PluginEngine, PluginSettings};
+use evhost::admin_client;
+use evhost::broker::memory::MemoryBroker;
+use evhost::host::{FileState, PluginStatus};
+use evhost::metrics::Metrics;
+use evhost::plugin::{HostServices, PluginEngine, PluginSettings};
 
 /// Arguments of `evhost plugins`.
 #[derive(Debug, Args)]

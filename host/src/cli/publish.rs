@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
 use super::output::Progress;
-use crate::event::{self, CORRELATION_ID, Event};
+use evhost::event::{self, CORRELATION_ID, Event};
 
 /// Arguments of `evhost publish`.
 #[derive(Debug, Args)]

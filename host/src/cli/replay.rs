@@ -17,10 +17,10 @@ use serde::Serialize;
 use super::UsageError;
 use super::common::{Bound, DEFAULT_REDIS_URL, connect_redis, parse_position};
 use super::output::{Progress, json_line};
-use crate::broker::{Broker, EntryId};
-use crate::dlq;
-use crate::event;
-use crate::keyspace::Keyspace;
+use evhost::broker::{Broker, EntryId};
+use evhost::dlq;
+use evhost::event;
+use evhost::keyspace::Keyspace;
 
 /// Entries read per `XRANGE` page.
 const PAGE: usize = 500;

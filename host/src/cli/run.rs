@@ -9,9 +9,9 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::common::{DEFAULT_REDIS_URL, connect_redis, redact_url, shutdown_signal};
-use crate::admin;
-use crate::consumer::ConsumerOptions;
-use crate::host::{Host, HostOptions};
+use evhost::admin;
+use evhost::consumer::ConsumerOptions;
+use evhost::host::{Host, HostOptions};
 
 /// Arguments of `evhost run`.
 #[derive(Debug, Args)]

@@ -4,13 +4,13 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::admin_client;
 use super::common::{
     DEFAULT_ADMIN_URL, DEFAULT_REDIS_URL, TypePattern, connect_redis, matching_streams,
 };
 use super::output::{Align, Cell, Style, Table, human_duration, json_line};
-use crate::host::PluginStatus;
-use crate::stream_stats::{self, StreamStats};
+use evhost::admin_client;
+use evhost::host::PluginStatus;
+use evhost::stream_stats::{self, StreamStats};
 
 /// Arguments of `evhost stats`.
 #[derive(Debug, Args)]

@@ -17,7 +17,7 @@ use super::common::{
 };
 use super::event_view::{EventView, Filter};
 use super::output::{colors_enabled, json_line};
-use crate::broker::{EntryId, Inspect};
+use evhost::broker::{EntryId, Inspect};
 
 /// Entries read per stream and call.
 const READ_COUNT: usize = 100;

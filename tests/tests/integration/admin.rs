@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use evhost::admin;
-use evhost::cli::admin_client;
+use evhost::admin_client;
 use evhost::stream_stats::StreamStats;
 use evhost_tests::{
     KEYS, RedisServer, TestHost, create_group, example, fast_options, publish, redis_broker,

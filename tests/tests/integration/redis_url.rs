@@ -55,18 +55,12 @@ async fn acl_user_and_password_in_the_url() {
     payment_flows_through(broker).await;
 
     let wrong = format!("redis://evhost:wrong-pass@127.0.0.1:{port}");
-    let Err(err) = evhost::cli::connect_redis(&wrong).await else {
-        panic!("a wrong password is refused");
-    };
-    let message = format!("{err:#}");
     assert!(
-        !message.contains("wrong-pass"),
-        "the password leaks: {message}"
+        broker::connect(&wrong).await.is_err(),
+        "a wrong password is refused"
     );
-    assert!(
-        message.contains("redis://evhost:***@127.0.0.1"),
-        "the URL is shown redacted: {message}"
-    );
+    // How the CLI shows that refusal (the URL redacted) is tested with the binary, in
+    // tests/cli: a_wrong_password_is_refused_without_showing_it.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
