@@ -47,6 +47,16 @@ impl LogCapture {
     /// Captures what this thread logs at info level and above, formatted like the binary's
     /// plain-text log (without times and colours).
     pub fn start() -> Self {
+        // tracing caches, per call site, whether anyone listens. With a single thread-local
+        // subscriber alive, tracing-core computes that for a call site first reached on another
+        // thread from that thread's subscriber alone (none: "never"), and this capture would miss
+        // it. A global subscriber that listens to nothing makes it ask every live subscriber.
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(
+                tracing::subscriber::NoSubscriber::default(),
+            );
+        });
         let output = Arc::new(Mutex::new(Vec::new()));
         let subscriber = tracing_subscriber::fmt()
             .with_writer(CaptureWriter(output.clone()))

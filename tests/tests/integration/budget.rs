@@ -353,6 +353,7 @@ async fn a_forged_log_line_comes_out_tagged_and_escaped() {
         "no raw escape, no forged host line"
     );
 
+    let flood_started = std::time::Instant::now();
     let flood_event = publish(
         broker.as_ref(),
         "ProbeForge",
@@ -372,7 +373,13 @@ async fn a_forged_log_line_comes_out_tagged_and_escaped() {
         &host,
         "evhost_plugin_log_lines_dropped_total{plugin=\"forger\"}",
     );
-    assert!(flood <= 250, "{flood} flood lines logged");
+    // The burst, plus what the rate refilled while the call ran (long on a busy machine).
+    let refilled = (50.0 * flood_started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        dropped > 0 && flood <= 200 + refilled + 1,
+        "{flood} flood lines logged in {:?}",
+        flood_started.elapsed()
+    );
     assert_eq!(flood as u64 + dropped, 2000);
     tokio::time::sleep(Duration::from_millis(200)).await;
     publish(
@@ -385,11 +392,23 @@ async fn a_forged_log_line_comes_out_tagged_and_escaped() {
         !logs.lines_with("after the flood").is_empty()
     })
     .await;
-    let report = logs.lines_with("plugin log lines dropped");
-    assert!(
-        report.len() == 1 && report[0].contains(&format!("dropped={dropped}")),
-        "{report:?}"
-    );
+    // Every drop is reported, at the latest with the next line that passes.
+    let lines = logs.lines();
+    let after = lines
+        .iter()
+        .position(|line| line.contains("after the flood"))
+        .expect("the line after the flood");
+    let reported: u64 = lines[..after]
+        .iter()
+        .filter(|line| line.contains("plugin log lines dropped"))
+        .map(|line| {
+            assert!(line.contains("plugin=\"forger\""), "{line}");
+            line.rsplit_once("dropped=")
+                .and_then(|(_, count)| count.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no count in {line}"))
+        })
+        .sum();
+    assert_eq!(reported, dropped, "{lines:?}");
     bystander_handles_everything(broker.as_ref()).await;
     host.stop().await;
 }
