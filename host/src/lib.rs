@@ -19,12 +19,12 @@
 //! - [`activity`]: a live feed of what the host does.
 //! - [`artifacts`]: the example plugins, compiled by the build script and embedded.
 //! - [`admin_client`]: reads a host's admin endpoint (`evhost plugins`, `evhost stats`).
-//! - [`scaffold`]: plugin project templates for `evhost new`.
-//! - [`guest_tools`]: C bindings of the WIT world and core module → component wrapping.
 //! - [`redis_process`]: a private `redis-server` (for `evhost bench` and the tests).
 //!
-//! The `evhost` command line (`host/src/cli/`) and `evhost bench` (`host/src/bench/`) belong to
-//! the binary, not to this library: an embedder links only the runtime.
+//! The `evhost` command line (`host/src/cli/`), `evhost bench` (`host/src/bench/`), the plugin
+//! templates of `evhost new` (`host/src/scaffold.rs`) and the C guest tools
+//! (`host/src/guest_tools/`) belong to the binary, not to this library: an embedder links only
+//! the runtime.
 #![warn(missing_docs)]
 
 pub mod activity;
@@ -35,14 +35,12 @@ pub mod broker;
 pub mod consumer;
 pub mod dlq;
 pub mod event;
-pub mod guest_tools;
 pub mod host;
 pub mod keyspace;
 pub mod metrics;
 pub mod plugin;
 pub mod redis_process;
 pub mod registry;
-pub mod scaffold;
 pub mod stream_stats;
 pub mod watch;
 

@@ -1,10 +1,13 @@
-//! The `evhost` binary: the command line (`cli/`, one module per subcommand) and the benchmark
-//! (`bench/`), on top of the `evhost` runtime library.
+//! The `evhost` binary: the command line (`cli/`, one module per subcommand), the benchmark
+//! (`bench/`), plugin templates (`scaffold.rs`) and the C guest tools (`guest_tools/`), on top
+//! of the `evhost` runtime library.
 
 use std::process::ExitCode;
 
 mod bench;
 mod cli;
+mod guest_tools;
+mod scaffold;
 
 use cli::ParseError;
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use evhost::guest_tools::{BindingsLanguage, write_bindings};
+use crate::guest_tools::{BindingsLanguage, write_bindings};
 
 /// Arguments of `evhost bindgen`.
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use evhost::guest_tools::componentize;
+use crate::guest_tools::componentize;
 
 /// Arguments of `evhost componentize`.
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::UsageError;
-use evhost::scaffold::{self, Language, ScaffoldError};
+use crate::scaffold::{self, Language, ScaffoldError};
 
 /// Arguments of `evhost new`.
 #[derive(Debug, Args)]

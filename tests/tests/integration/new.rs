@@ -7,12 +7,19 @@ use std::time::{Duration, Instant};
 
 use evhost::broker::Broker;
 use evhost::plugin::PluginSettings;
-use evhost::scaffold::{self, Language};
 use evhost_tests::script_build::{self, Built, Toolchain};
 use evhost_tests::{
     PluginSpec, RedisServer, TestHost, events_of, fast_options, redis_broker, wait_for,
 };
 use serde_json::Value;
+
+/// The templates of `evhost new`, a module of the binary, compiled here too (its unit tests
+/// run with the binary's).
+#[allow(dead_code)]
+#[path = "../../../host/src/scaffold.rs"]
+mod scaffold;
+
+use scaffold::Language;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
