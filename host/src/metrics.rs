@@ -103,6 +103,9 @@ pub struct Metrics {
     published: CountFamily,
     /// `evhost_commit_failures_total{plugin}`.
     commit_failures: CountFamily,
+    /// `evhost_kv_conflicts_total{plugin}`: entries handled again because a key their handler
+    /// read changed before the commit.
+    kv_conflicts: CountFamily,
     /// `evhost_retries_total{plugin}`.
     retries: CountFamily,
     /// `evhost_dead_letters_total{plugin,reason}`.
@@ -181,6 +184,12 @@ impl Metrics {
             "Batches whose commit (effects + XACK) failed; their events are delivered again",
             commit_failures.clone(),
         );
+        let kv_conflicts = CountFamily::default();
+        registry.register(
+            "kv_conflicts",
+            "Entries handled again because a key-value entry their handler read changed before the commit (or an earlier entry of the batch conflicted)",
+            kv_conflicts.clone(),
+        );
         let reloads = CountFamily::default();
         registry.register(
             "plugin_reloads",
@@ -246,6 +255,7 @@ impl Metrics {
             handler_duration,
             published,
             commit_failures,
+            kv_conflicts,
             retries,
             dead_letters,
             plugin_info,
@@ -309,6 +319,13 @@ impl Metrics {
         self.commit_failures
             .get_or_create(&labels(&[("plugin", plugin)]))
             .inc();
+    }
+
+    /// Counts entries whose settlement conflicted.
+    pub fn record_kv_conflicts(&self, plugin: &str, entries: usize) {
+        self.kv_conflicts
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .inc_by(u64::try_from(entries).unwrap_or(u64::MAX));
     }
 
     /// Counts a failed call left pending for a retry.

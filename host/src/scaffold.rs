@@ -53,6 +53,14 @@ pub(crate) const WIT: &[(&str, &str)] = &[
         include_str!("../../wit/deps/config/world.wit"),
     ),
     (
+        "wit/deps/keyvalue/atomics.wit",
+        include_str!("../../wit/deps/keyvalue/atomics.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/batch.wit",
+        include_str!("../../wit/deps/keyvalue/batch.wit"),
+    ),
+    (
         "wit/deps/keyvalue/store.wit",
         include_str!("../../wit/deps/keyvalue/store.wit"),
     ),

@@ -375,6 +375,10 @@ fn bench_runs_every_measurement_and_reports_json() {
             "2",
             "--memory-events",
             "2000",
+            "--hot-key-events",
+            "300",
+            "--hot-key-lanes",
+            "4",
             "--saga-concurrency",
             "3",
             "--saga-partitioned",
@@ -394,6 +398,15 @@ fn bench_runs_every_measurement_and_reports_json() {
     assert_eq!(report["saga_partitioned"], true, "{report}");
     for ratio in [&report["trivial"]["ratio"], &report["saga"]["ratio"]] {
         assert!(ratio.as_f64().is_some_and(|ratio| ratio > 0.0), "{report}");
+    }
+    // The hot key was counted exactly in both modes (the benchmark checks the totals).
+    for rate in ["raw_per_sec", "get_set_per_sec", "increment_per_sec"] {
+        assert!(
+            report["hot_key"][rate]
+                .as_f64()
+                .is_some_and(|rate| rate > 0.0),
+            "{report}"
+        );
     }
     assert!(
         report["latency"][0]["evhost"]["samples"]

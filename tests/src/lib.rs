@@ -157,6 +157,19 @@ impl Drop for TestHost {
     }
 }
 
+/// The value of the metric sample `sample` (name and labels) in `host`'s metrics, 0 when
+/// absent.
+pub fn metric(host: &TestHost, sample: &str) -> u64 {
+    let prefix = format!("{sample} ");
+    host.host
+        .services()
+        .metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Connects to a test server.
 pub async fn redis_broker(server: &RedisServer) -> Arc<RedisBroker> {
     Arc::new(

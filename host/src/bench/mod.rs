@@ -4,6 +4,7 @@
 //! handler entry at fixed produce rates, hot-swap time and the host's memory, and compares each
 //! with a plain redis-rs `XREADGROUP`/`XACK` loop on the same server in the same run.
 
+mod hot_key;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,10 @@ pub struct BenchOptions {
     pub swaps: usize,
     /// Events pushed through the four plugins for the memory measurement.
     pub memory_events: usize,
+    /// Events of the hot-key measurement.
+    pub hot_key_events: usize,
+    /// Lanes racing on the hot key.
+    pub hot_key_lanes: std::num::NonZeroUsize,
 }
 
 /// Throughput of one measurement.
@@ -122,6 +127,8 @@ pub struct BenchReport {
     pub saga_partitioned: bool,
     /// Latencies by rate.
     pub latency: Vec<Latency>,
+    /// One hot key: read-modify-write, increment and the hand-written loop.
+    pub hot_key: hot_key::HotKey,
     /// Hot swap: file written → first event handled by the new version, in milliseconds.
     pub swap_ms: Vec<f64>,
     /// Median of `swap_ms`.
@@ -541,6 +548,20 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
         });
     }
 
+    // One hot key: read-modify-writes racing from several lanes, beside increments.
+    eprintln!(
+        "bench: one hot key, {} events, {} lanes",
+        opts.hot_key_events, opts.hot_key_lanes
+    );
+    flush(&mut admin).await?;
+    let hot_key = hot_key::measure(
+        broker.clone(),
+        &url,
+        opts.hot_key_events,
+        opts.hot_key_lanes,
+    )
+    .await?;
+
     // Hot swap.
     eprintln!("bench: {} hot swaps", opts.swaps);
     flush(&mut admin).await?;
@@ -594,6 +615,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
         saga_concurrency: opts.saga_concurrency.map_or(1, std::num::NonZeroUsize::get),
         saga_partitioned: opts.saga_partitioned,
         latency,
+        hot_key,
         swap_ms,
         swap_median_ms,
         swap_max_ms,
@@ -770,6 +792,28 @@ impl BenchReport {
                 );
             }
         }
+        let hot = &self.hot_key;
+        for (what, per_sec) in [
+            ("get + set", hot.get_set_per_sec),
+            ("increment", hot.increment_per_sec),
+        ] {
+            line(
+                &mut out,
+                &format!("one hot key, {} lanes, {what}", hot.lanes),
+                format!("{:.0}/s", hot.raw_per_sec),
+                format!("{per_sec:.0}/s"),
+                format!("{:.2}", per_sec / hot.raw_per_sec),
+                "",
+            );
+        }
+        line(
+            &mut out,
+            &format!("  conflicts handled again, of {}", hot.events),
+            String::new(),
+            hot.get_set_conflicts.to_string(),
+            String::new(),
+            "",
+        );
         line(
             &mut out,
             &format!("hot swap, median of {}", self.swap_ms.len()),

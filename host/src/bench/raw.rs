@@ -33,6 +33,43 @@ pub async fn consume(url: &str, stream: &str, count: usize) -> Result<Duration, 
     Ok(started.elapsed())
 }
 
+/// Like [`consume`], doing the work of a counting handler by hand: one `INCR` of one key per
+/// entry, pipelined with the batch's `XACK`; returns the elapsed time.
+///
+/// # Errors
+///
+/// When Redis fails.
+pub async fn consume_counting(
+    url: &str,
+    stream: &str,
+    count: usize,
+) -> Result<Duration, BenchError> {
+    let mut conn = connection(url).await?;
+    create_group(&mut conn, stream, "raw").await?;
+    let counter = format!("{stream}:raw-count");
+    let started = Instant::now();
+    let mut consumed = 0;
+    while consumed < count {
+        let ids = read_batch(&mut conn, stream, 100).await?;
+        if ids.is_empty() {
+            continue;
+        }
+        consumed += ids.len();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for _ in &ids {
+            pipe.cmd("INCR").arg(&counter).ignore();
+        }
+        pipe.cmd("XACK").arg(stream).arg("raw");
+        for (id, _) in &ids {
+            pipe.arg(id);
+        }
+        pipe.ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    Ok(started.elapsed())
+}
+
 /// Reads what arrives on `stream` for `duration` and returns, per entry, the delay between the
 /// producer's timestamp (in the event id) and the moment the loop got it.
 ///

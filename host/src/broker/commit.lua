@@ -9,11 +9,18 @@
 --   S <value>                           SET KEYS[k] <value>
 --   D                                   DEL KEYS[k]
 --   R <id>                              XDEL KEYS[k] <id>
+--   I <delta>                           INCRBY KEYS[k] <delta>
+--   E <digest>                          a precondition: KEYS[k] still holds the value whose
+--                                       SHA-1 is <digest> (hex), or is absent (`-`)
 --   O <group> <consumer> <min> <max> <count>
 --                                       looks up once which entries of KEYS[k] between <min>
 --                                       and <max> are pending for <consumer> in <group>
 --   T <group> <consumer> <id> <n>       a settlement: the next n ops, and an XACK of <id>,
---                                       apply only if <id> is still pending for <consumer>
+--                                       apply only if <id> is still pending for <consumer>,
+--                                       every E among them holds and every key an I names
+--                                       holds a counter; if <id> is pending but a condition
+--                                       fails, the settlement is conflicted, and so is every
+--                                       later T of the commit (their effects keep their order)
 --   U <group> <consumer> <n> <id>...    n settlements without ops (the common case), in one
 --                                       op: acknowledged without the ownership check
 --
@@ -29,13 +36,19 @@
 -- Every group named by O, T or U is checked first; a missing one fails the whole commit with
 -- `NOGROUP <k>` (its key index) before anything is written.
 --
--- Returns the ids of the settlements it skipped.
+-- Returns two lists: the ids of the settlements it skipped (not pending for the consumer),
+-- and of those it did not apply because of a conflict (still pending: handled again).
+--
+-- A counter is what INCRBY writes (a decimal integer, no '+', no leading zeros) within
+-- +-(2^53 - 1), where Lua's numbers are exact; the result must stay there too. The host
+-- checks the same when a plugin increments (host/src/broker/expect.rs), so that INCRBY never
+-- fails half way through a commit.
 
 -- Number of ARGV slots the op starting at ARGV[a] takes.
 local function width(a)
   local op = ARGV[a]
   if op == 'A' then return 2 + 2 * tonumber(ARGV[a + 1])
-  elseif op == 'S' or op == 'R' then return 2
+  elseif op == 'S' or op == 'R' or op == 'I' or op == 'E' then return 2
   elseif op == 'D' then return 1
   elseif op == 'T' then return 5
   elseif op == 'O' then return 6
@@ -62,7 +75,39 @@ local function apply(a, k)
   elseif op == 'S' then redis.call('SET', KEYS[k], ARGV[a + 1])
   elseif op == 'D' then redis.call('DEL', KEYS[k])
   elseif op == 'R' then redis.call('XDEL', KEYS[k], ARGV[a + 1])
+  elseif op == 'I' then redis.call('INCRBY', KEYS[k], ARGV[a + 1])
   end
+end
+local MAX_COUNTER = 9007199254740991
+-- Whether `value` (a GET reply) plus `delta` is a counter within range.
+local function counts(value, delta)
+  local n = 0
+  if value then
+    if not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then return false end
+    if #value > 17 then return false end
+    n = tonumber(value)
+    if math.abs(n) > MAX_COUNTER then return false end
+  end
+  return math.abs(n + tonumber(delta)) <= MAX_COUNTER
+end
+-- Whether the conditions of the n ops starting at ARGV[a], KEYS[k] hold.
+local function conditions_hold(a, k, n)
+  local written = {}
+  for _ = 1, n do
+    local op = ARGV[a]
+    if op == 'E' then
+      local value = redis.call('GET', KEYS[k])
+      local digest = '-'
+      if value then digest = redis.sha1hex(value) end
+      if digest ~= ARGV[a + 1] then return false end
+    elseif op == 'I' and not written[KEYS[k]] then
+      if not counts(redis.call('GET', KEYS[k]), ARGV[a + 1]) then return false end
+    end
+    if op ~= 'E' then written[KEYS[k]] = true end
+    a = a + width(a)
+    k = k + 1
+  end
+  return true
 end
 local nargs = #ARGV
 local a, k = 1, 1
@@ -90,6 +135,7 @@ while a <= nargs do
   k = k + 1
 end
 local skipped = {}
+local conflicted = {}
 local owned = {}
 local acks = {}
 -- The set of entries owned by (stream, group, consumer), nil if no `O` op fetched it.
@@ -144,14 +190,17 @@ while a <= nargs do
     local mine = is_mine(stream, group, consumer, id)
     a = a + 5
     k = k + 1
+    local holds = mine and #conflicted == 0 and conditions_hold(a, k, n)
     for _ = 1, n do
-      if mine then apply(a, k) end
+      if holds then apply(a, k) end
       a = a + width(a)
       k = k + 1
     end
-    if mine then
+    if holds then
       local list = acks_of(stream, group)
       list[#list + 1] = id
+    elseif mine then
+      conflicted[#conflicted + 1] = id
     else
       skipped[#skipped + 1] = id
     end
@@ -170,4 +219,4 @@ for _, ack in pairs(acks) do
     first = last + 1
   end
 end
-return skipped
+return { skipped, conflicted }

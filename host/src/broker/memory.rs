@@ -24,7 +24,7 @@
 //! Blocked readers wait on a [`Notify`] that every append signals; a woken reader checks again
 //! and goes back to waiting when its stream got nothing new, until its block time runs out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,9 +34,10 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::expect::{counter_add, counter_value};
 use super::{
     Broker, BrokerError, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo, GroupReader,
-    GroupStart, Inspect, Op, PendingEntry, ReadFrom, StreamEntry, StreamFollower,
+    GroupStart, Inspect, Op, PendingEntry, ReadFrom, Settlement, StreamEntry, StreamFollower,
 };
 
 /// Keys per [`Broker::scan_keys`] page.
@@ -320,7 +321,7 @@ impl State {
                     last_ids.insert(stream, id);
                     new_ids.push(id);
                 }
-                Op::Set { .. } | Op::Delete { .. } | Op::Remove { .. } => {}
+                Op::Set { .. } | Op::Delete { .. } | Op::Increment { .. } | Op::Remove { .. } => {}
             }
         }
         for settlement in &commit.settlements {
@@ -333,6 +334,8 @@ impl State {
             self.apply(op, &mut new_ids);
         }
         let mut report = CommitReport::default();
+        // After a conflict, later settlements with ops wait too (see `Settlement`).
+        let mut conflict_seen = false;
         for settlement in &commit.settlements {
             let owned = self
                 .group_mut(&settlement.stream, &settlement.group)
@@ -344,23 +347,55 @@ impl State {
                 if let Ok((_, group)) = self.group_mut(&settlement.stream, &settlement.group) {
                     group.pel.remove(&settlement.id);
                 }
-            } else if owned {
+                continue;
+            }
+            let holds = owned && !conflict_seen && self.preconditions_hold(settlement);
+            if holds {
                 for op in &settlement.ops {
                     self.apply(op, &mut new_ids);
                 }
                 if let Ok((_, group)) = self.group_mut(&settlement.stream, &settlement.group) {
                     group.pel.remove(&settlement.id);
                 }
-            } else {
-                for op in &settlement.ops {
-                    if matches!(op, Op::Add { .. }) {
-                        new_ids.next();
-                    }
+                continue;
+            }
+            for op in &settlement.ops {
+                if matches!(op, Op::Add { .. }) {
+                    new_ids.next();
                 }
+            }
+            if owned {
+                conflict_seen = true;
+                report.conflicted.push(settlement.id);
+            } else {
                 report.skipped.push(settlement.id);
             }
         }
         Ok((report, !last_ids.is_empty()))
+    }
+
+    /// Whether every key the settlement expects still holds what was read, and every key it
+    /// increments (and has not written before in it) holds a counter.
+    fn preconditions_hold(&self, settlement: &Settlement) -> bool {
+        let value = |key: &str| self.keys.get(key).map(Vec::as_slice);
+        let unchanged = settlement
+            .expects
+            .iter()
+            .all(|expect| expect.digest.matches(value(&expect.key)));
+        let mut written = HashSet::new();
+        unchanged
+            && settlement.ops.iter().all(|op| match op {
+                Op::Increment { key, delta } if !written.contains(key.as_str()) => {
+                    written.insert(key.as_str());
+                    counter_value(value(key))
+                        .and_then(|current| counter_add(current, *delta))
+                        .is_ok()
+                }
+                other => {
+                    written.insert(other.key());
+                    true
+                }
+            })
     }
 
     fn check_group(&self, stream: &str, group: &str) -> Result<(), BrokerError> {
@@ -391,6 +426,13 @@ impl State {
             }
             Op::Delete { key } => {
                 self.keys.remove(key);
+            }
+            Op::Increment { key, delta } => {
+                // Checked before (see `preconditions_hold`); a later op of the settlement that
+                // made the value a non-counter was checked by the host when it was buffered.
+                let current = counter_value(self.keys.get(key).map(Vec::as_slice)).unwrap_or(0);
+                let sum = counter_add(current, *delta).unwrap_or(current);
+                self.keys.insert(key.clone(), sum.to_string().into_bytes());
             }
             Op::Remove { stream, id } => {
                 if let Some(found) = self.streams.get_mut(stream) {
@@ -625,6 +667,14 @@ impl Broker for MemoryBroker {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
         Ok(self.with_state(|state| state.keys.get(key).cloned()))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
+        Ok(self.with_state(|state| {
+            keys.iter()
+                .map(|key| state.keys.get(key).cloned())
+                .collect()
+        }))
     }
 
     /// Lists string keys only (streams are not keys here). The cursor is the position of the

@@ -11,6 +11,7 @@
 pub mod conformance;
 mod connect;
 pub mod entry_id;
+pub mod expect;
 pub mod memory;
 pub mod redis;
 
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 
 pub use connect::connect;
 pub use entry_id::EntryId;
+pub use expect::{Expect, ValueDigest};
 
 /// Field/value pairs of one stream entry, in the order they were written.
 pub type Fields = Vec<(String, Vec<u8>)>;
@@ -92,6 +94,14 @@ pub enum Op {
         /// The full key.
         key: String,
     },
+    /// Add `delta` to the counter a key holds (`INCRBY`; see [`expect::counter_value`]). If
+    /// the key holds no counter at commit time, its settlement is not applied (a conflict).
+    Increment {
+        /// The full key.
+        key: String,
+        /// What to add.
+        delta: u64,
+    },
     /// Delete one entry of a stream (`XDEL`).
     Remove {
         /// The stream.
@@ -106,8 +116,16 @@ impl Op {
     pub fn key(&self) -> &str {
         match self {
             Op::Add { stream, .. } | Op::Remove { stream, .. } => stream,
-            Op::Set { key, .. } | Op::Delete { key } => key,
+            Op::Set { key, .. } | Op::Delete { key } | Op::Increment { key, .. } => key,
         }
+    }
+
+    /// Whether the op writes a key-value entry (rather than a stream).
+    pub fn writes_value(&self) -> bool {
+        matches!(
+            self,
+            Op::Set { .. } | Op::Delete { .. } | Op::Increment { .. }
+        )
     }
 }
 
@@ -122,6 +140,15 @@ impl Op {
 /// it commits no effects, and the other consumer's later settlement of the entry is then the
 /// skipped one, so exactly one handling is committed either way (and the check, the costly part
 /// of a commit on Redis, is saved for the common case).
+///
+/// # No lost updates
+///
+/// `expects` names the keys the handler read, with what they held; if one holds something
+/// else when the settlement is applied, or a key it increments holds no counter, nothing of
+/// it is applied and it is reported [conflicted](CommitReport::conflicted): the entry stays
+/// pending, to be handled again with fresh reads. Every later settlement of the commit that
+/// has ops is then conflicted too, so that the effects of a consumer's entries keep their
+/// order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
     /// The entry's stream.
@@ -134,6 +161,9 @@ pub struct Settlement {
     pub id: EntryId,
     /// Writes caused by handling it.
     pub ops: Vec<Op>,
+    /// Keys that must still hold what the handler read (empty when it wrote no key-value
+    /// entry: only a read-modify-write is checked).
+    pub expects: Vec<Expect>,
 }
 
 /// Writes applied all together or not at all: first `ops`, then each settlement in order.
@@ -168,13 +198,14 @@ impl Commit {
     }
 
     /// Every key the commit touches, in order, repeats included: the keys of `ops`, then of
-    /// each settlement its stream and the keys of its ops.
+    /// each settlement its stream, the keys it expects and the keys of its ops.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.ops
             .iter()
             .map(Op::key)
             .chain(self.settlements.iter().flat_map(|settlement| {
                 std::iter::once(settlement.stream.as_str())
+                    .chain(settlement.expects.iter().map(|expect| expect.key.as_str()))
                     .chain(settlement.ops.iter().map(Op::key))
             }))
     }
@@ -191,6 +222,10 @@ impl Commit {
 pub struct CommitReport {
     /// Settlements not applied because their entry was no longer pending for the consumer.
     pub skipped: Vec<EntryId>,
+    /// Settlements not applied because a key changed since their handler read it (or an
+    /// earlier settlement of the commit conflicted): their entries stay pending for the
+    /// consumer, to be handled again.
+    pub conflicted: Vec<EntryId>,
 }
 
 /// A pending entry of a consumer group (`XPENDING` extended form).
@@ -288,6 +323,9 @@ pub trait Broker: Inspect {
 
     /// Reads a key.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError>;
+
+    /// Reads several keys in one round trip (`MGET`), values in the order of `keys`.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError>;
 
     /// Lists keys starting with `prefix`, one page at a time: returns the keys and the cursor of
     /// the next page (`0` when done). Start with cursor `0`.
@@ -441,6 +479,7 @@ mod tests {
                     },
                     add(keyspace.journal("payment")),
                 ],
+                expects: Vec::new(),
             }],
         };
         let keys: Vec<&str> = commit.keys().collect();

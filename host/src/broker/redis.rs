@@ -287,6 +287,10 @@ impl Broker for RedisBroker {
                     invocation.key(key).arg("D");
                     groups_by_key.push(None);
                 }
+                Op::Increment { key, delta } => {
+                    invocation.key(key).arg("I").arg(*delta);
+                    groups_by_key.push(None);
+                }
                 Op::Remove { stream, id } => {
                     invocation.key(stream).arg("R").arg(id.to_string());
                     groups_by_key.push(None);
@@ -369,8 +373,15 @@ impl Broker for RedisBroker {
                 .arg(&settlement.group)
                 .arg(&settlement.consumer)
                 .arg(settlement.id.to_string())
-                .arg(settlement.ops.len());
+                .arg(settlement.expects.len() + settlement.ops.len());
             groups_by_key.push(Some((settlement.stream.clone(), settlement.group.clone())));
+            for expect in &settlement.expects {
+                invocation
+                    .key(&expect.key)
+                    .arg("E")
+                    .arg(expect.digest.to_hex());
+                groups_by_key.push(None);
+            }
             for op in &settlement.ops {
                 encode(&mut invocation, &mut groups_by_key, op);
             }
@@ -381,9 +392,17 @@ impl Broker for RedisBroker {
             .await
             .map_err(BrokerError::from)
         {
-            Ok(Value::Array(skipped)) => Ok(CommitReport {
-                skipped: skipped.iter().map(parse_id).collect::<Result<_, _>>()?,
-            }),
+            Ok(Value::Array(lists)) => {
+                let ids = |list: Option<&Value>| match list {
+                    Some(Value::Array(ids)) => ids.iter().map(parse_id).collect(),
+                    Some(other) => Err(unexpected("commit script", other)),
+                    None => Ok(Vec::new()),
+                };
+                Ok(CommitReport {
+                    skipped: ids(lists.first())?,
+                    conflicted: ids(lists.get(1))?,
+                })
+            }
             Ok(Value::Nil) => Ok(CommitReport::default()),
             Ok(other) => Err(unexpected("commit script", &other)),
             Err(BrokerError::Redis(err)) if err.code() == Some("NOGROUP") => {
@@ -413,6 +432,31 @@ impl Broker for RedisBroker {
             Value::SimpleString(text) => Ok(Some(text.into_bytes())),
             other => Err(unexpected("GET", &other)),
         }
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Value::Array(values) = self.query(redis::cmd("MGET").arg(keys)).await? else {
+            return Err(BrokerError::Protocol("MGET did not answer a list".into()));
+        };
+        if values.len() != keys.len() {
+            return Err(BrokerError::Protocol(format!(
+                "MGET of {} keys answered {} values",
+                keys.len(),
+                values.len()
+            )));
+        }
+        values
+            .into_iter()
+            .map(|value| match value {
+                Value::Nil => Ok(None),
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                Value::SimpleString(text) => Ok(Some(text.into_bytes())),
+                other => Err(unexpected("MGET", &other)),
+            })
+            .collect()
     }
 
     async fn scan_keys(

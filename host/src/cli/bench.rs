@@ -40,6 +40,12 @@ pub struct BenchArgs {
     /// Hot swaps to time.
     #[arg(long, default_value_t = 20)]
     pub swaps: usize,
+    /// Events for the hot-key measurement (every event counts in one key-value entry).
+    #[arg(long, default_value_t = 10_000)]
+    pub hot_key_events: usize,
+    /// Lanes racing on the hot key.
+    #[arg(long, default_value_t = NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN))]
+    pub hot_key_lanes: NonZeroUsize,
     /// Events pushed through the four plugins before the second memory reading.
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_events: usize,
@@ -63,6 +69,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         latency_duration: Duration::from_secs(args.latency_secs.max(1)),
         swaps: args.swaps,
         memory_events: args.memory_events.max(1),
+        hot_key_events: args.hot_key_events.max(1),
+        hot_key_lanes: args.hot_key_lanes,
     };
     let report = bench::run(args.redis, &options).await?;
     if args.json {

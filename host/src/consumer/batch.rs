@@ -3,19 +3,22 @@
 //! Each settlement carries an entry's effects and its acknowledgement (or its dead letter and
 //! acknowledgement), applied only if the entry is still pending for this consumer (see
 //! [`crate::broker::Settlement`]). A failed commit applies nothing: the entries stay pending
-//! and are delivered again.
+//! and are delivered again. Entries whose settlement conflicted (a key they read changed) stay
+//! pending for this consumer and are handed back, to be handled again at once.
 
 use super::context::StreamContext;
 use crate::activity::Activity;
-use crate::broker::{Commit, EntryId, Op, Settlement};
+use crate::broker::{Commit, Delivered, EntryId, Op, Settlement};
 use crate::dlq::GiveUp;
-use crate::plugin::PendingPublish;
+use crate::plugin::{CallEffects, PendingPublish};
 
 /// One settled entry.
 struct Settled {
     settlement: Settlement,
     /// Its publishes, for metrics and the feed once committed.
     publishes: Vec<PendingPublish>,
+    /// The entry as read, to handle it again if its settlement conflicts.
+    delivered: Delivered,
 }
 
 /// Settled entries of one batch, in stream order.
@@ -25,17 +28,14 @@ pub(super) struct Batch {
 }
 
 impl Batch {
-    /// Adds entry `id` with the effects of its successful call.
-    pub fn handled(
-        &mut self,
-        context: &StreamContext,
-        id: EntryId,
-        ops: Vec<Op>,
-        publishes: Vec<PendingPublish>,
-    ) {
+    /// Adds entry `delivered` with the effects of its successful call.
+    pub fn handled(&mut self, context: &StreamContext, delivered: Delivered, effects: CallEffects) {
+        let mut settlement = context.settlement(delivered.entry.id, effects.ops);
+        settlement.expects = effects.expects;
         self.settled.push(Settled {
-            settlement: context.settlement(id, ops),
-            publishes,
+            settlement,
+            publishes: effects.publishes,
+            delivered,
         });
     }
 
@@ -45,7 +45,7 @@ impl Batch {
     pub fn dead_letter(
         &mut self,
         context: &StreamContext,
-        delivered: &crate::broker::Delivered,
+        delivered: &Delivered,
         give_up: &GiveUp<'_>,
     ) {
         let stream = context.dlq_stream();
@@ -67,23 +67,25 @@ impl Batch {
         self.settled.push(Settled {
             settlement: context.settlement(delivered.entry.id, vec![Op::Add { stream, fields }]),
             publishes: Vec::new(),
+            delivered: delivered.clone(),
         });
     }
 
     /// Commits the batch; entries whose commit fails stay pending and are delivered again.
-    pub async fn commit(self, context: &StreamContext) {
+    /// Returns the entries whose settlement conflicted, in stream order, to be handled again.
+    pub async fn commit(self, context: &StreamContext) -> Vec<Delivered> {
         if self.settled.is_empty() {
-            return;
+            return Vec::new();
         }
         let entries = self.settled.len();
-        let (settlements, publishes): (Vec<Settlement>, Vec<(EntryId, Vec<PendingPublish>)>) = self
-            .settled
-            .into_iter()
-            .map(|settled| {
-                let id = settled.settlement.id;
-                (settled.settlement, (id, settled.publishes))
-            })
-            .unzip();
+        let mut settlements = Vec::with_capacity(entries);
+        let mut publishes: Vec<(EntryId, Vec<PendingPublish>)> = Vec::with_capacity(entries);
+        let mut delivered = Vec::with_capacity(entries);
+        for settled in self.settled {
+            publishes.push((settled.settlement.id, settled.publishes));
+            settlements.push(settled.settlement);
+            delivered.push(settled.delivered);
+        }
         let commit = Commit {
             ops: Vec::new(),
             settlements,
@@ -93,8 +95,15 @@ impl Batch {
                 if !report.skipped.is_empty() {
                     tracing::warn!(plugin = %context.group, stream = %context.stream, skipped = ?report.skipped, "entries were taken over by another consumer meanwhile; their effects were dropped here");
                 }
+                if !report.conflicted.is_empty() {
+                    context
+                        .services
+                        .metrics
+                        .record_kv_conflicts(&context.group, report.conflicted.len());
+                    tracing::debug!(plugin = %context.group, stream = %context.stream, conflicted = report.conflicted.len(), "keys read by handlers changed before their commit; handling those entries again");
+                }
                 for (id, publishes) in publishes {
-                    if report.skipped.contains(&id) {
+                    if report.skipped.contains(&id) || report.conflicted.contains(&id) {
                         continue;
                     }
                     for publish in publishes {
@@ -110,6 +119,8 @@ impl Batch {
                         });
                     }
                 }
+                delivered.retain(|entry| report.conflicted.contains(&entry.entry.id));
+                delivered
             }
             Err(err) => {
                 context
@@ -117,6 +128,7 @@ impl Batch {
                     .metrics
                     .record_commit_failure(&context.group);
                 tracing::error!(plugin = %context.group, stream = %context.stream, entries, error = %err, "commit failed; the batch's effects were dropped and its entries will be delivered again");
+                Vec::new()
             }
         }
     }

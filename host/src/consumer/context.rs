@@ -94,6 +94,7 @@ impl StreamContext {
             consumer: self.options.consumer.clone(),
             id,
             ops,
+            expects: Vec::new(),
         }
     }
 

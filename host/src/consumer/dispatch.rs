@@ -22,7 +22,13 @@ pub(super) struct Dispatcher {
     lanes: Lanes,
     retry: RetrySchedule,
     batch: Batch,
+    /// Entries whose commit conflicted (a key their handler read changed meanwhile): still
+    /// pending for this consumer, handled again before the next read.
+    conflicted: Vec<Delivered>,
 }
+
+/// The longest pause before entries that keep conflicting are handled again.
+const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 
 impl Dispatcher {
     pub fn new(context: Arc<StreamContext>) -> Self {
@@ -30,6 +36,7 @@ impl Dispatcher {
             lanes: Lanes::new(context.clone()),
             retry: RetrySchedule::new(context.clone()),
             batch: Batch::default(),
+            conflicted: Vec::new(),
             context,
         }
     }
@@ -52,10 +59,32 @@ impl Dispatcher {
         self.retry.claim_due(holds).await
     }
 
-    /// Handles the entries and commits them. Each round ends when every lane is done or
+    /// Handles the entries and commits them; entries that conflicted are handled again, with
+    /// fresh reads, until none does (or the consumer stops: they stay pending). They keep
+    /// their delivery count: a conflict is not a failed attempt.
+    pub async fn process(&mut self, entries: Vec<Delivered>) {
+        let mut entries = entries;
+        let mut rounds: u32 = 0;
+        loop {
+            self.handle(entries).await;
+            entries = std::mem::take(&mut self.conflicted);
+            if entries.is_empty() || self.context.cancel.is_cancelled() {
+                return;
+            }
+            rounds = rounds.saturating_add(1);
+            if rounds > 1 {
+                // Under contention, back off a little so that the others' commits land.
+                let pause = Duration::from_millis(1u64 << rounds.min(6)).min(MAX_CONFLICT_PAUSE);
+                let jitter = rand::random_range(0..=pause.as_micros() as u64);
+                tokio::time::sleep(Duration::from_micros(jitter)).await;
+            }
+        }
+    }
+
+    /// Handles the entries once and commits them. Each round ends when every lane is done or
     /// stopped (a failed call discards its instance; a swap needs new ones); what a stopped
     /// lane did not reach comes next round.
-    pub async fn process(&mut self, entries: Vec<Delivered>) {
+    async fn handle(&mut self, entries: Vec<Delivered>) {
         let context = self.context.clone();
         let settings = context.slot.load().settings.clone();
         let intake = Intake::sort(entries, &context.stream, context.redrive, &settings);
@@ -91,7 +120,8 @@ impl Dispatcher {
 
     /// Commits the batch so far; the lanes' overlays then start empty.
     async fn commit(&mut self) {
-        std::mem::take(&mut self.batch).commit(&self.context).await;
+        let conflicted = std::mem::take(&mut self.batch).commit(&self.context).await;
+        self.conflicted.extend(conflicted);
         self.lanes.end_batch();
     }
 
@@ -150,26 +180,28 @@ impl Dispatcher {
             handled_by,
         } = call;
         let id = attempt.id();
-        let entry_id = attempt.origin_entry.to_string();
+        let number = attempt.number();
+        let origin_entry = attempt.origin_entry;
+        let entry_id = origin_entry.to_string();
         let stream = attempt.origin_stream.as_str();
-        let last_attempt = handled_by.settings.retry.is_last_attempt(attempt.number());
+        let delivered = &attempt.delivered;
+        let last_attempt = handled_by.settings.retry.is_last_attempt(number);
         let give_up = |batch: &mut Batch, reason: DeadLetterReason, error: &str| {
             let give_up = GiveUp {
                 plugin: &context.group,
                 plugin_version: &handled_by.version,
                 stream,
-                entry_id: attempt.origin_entry,
+                entry_id: origin_entry,
                 event_id: &event_id,
                 reason,
                 error,
-                attempts: attempt.number(),
+                attempts: number,
             };
-            batch.dead_letter(&context, &attempt.delivered, &give_up);
+            batch.dead_letter(&context, delivered, &give_up);
         };
         let (outcome, detail) = match result {
             Ok(Outcome::Ok(effects)) => {
-                self.batch
-                    .handled(&context, id, effects.ops, effects.publishes);
+                self.batch.handled(&context, attempt.delivered, effects);
                 (OutcomeKind::Ok, None)
             }
             Ok(Outcome::Retry { reason, delay }) => {
@@ -180,7 +212,7 @@ impl Dispatcher {
                     if let Some(delay) = delay {
                         self.retry.delay(id, delay);
                     }
-                    tracing::warn!(plugin = %context.group, stream, entry_id, event_id = %event_id, attempt = attempt.number(), reason, "handler asked for a retry; entry left pending");
+                    tracing::warn!(plugin = %context.group, stream, entry_id, event_id = %event_id, attempt = number, reason, "handler asked for a retry; entry left pending");
                 }
                 (OutcomeKind::Retry, Some(reason))
             }
@@ -194,7 +226,7 @@ impl Dispatcher {
                     give_up(&mut self.batch, DeadLetterReason::MaxAttempts, &detail);
                 } else {
                     context.services.metrics.record_retry(&context.group);
-                    tracing::error!(plugin = %context.group, stream, entry_id, event_id = %event_id, attempt = attempt.number(), error = %err, "handler failed; instance discarded, entry left pending");
+                    tracing::error!(plugin = %context.group, stream, entry_id, event_id = %event_id, attempt = number, error = %err, "handler failed; instance discarded, entry left pending");
                 }
                 let outcome = match err {
                     CallError::Timeout(_) => OutcomeKind::Timeout,

@@ -1,5 +1,5 @@
-//! The host capabilities a plugin imports: logging, key-value store, configuration, publishing,
-//! journal and metrics.
+//! The host capabilities a plugin imports: logging, key-value store (with atomics and batch
+//! operations), configuration, publishing, journal and metrics.
 //!
 //! Writes (publishes, journal appends, key-value sets and deletes) are checked against the
 //! call's [`CallBudget`](super::budget::CallBudget), buffered in
@@ -9,6 +9,8 @@ use wasmtime::component::Resource;
 
 use super::bindings::evhost::plugin::{journal, metrics, publisher, types};
 use super::bindings::wasi::config::store as config;
+use super::bindings::wasi::keyvalue::atomics;
+use super::bindings::wasi::keyvalue::batch;
 use super::bindings::wasi::keyvalue::store as kv;
 use super::bindings::wasi::logging::logging;
 use super::budget::Write;
@@ -16,6 +18,7 @@ use super::output::Source;
 use super::state::{PendingPublish, PluginState};
 use crate::activity::Activity;
 use crate::broker::Op;
+use crate::broker::expect::{counter_add, counter_value};
 use crate::event::{self, CAUSATION_ID, CORRELATION_ID, Event};
 
 /// A key-value bucket opened by a plugin. Only the default bucket (`""`) exists.
@@ -102,13 +105,10 @@ impl kv::HostBucket for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::Error>> {
         let full_key = format!("{}{key}", self.table.get(&bucket)?.prefix);
-        if let Some(buffered) = self.effects.lookup(&full_key) {
-            return Ok(Ok(buffered.map(<[u8]>::to_vec)));
-        }
+        let broker = self.services.broker.clone();
         Ok(self
-            .services
-            .broker
-            .get(&full_key)
+            .effects
+            .read(&*broker, &full_key)
             .await
             .map_err(broker_error))
     }
@@ -119,23 +119,8 @@ impl kv::HostBucket for PluginState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), kv::Error>> {
-        if self.effects.scope.is_none() {
-            return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
-        }
-        let size = key.len() + value.len();
-        let write = Write {
-            what: "value",
-            key: Some(&key),
-            size,
-            cost: size,
-            event_type: None,
-        };
-        if let Err(reason) = self.budget.spend(write) {
-            return Ok(Err(kv::Error::Other(reason)));
-        }
-        let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
-        self.effects.push(Op::Set { key, value });
-        Ok(Ok(()))
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        Ok(self.buffer_set(&prefix, key, value))
     }
 
     async fn delete(
@@ -143,22 +128,8 @@ impl kv::HostBucket for PluginState {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), kv::Error>> {
-        if self.effects.scope.is_none() {
-            return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
-        }
-        let write = Write {
-            what: "delete",
-            key: Some(&key),
-            size: key.len(),
-            cost: key.len(),
-            event_type: None,
-        };
-        if let Err(reason) = self.budget.spend(write) {
-            return Ok(Err(kv::Error::Other(reason)));
-        }
-        let key = format!("{}{key}", self.table.get(&bucket)?.prefix);
-        self.effects.push(Op::Delete { key });
-        Ok(Ok(()))
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        Ok(self.buffer_delete(&prefix, key))
     }
 
     async fn exists(
@@ -209,6 +180,140 @@ impl kv::HostBucket for PluginState {
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
+    }
+}
+
+impl PluginState {
+    /// Checks a set against the call's budget and buffers it.
+    fn buffer_set(&mut self, prefix: &str, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
+        if self.effects.scope.is_none() {
+            return Err(kv::Error::Other(NOT_IN_CALL.into()));
+        }
+        let size = key.len() + value.len();
+        let write = Write {
+            what: "value",
+            key: Some(&key),
+            size,
+            cost: size,
+            event_type: None,
+        };
+        self.budget.spend(write).map_err(kv::Error::Other)?;
+        let key = format!("{prefix}{key}");
+        self.effects.push(Op::Set { key, value });
+        Ok(())
+    }
+
+    /// Checks a delete against the call's budget and buffers it.
+    fn buffer_delete(&mut self, prefix: &str, key: String) -> Result<(), kv::Error> {
+        if self.effects.scope.is_none() {
+            return Err(kv::Error::Other(NOT_IN_CALL.into()));
+        }
+        let write = Write {
+            what: "delete",
+            key: Some(&key),
+            size: key.len(),
+            cost: key.len(),
+            event_type: None,
+        };
+        self.budget.spend(write).map_err(kv::Error::Other)?;
+        let key = format!("{prefix}{key}");
+        self.effects.push(Op::Delete { key });
+        Ok(())
+    }
+}
+
+impl atomics::Host for PluginState {
+    /// Buffers an `INCRBY`, applied at commit, which never conflicts: concurrent increments
+    /// add up. The value returned is what the call sees (the stored value when read, plus the
+    /// batch's own increments); increments other consumers commit meanwhile add to it.
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> wasmtime::Result<Result<u64, kv::Error>> {
+        if self.effects.scope.is_none() {
+            return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
+        }
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        let full_key = format!("{prefix}{key}");
+        let current = match self.effects.peek(&*self.services.broker, &full_key).await {
+            Ok(value) => value,
+            Err(err) => return Ok(Err(broker_error(err))),
+        };
+        let result = counter_value(current.as_deref())
+            .and_then(|current| counter_add(current, delta))
+            .map_err(|err| format!("cannot increment {key:?} by {delta}: {err}"));
+        let result = match result.and_then(|sum| {
+            u64::try_from(sum)
+                .map(|returned| (sum, returned))
+                .map_err(|_| format!("increment of {key:?} gives {sum}, below zero"))
+        }) {
+            Ok(result) => result,
+            Err(reason) => return Ok(Err(kv::Error::Other(reason))),
+        };
+        let write = Write {
+            what: "increment",
+            key: Some(&key),
+            size: key.len(),
+            cost: key.len() + 20,
+            event_type: None,
+        };
+        if let Err(reason) = self.budget.spend(write) {
+            return Ok(Err(kv::Error::Other(reason)));
+        }
+        self.effects.push_increment(full_key, delta, result.0);
+        Ok(Ok(result.1))
+    }
+}
+
+impl batch::Host for PluginState {
+    /// One round trip for every key not buffered; each read is checked like a `get`.
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, kv::Error>> {
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        let full_keys: Vec<String> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
+        let broker = self.services.broker.clone();
+        let values = match self.effects.read_many(&*broker, &full_keys).await {
+            Ok(values) => values,
+            Err(err) => return Ok(Err(broker_error(err))),
+        };
+        Ok(Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|value| (key, value)))
+            .collect()))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), kv::Error>> {
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        for (key, value) in key_values {
+            if let Err(err) = self.buffer_set(&prefix, key, value) {
+                return Ok(Err(err));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), kv::Error>> {
+        let prefix = self.table.get(&bucket)?.prefix.clone();
+        for key in keys {
+            if let Err(err) = self.buffer_delete(&prefix, key) {
+                return Ok(Err(err));
+            }
+        }
+        Ok(Ok(()))
     }
 }
 

@@ -12,7 +12,7 @@ use super::budget::CallBudget;
 use super::output::{Channel, LogOutput, PluginLog, PluginLogs};
 use super::overlay::BatchOverlay;
 use crate::activity::Activity;
-use crate::broker::{Broker, Op};
+use crate::broker::{Broker, Expect, Op, ValueDigest};
 use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
 
@@ -69,6 +69,9 @@ pub struct PendingPublish {
 pub struct CallEffects {
     /// Writes, in call order.
     pub ops: Vec<Op>,
+    /// The keys the call read, with what they held, when it also wrote a key-value entry:
+    /// its commit checks that they still hold it (no lost update).
+    pub expects: Vec<Expect>,
     /// Publishes among them, for metrics and the activity feed.
     pub publishes: Vec<PendingPublish>,
 }
@@ -81,6 +84,10 @@ pub struct CallEffects {
 /// key-value writes join the batch overlay lent for the call (see [`BatchOverlay`]), where
 /// later calls of the batch see them. Reads see the call layer, then the batch overlay, then
 /// the broker (read-your-writes).
+///
+/// What a call read from the batch overlay or the broker, before writing that key itself, is
+/// remembered as a digest: if the call writes any key-value entry, its commit applies only if
+/// every key read still holds the same (see [`crate::broker::Settlement`]).
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Set while `handle` runs.
@@ -89,6 +96,8 @@ pub struct Effects {
     call_ops: Vec<Op>,
     /// Key-value state of the running call (`None` = deleted).
     call_overlay: HashMap<String, Option<Vec<u8>>>,
+    /// What the running call read of keys it had not written yet.
+    call_reads: HashMap<String, ValueDigest>,
     /// Publishes of the running call.
     call_publishes: Vec<PendingPublish>,
     /// The batch overlay lent by the consumer's lane for the running call (empty otherwise).
@@ -105,17 +114,27 @@ impl Effects {
     /// Starts buffering a call for the event in `scope`.
     pub fn begin_call(&mut self, scope: CallScope) {
         self.scope = Some(scope);
-        self.call_ops.clear();
-        self.call_overlay.clear();
-        self.call_publishes.clear();
+        self.discard_effects();
     }
 
     /// The call succeeded: returns its writes; its key-value state stays visible to the batch.
     pub fn keep_call(&mut self) -> CallEffects {
         self.scope = None;
         self.batch.absorb(self.call_overlay.drain());
+        // Only a call that writes key-value state is checked: a read-only call, or one that
+        // only publishes, costs nothing extra.
+        let expects = if self.call_ops.iter().any(Op::writes_value) {
+            self.call_reads
+                .drain()
+                .map(|(key, digest)| Expect { key, digest })
+                .collect()
+        } else {
+            self.call_reads.clear();
+            Vec::new()
+        };
         CallEffects {
             ops: std::mem::take(&mut self.call_ops),
+            expects,
             publishes: std::mem::take(&mut self.call_publishes),
         }
     }
@@ -123,9 +142,91 @@ impl Effects {
     /// The call failed: its effects are dropped.
     pub fn discard_call(&mut self) {
         self.scope = None;
+        self.discard_effects();
+    }
+
+    fn discard_effects(&mut self) {
         self.call_ops.clear();
         self.call_overlay.clear();
+        self.call_reads.clear();
         self.call_publishes.clear();
+    }
+
+    /// The value of `key` the call sees if it is buffered (`Some(None)`: deleted), and whether
+    /// it comes from the call's own writes (then it is not a read to check).
+    fn buffered(&self, key: &str) -> Option<(Option<&[u8]>, bool)> {
+        match self.call_overlay.get(key) {
+            Some(value) => Some((value.as_deref(), true)),
+            None => self.batch.lookup(key).map(|value| (value, false)),
+        }
+    }
+
+    /// Remembers that the call read `value` of `key` (from the batch overlay or the broker),
+    /// unless it wrote or read the key before.
+    pub fn note_read(&mut self, key: &str, value: Option<&[u8]>) {
+        if self.scope.is_some()
+            && !self.call_overlay.contains_key(key)
+            && !self.call_reads.contains_key(key)
+        {
+            self.call_reads
+                .insert(key.to_string(), ValueDigest::of(value));
+        }
+    }
+
+    /// Reads `key` as the call sees it: the buffered value, else the broker's, noting the read.
+    pub async fn read(
+        &mut self,
+        broker: &dyn Broker,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, crate::broker::BrokerError> {
+        let value = match self.buffered(key) {
+            Some((value, true)) => return Ok(value.map(<[u8]>::to_vec)),
+            Some((value, false)) => value.map(<[u8]>::to_vec),
+            None => broker.get(key).await?,
+        };
+        self.note_read(key, value.as_deref());
+        Ok(value)
+    }
+
+    /// Reads `keys` as the call sees them, the unbuffered ones in one round trip, noting the
+    /// reads.
+    pub async fn read_many(
+        &mut self,
+        broker: &dyn Broker,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, crate::broker::BrokerError> {
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|key| self.buffered(key).is_none())
+            .cloned()
+            .collect();
+        let mut fetched = broker.get_many(&missing).await?.into_iter();
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = match self.buffered(key) {
+                Some((value, true)) => {
+                    values.push(value.map(<[u8]>::to_vec));
+                    continue;
+                }
+                Some((value, false)) => value.map(<[u8]>::to_vec),
+                None => fetched.next().flatten(),
+            };
+            self.note_read(key, value.as_deref());
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    /// The value of `key` the call sees, without noting a read: what an increment adds to.
+    pub async fn peek(
+        &self,
+        broker: &dyn Broker,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, crate::broker::BrokerError> {
+        match self.buffered(key) {
+            Some((value, _)) => Ok(value.map(<[u8]>::to_vec)),
+            None => broker.get(key).await,
+        }
     }
 
     /// The buffered value of `key`: `Some(None)` when deleted, `None` when not buffered.
@@ -150,9 +251,16 @@ impl Effects {
             Op::Delete { key } => {
                 self.call_overlay.insert(key.clone(), None);
             }
-            Op::Add { .. } | Op::Remove { .. } => {}
+            Op::Add { .. } | Op::Remove { .. } | Op::Increment { .. } => {}
         }
         self.call_ops.push(op);
+    }
+
+    /// Buffers an increment of `key` by `delta`, whose result the call sees as `result`.
+    pub fn push_increment(&mut self, key: String, delta: u64, result: i64) {
+        self.call_overlay
+            .insert(key.clone(), Some(result.to_string().into_bytes()));
+        self.call_ops.push(Op::Increment { key, delta });
     }
 
     /// Buffers a publish (its `Add` is pushed separately).

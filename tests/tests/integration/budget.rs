@@ -10,24 +10,12 @@ use std::time::Duration;
 use evhost::broker::Broker;
 use evhost::plugin::CallLimits;
 use evhost_tests::{
-    LogCapture, RedisServer, TestHost, events_of, fast_options, journal, probe, publish,
+    LogCapture, RedisServer, TestHost, events_of, fast_options, journal, metric, probe, publish,
     raw_connection, redis_broker, wait_for,
 };
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The value of the metric sample `sample` (name and labels), 0 when absent.
-fn metric(host: &TestHost, sample: &str) -> u64 {
-    let prefix = format!("{sample} ");
-    host.host
-        .services()
-        .metrics
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Events of the journal of `plugin` for the event `event_id`.
 async fn journaled(broker: &dyn Broker, plugin: &str, event_id: &str) -> usize {

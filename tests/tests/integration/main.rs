@@ -13,3 +13,4 @@ mod new;
 mod redis_url;
 mod saga;
 mod sandbox;
+mod state;

@@ -27,12 +27,17 @@
 //! | `"effects"` | buffers many effects, ignoring every error, then logs (`wasi:logging`, warn) `effects refused: <count>, first: <message>` and succeeds: `publishes` events of `publish_bytes` bytes of data to `publish_types` types (`ProbeFx0`...), `sets` key-value values `fx:<i>` (padded to `key_bytes` bytes) of `set_bytes` bytes, `deletes` of the keys `fx:<i>`, `journal` records of `journal_bytes` bytes (each count defaults to 0, each size to 1) |
 //! | `"log"` | logs `text` through `wasi:logging` at `level` (`trace` ... `critical`, default `info`) with the context `context`, `repeat` times (default 1) |
 //!
+//! The key-value actions (`count`, `increment`, `cas`, `get-many`) are in `state.rs`.
+//!
 //! With the config value `panic_in_describe = "true"`, `describe()` panics.
 //!
 //! Anything else is rejected. The records of a failed call are discarded by the host.
 
+mod state;
+
 use evhost_sdk::prelude::*;
 use serde_json::{Map, Value};
+use state::StateAction;
 
 /// Name when the config sets none.
 const DEFAULT_NAME: &str = "probe";
@@ -78,6 +83,8 @@ enum Action {
     Configured,
     /// Buffer many effects, ignoring errors, and log what was refused.
     Effects(EffectCounts),
+    /// A key-value action (see `state.rs`).
+    State(StateAction),
     /// Log through `wasi:logging`.
     Log {
         level: log::Level,
@@ -258,7 +265,10 @@ fn parse_action(data: &Map<String, Value>) -> Result<Action> {
                 .to_owned(),
             data: data.get("publish_data").cloned().unwrap_or(Value::Null),
         },
-        other => return Err(Error::reject(format!("unknown action {other:?}"))),
+        other => match StateAction::parse(other, data) {
+            Some(state) => Action::State(state),
+            None => return Err(Error::reject(format!("unknown action {other:?}"))),
+        },
     })
 }
 
@@ -454,6 +464,7 @@ impl Plugin for Probe {
                 }
                 Ok(())
             }
+            Action::State(state) => state.run(&event),
             Action::Configured => match config::get("action").as_deref() {
                 Some("reject") => Err(Error::reject("the config says reject")),
                 _ => Ok(()),

@@ -12,6 +12,8 @@
 //! Timing: sleeps and block times stay at or under 200 ms, and every wait is bounded, so a broker
 //! that never wakes a blocked reader fails within seconds instead of hanging.
 
+mod values;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +56,9 @@ pub async fn run_all(broker: &dyn Broker) {
     settlements(broker, &prefix("settlements")).await;
     claim_by_id(broker, &prefix("claim_by_id")).await;
     follow(broker, &prefix("follow")).await;
+    values::read_checks(broker, &prefix("read_checks")).await;
+    values::counters(broker, &prefix("counters")).await;
+    values::get_many(broker, &prefix("get_many")).await;
 }
 
 /// A follower reads the entries after the given ids of each stream, waits for new ones when
@@ -151,6 +156,7 @@ pub async fn settlements(broker: &dyn Broker, prefix: &str) {
         consumer: "c1".into(),
         id,
         ops: vec![add_op(&out, 7), set_op(key, b"v")],
+        expects: Vec::new(),
     };
     let first_key = format!("{prefix}k1");
     let second_key = format!("{prefix}k2");
@@ -877,6 +883,7 @@ pub async fn no_group(broker: &dyn Broker, prefix: &str) {
                     consumer: "c".into(),
                     id: EntryId::new(1, 0),
                     ops: Vec::new(),
+                    expects: Vec::new(),
                 }],
             })
             .await;
@@ -1280,6 +1287,7 @@ fn acks(stream: &str, group: &str, ids: &[EntryId]) -> Commit {
                 consumer: "c".to_string(),
                 id: *id,
                 ops: Vec::new(),
+                expects: Vec::new(),
             })
             .collect(),
     }

@@ -1,0 +1,213 @@
+//! Cases for key-value state in commits: read checks (no lost update), counters, batch reads.
+
+use std::time::Duration;
+
+use super::{add_n, add_op, commit_ok, ok, open_reader, read_new, set_op};
+use crate::broker::{Broker, Commit, EntryId, Expect, Op, Settlement, ValueDigest};
+
+/// A settlement by consumer `c` of group `g` on `stream`.
+fn settlement(stream: &str, id: EntryId, ops: Vec<Op>, expects: Vec<Expect>) -> Settlement {
+    Settlement {
+        stream: stream.to_string(),
+        group: "g".into(),
+        consumer: "c".into(),
+        id,
+        ops,
+        expects,
+    }
+}
+
+fn expect(key: &str, value: Option<&[u8]>) -> Expect {
+    Expect {
+        key: key.to_string(),
+        digest: ValueDigest::of(value),
+    }
+}
+
+fn increment(key: &str, delta: u64) -> Op {
+    Op::Increment {
+        key: key.to_string(),
+        delta,
+    }
+}
+
+/// Reads `count` entries of a new stream into group `g` for consumer `c`.
+async fn delivered(broker: &dyn Broker, stream: &str, count: usize) -> Vec<EntryId> {
+    let ids = add_n(broker, stream, count).await;
+    ok(
+        "create_group",
+        broker
+            .create_group(stream, "g", crate::broker::GroupStart::Beginning)
+            .await,
+    );
+    let mut reader = open_reader(broker).await;
+    assert_eq!(
+        read_new(&mut *reader, stream, "g", "c", count).await.len(),
+        count
+    );
+    ids
+}
+
+/// A settlement applies only if every key it expects still holds what was read (absence
+/// included); one that does not is conflicted: nothing of it applies, its entry stays pending,
+/// and every later settlement with ops waits too, while plain acknowledgements still apply.
+pub async fn read_checks(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let out = format!("{prefix}out");
+    let k = format!("{prefix}k");
+    let fresh = format!("{prefix}fresh");
+    commit_ok(broker, vec![set_op(&k, b"1")]).await;
+    let ids = delivered(broker, &s, 5).await;
+    let commit = Commit {
+        ops: Vec::new(),
+        settlements: vec![
+            // Read "1" (and `fresh` absent), writes: applies.
+            settlement(
+                &s,
+                ids[0],
+                vec![set_op(&k, b"2"), set_op(&fresh, b"new")],
+                vec![expect(&k, Some(b"1")), expect(&fresh, None)],
+            ),
+            // Also read "1", but the first settlement changed it: conflicted.
+            settlement(
+                &s,
+                ids[1],
+                vec![set_op(&k, b"lost")],
+                vec![expect(&k, Some(b"1"))],
+            ),
+            // No read of its own, but after a conflict: waits, keeping its order.
+            settlement(&s, ids[2], vec![add_op(&out, 1)], Vec::new()),
+            // A plain acknowledgement applies whatever came before.
+            settlement(&s, ids[3], Vec::new(), Vec::new()),
+        ],
+    };
+    let report = ok("commit", broker.commit(&commit).await);
+    assert!(
+        report.skipped.is_empty(),
+        "{s}: nothing skipped: {report:?}"
+    );
+    assert_eq!(report.conflicted, ids[1..3], "{s}: conflicted in order");
+    assert_eq!(ok("get", broker.get(&k).await).as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        ok("get", broker.get(&fresh).await).as_deref(),
+        Some(&b"new"[..])
+    );
+    assert_eq!(
+        ok("len", broker.len(&out).await),
+        0,
+        "{out}: the waiting add"
+    );
+    let pending = ok("pending", broker.pending(&s, "g", Duration::ZERO, 10).await);
+    let pending: Vec<EntryId> = pending.iter().map(|entry| entry.id).collect();
+    assert_eq!(
+        pending,
+        [ids[1], ids[2], ids[4]],
+        "{s}: conflicted entries stay pending"
+    );
+    // Handled again with fresh reads, they apply.
+    let again = Commit {
+        ops: Vec::new(),
+        settlements: vec![
+            settlement(
+                &s,
+                ids[1],
+                vec![set_op(&k, b"3")],
+                vec![expect(&k, Some(b"2"))],
+            ),
+            settlement(&s, ids[2], vec![add_op(&out, 1)], Vec::new()),
+        ],
+    };
+    let report = ok("commit", broker.commit(&again).await);
+    assert!(report.conflicted.is_empty(), "{s}: {report:?}");
+    assert_eq!(ok("get", broker.get(&k).await).as_deref(), Some(&b"3"[..]));
+    assert_eq!(ok("len", broker.len(&out).await), 1);
+    // A key expected absent that now exists conflicts too.
+    let absent = Commit {
+        ops: Vec::new(),
+        settlements: vec![settlement(
+            &s,
+            ids[4],
+            vec![set_op(&fresh, b"again")],
+            vec![expect(&fresh, None)],
+        )],
+    };
+    let report = ok("commit", broker.commit(&absent).await);
+    assert_eq!(report.conflicted, ids[4..], "{s}: the key appeared");
+    assert_eq!(
+        ok("get", broker.get(&fresh).await).as_deref(),
+        Some(&b"new"[..])
+    );
+}
+
+/// Increments add up in order, in one commit and across commits, and start from 0; a key that
+/// holds no counter, or a sum beyond 2^53 − 1, conflicts the settlement instead of failing
+/// the commit half way.
+pub async fn counters(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let n = format!("{prefix}n");
+    let text = format!("{prefix}text");
+    let big = format!("{prefix}big");
+    commit_ok(
+        broker,
+        vec![
+            set_op(&text, b"abc"),
+            set_op(&big, b"9007199254740990"),
+            increment(&n, 5),
+        ],
+    )
+    .await;
+    assert_eq!(ok("get", broker.get(&n).await).as_deref(), Some(&b"5"[..]));
+    let ids = delivered(broker, &s, 4).await;
+    let commit = Commit {
+        ops: Vec::new(),
+        settlements: vec![
+            settlement(
+                &s,
+                ids[0],
+                vec![increment(&n, 2), increment(&n, 3)],
+                Vec::new(),
+            ),
+            settlement(&s, ids[1], vec![increment(&big, 1)], Vec::new()),
+        ],
+    };
+    let report = ok("commit", broker.commit(&commit).await);
+    assert!(report.conflicted.is_empty(), "{s}: {report:?}");
+    assert_eq!(ok("get", broker.get(&n).await).as_deref(), Some(&b"10"[..]));
+    assert_eq!(
+        ok("get", broker.get(&big).await).as_deref(),
+        Some(&b"9007199254740991"[..])
+    );
+    let not_counters = Commit {
+        ops: Vec::new(),
+        settlements: vec![
+            settlement(&s, ids[2], vec![increment(&text, 1)], Vec::new()),
+            settlement(&s, ids[3], vec![increment(&big, 1)], Vec::new()),
+        ],
+    };
+    let report = ok("commit", broker.commit(&not_counters).await);
+    assert_eq!(report.conflicted, ids[2..], "{s}: no counter, out of range");
+    assert_eq!(
+        ok("get", broker.get(&text).await).as_deref(),
+        Some(&b"abc"[..])
+    );
+    let sum = Commit {
+        ops: Vec::new(),
+        settlements: vec![settlement(&s, ids[3], vec![increment(&big, 0)], Vec::new())],
+    };
+    assert!(
+        ok("commit", broker.commit(&sum).await)
+            .conflicted
+            .is_empty()
+    );
+}
+
+/// `get_many` answers one value per key, in order, `None` for absent keys.
+pub async fn get_many(broker: &dyn Broker, prefix: &str) {
+    let a = format!("{prefix}a");
+    let b = format!("{prefix}b");
+    let c = format!("{prefix}c");
+    commit_ok(broker, vec![set_op(&a, b"1"), set_op(&c, b"")]).await;
+    let values = ok("get_many", broker.get_many(&[c.clone(), b, a]).await);
+    assert_eq!(values, [Some(Vec::new()), None, Some(b"1".to_vec())]);
+    assert!(ok("get_many", broker.get_many(&[]).await).is_empty());
+}
