@@ -1,7 +1,8 @@
 /* {{name}}: an evhost plugin in C.
  *
- * Handles `Ping` events: counts them in the key-value store (key `pings`) and publishes a
- * `Pong` event with the ping's `message`. Data that is not a JSON object is rejected.
+ * Handles `Ping` events: counts them in the key-value store (key `pings`, an atomic `increment`)
+ * and publishes a `Pong` event with the ping's `message`. Data that is not a JSON object is
+ * rejected.
  * The bindings (plugin.h) are written by `evhost bindgen c` when ./build.sh runs. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,19 +33,9 @@ static bool answer(const char *message_json, char *reason, size_t reason_size) {
   }
   wasi_keyvalue_store_borrow_bucket_t bucket = wasi_keyvalue_store_borrow_bucket(store);
   plugin_string_t key = evhost_borrowed("pings");
-  plugin_option_list_u8_t previous;
-  bool ok = wasi_keyvalue_store_method_bucket_get(bucket, &key, &previous, &error);
-  unsigned long long count = 1;
-  if (ok && previous.is_some) {
-    char digits[24] = {0};
-    memcpy(digits, previous.val.ptr, previous.val.len < 23 ? previous.val.len : 23);
-    count = strtoull(digits, NULL, 10) + 1;
-    plugin_option_list_u8_free(&previous);
-  }
-  char count_text[24];
-  snprintf(count_text, sizeof count_text, "%llu", count);
-  plugin_list_u8_t value = {(uint8_t *)count_text, strlen(count_text)};
-  ok = ok && wasi_keyvalue_store_method_bucket_set(bucket, &key, &value, &error);
+  /* Committed with the event's acknowledgement; concurrent increments add up exactly. */
+  uint64_t count = 0;
+  bool ok = wasi_keyvalue_atomics_increment(bucket, &key, 1, &count, &error);
   wasi_keyvalue_store_bucket_drop_own(store);
   if (!ok) {
     wasi_keyvalue_store_error_free(&error);
@@ -57,13 +48,13 @@ static bool answer(const char *message_json, char *reason, size_t reason_size) {
   if (pong == NULL) abort();
   size_t n = (size_t)sprintf(pong, "{\"from\":");
   n += json_quote(PLUGIN_NAME, pong + n);
-  sprintf(pong + n, ",\"message\":%s,\"count\":%llu}", message_json, count);
+  sprintf(pong + n, ",\"message\":%s,\"count\":%llu}", message_json, (unsigned long long)count);
   ok = evhost_publish_json("Pong", pong, reason, reason_size);
   free(pong);
   if (!ok) return false;
 
   char line[64];
-  snprintf(line, sizeof line, "ping %llu answered", count);
+  snprintf(line, sizeof line, "ping %llu answered", (unsigned long long)count);
   evhost_log(WASI_LOGGING_LOGGING_LEVEL_INFO, PLUGIN_NAME, line);
   return true;
 }

@@ -1,14 +1,15 @@
 """{{name}}: an evhost plugin in Python.
 
-Handles `Ping` events: counts them in the key-value store (key `pings`) and publishes a `Pong`
-event with the ping's `message`. Data that is not a JSON object is rejected.
+Handles `Ping` events: counts them in the key-value store (key `pings`, an atomic `increment`)
+and publishes a `Pong` event with the ping's `message`. Data that is not a JSON object is
+rejected.
 """
 
 import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import logging, publisher, wasi_keyvalue_store
+from wit_world.imports import atomics, logging, publisher, wasi_keyvalue_store
 from wit_world.imports.types import (
     Delivery,
     Event,
@@ -38,9 +39,8 @@ class Handler(exports.Handler):
             raise Err(HandleError_Reject(f"event {event.id}: data is not a JSON object"))
         try:
             bucket = wasi_keyvalue_store.open("default")
-            previous = bucket.get("pings")
-            count = (int(previous) if previous else 0) + 1
-            bucket.set("pings", str(count).encode())
+            # Committed with the event's acknowledgement; concurrent increments add up exactly.
+            count = atomics.increment(bucket, "pings", 1)
             pong = {"from": NAME, "message": ping.get("message"), "count": count}
             publisher.publish(OutgoingEvent("Pong", json.dumps(pong).encode(), None, []))
         except Err as err:

@@ -1,10 +1,12 @@
 // {{name}}: an evhost plugin in JavaScript.
 //
-// Handles `Ping` events: counts them in the key-value store (key `pings`) and publishes a
-// `Pong` event with the ping's `message`. Data that is not a JSON object is rejected.
+// Handles `Ping` events: counts them in the key-value store (key `pings`, an atomic `increment`)
+// and publishes a `Pong` event with the ping's `message`. Data that is not a JSON object is
+// rejected.
 
 import { log } from 'wasi:logging/logging@0.1.0-draft';
 import { open } from 'wasi:keyvalue/store@0.2.0-draft';
+import { increment } from 'wasi:keyvalue/atomics@0.2.0-draft';
 import { publish } from 'evhost:plugin/publisher@0.1.0';
 
 const NAME = '{{name}}';
@@ -30,9 +32,8 @@ export const handler = {
     let count;
     try {
       const bucket = open('default');
-      const previous = bucket.get('pings');
-      count = (previous ? Number(decoder.decode(previous)) : 0) + 1;
-      bucket.set('pings', encoder.encode(String(count)));
+      // Committed with the event's acknowledgement; concurrent increments add up exactly.
+      count = Number(increment(bucket, 'pings', 1n));
       const pong = { from: NAME, message: ping.message ?? null, count };
       publish({
         type: 'Pong',

@@ -1,7 +1,8 @@
 //! {{name}}: an evhost plugin.
 //!
-//! Handles `Ping` events: counts them in the key-value store (key `pings`) and publishes a
-//! `Pong` event with the ping's `message`. Data that is not a JSON object is rejected.
+//! Handles `Ping` events: counts them in the key-value store (key `pings`, an atomic
+//! `increment`) and publishes a `Pong` event with the ping's `message`. Data that is not a JSON
+//! object is rejected.
 
 wit_bindgen::generate!({
     path: "wit",
@@ -12,7 +13,7 @@ wit_bindgen::generate!({
 
 use evhost::plugin::publisher;
 use evhost::plugin::types::{Delivery, Event, HandleError, OutgoingEvent, PluginInfo, RetryLater};
-use wasi::keyvalue::store;
+use wasi::keyvalue::{atomics, store};
 use wasi::logging::logging::{Level, log};
 
 const NAME: &str = "{{name}}";
@@ -50,15 +51,8 @@ impl exports::evhost::plugin::handler::Guest for Plugin {
             )));
         };
         let bucket = store::open("default").map_err(kv_error)?;
-        let previous = bucket.get("pings").map_err(kv_error)?;
-        let count = previous
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        bucket
-            .set("pings", count.to_string().as_bytes())
-            .map_err(kv_error)?;
+        // Committed with the event's acknowledgement; concurrent increments add up exactly.
+        let count = atomics::increment(&bucket, "pings", 1).map_err(kv_error)?;
         let pong = serde_json::json!({
             "from": NAME,
             "message": ping.get("message").cloned().unwrap_or(serde_json::Value::Null),
