@@ -1,20 +1,25 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/api/plugins` and
 //! `/api/streams`.
 //!
-//! It binds to loopback by default (`--metrics-addr 127.0.0.1:9464`).
+//! It binds to loopback by default (`--metrics-addr 127.0.0.1:9464`). Off loopback, give it
+//! a bearer token (`--admin-token`): `/api/*` then answers only requests with
+//! `Authorization: Bearer <token>`; `/metrics`, `/healthz` and `/readyz` stay open for
+//! scrapers and probes. A write action, when the endpoint gains one, is refused without a
+//! token configured, wherever the endpoint is bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::Host;
+use crate::host::{FileState, Host};
 use crate::stream_stats::{self, StreamStats};
 
 /// How long `/readyz` waits for Redis to answer.
@@ -23,15 +28,79 @@ const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Content type of the Prometheus text format served at `/metrics`.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The admin routes, bound to `host`.
-pub fn router(host: Arc<Host>) -> Router {
+/// The bearer token `/api/*` requires, if any.
+#[derive(Clone, Default)]
+pub struct AdminToken(Option<Arc<str>>);
+
+impl AdminToken {
+    /// `token` (`None` or empty: `/api/*` is open).
+    pub fn new(token: Option<&str>) -> Self {
+        AdminToken(token.filter(|token| !token.is_empty()).map(Arc::from))
+    }
+
+    /// Whether a token is configured.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the `Authorization` header value `presented` carries the token; always true
+    /// without one. Compared in constant time.
+    fn admits(&self, presented: Option<&[u8]>) -> bool {
+        let Some(token) = &self.0 else {
+            return true;
+        };
+        let Some(given) = presented.and_then(|value| value.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let expected = token.as_bytes();
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() {
+            "AdminToken(set)"
+        } else {
+            "AdminToken(none)"
+        })
+    }
+}
+
+/// The admin routes, bound to `host`; `/api/*` requires `token` when one is set.
+pub fn router(host: Arc<Host>, token: AdminToken) -> Router {
+    let api = Router::new()
+        .route("/api/plugins", get(plugins))
+        .route("/api/streams", get(streams))
+        .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/api/plugins", get(plugins))
-        .route("/api/streams", get(streams))
+        .merge(api)
         .with_state(host)
+}
+
+/// Answers 401 to a request without the configured token.
+async fn require_token(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    if token.admits(presented) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this endpoint needs the host's bearer token: Authorization: Bearer <--admin-token>\n",
+    )
+        .into_response()
 }
 
 async fn metrics(State(host): State<Arc<Host>>) -> Response {
@@ -45,11 +114,18 @@ async fn metrics(State(host): State<Arc<Host>>) -> Response {
 
 async fn readyz(State(host): State<Arc<Host>>) -> Response {
     if !*host.ready().borrow() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: plugins loading\n",
-        )
-            .into_response();
+        let loading: Vec<String> = host
+            .plugin_statuses()
+            .into_iter()
+            .filter(|status| status.state == FileState::Loading)
+            .map(|status| status.file)
+            .collect();
+        let body = if loading.is_empty() {
+            "starting: creating consumer groups\n".to_string()
+        } else {
+            format!("starting: loading {}\n", loading.join(", "))
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
     let ping = tokio::time::timeout(READY_PING_TIMEOUT, host.services().broker.ping()).await;
     match ping {
@@ -135,11 +211,15 @@ async fn plugins(State(host): State<Arc<Host>>) -> Response {
 pub async fn serve(
     host: Arc<Host>,
     addr: SocketAddr,
+    token: AdminToken,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(host);
+    if !bound.ip().is_loopback() && !token.is_set() {
+        tracing::warn!(admin = %bound, "the admin endpoint listens off loopback without --admin-token: anyone who reaches it can read /api/* (plugins, streams)");
+    }
+    let app = router(host, token);
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
         if let Err(err) = server.await {

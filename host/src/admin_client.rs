@@ -27,6 +27,14 @@ pub enum AdminError {
         /// What failed.
         reason: String,
     },
+    /// The endpoint wants a bearer token, and none or another was given.
+    #[error(
+        "the evhost admin endpoint at {url} refused the request: it needs the host's bearer token (--admin-token or EVHOST_ADMIN_TOKEN)"
+    )]
+    Unauthorized {
+        /// The admin URL.
+        url: String,
+    },
     /// It answered, but not as an evhost admin endpoint does.
     #[error(
         "unexpected answer from {url}{path}: {reason} — is this the admin address of `evhost run`?"
@@ -53,83 +61,116 @@ fn authority(url: &str) -> Result<String, AdminError> {
     Ok(authority.to_string())
 }
 
-/// GETs `path` from the admin endpoint at `url` and parses the JSON answer.
-///
-/// # Errors
-///
-/// [`AdminError`] saying what to check.
-pub async fn get_json<T: DeserializeOwned>(url: &str, path: &str) -> Result<T, AdminError> {
-    let body = get(url, path).await?;
-    serde_json::from_slice(&body).map_err(|err| AdminError::BadAnswer {
-        url: url.trim_end_matches('/').to_string(),
-        path: path.to_string(),
-        reason: format!("not the expected JSON ({err})"),
-    })
+/// A client of one host's admin endpoint, with the bearer token its `/api/*` may require.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    /// `http://host:port`, without a trailing slash.
+    url: String,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    token: Option<String>,
 }
 
-/// GETs `path` from the admin endpoint at `url` and returns the body as text (e.g. the
-/// Prometheus exposition of `/metrics`).
-///
-/// # Errors
-///
-/// [`AdminError`] saying what to check; a body that is not UTF-8 is a bad answer.
-pub async fn get_text(url: &str, path: &str) -> Result<String, AdminError> {
-    let body = get(url, path).await?;
-    String::from_utf8(body.to_vec()).map_err(|err| AdminError::BadAnswer {
-        url: url.trim_end_matches('/').to_string(),
-        path: path.to_string(),
-        reason: format!("not UTF-8 text ({err})"),
-    })
-}
-
-/// GETs `path` and returns the body of a successful answer.
-async fn get(url: &str, path: &str) -> Result<Bytes, AdminError> {
-    let url = url.trim_end_matches('/').to_string();
-    let authority = authority(&url)?;
-    let unreachable = |reason: String| AdminError::Unreachable {
-        url: url.clone(),
-        reason,
-    };
-    let bad = |reason: String| AdminError::BadAnswer {
-        url: url.clone(),
-        path: path.to_string(),
-        reason,
-    };
-    let body = tokio::time::timeout(TIMEOUT, async {
-        let stream = tokio::net::TcpStream::connect(&authority)
-            .await
-            .map_err(|err| unreachable(err.to_string()))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| unreachable(err.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "admin connection ended");
-            }
-        });
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, &authority)
-            .body(Empty::<Bytes>::new())
-            .map_err(|err| bad(err.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| unreachable(err.to_string()))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| unreachable(err.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(bad(format!("HTTP {status}")));
+impl AdminClient {
+    /// A client of the admin endpoint at `url` (`http://host:port`), sending `token` if given.
+    pub fn new(url: &str, token: Option<String>) -> Self {
+        AdminClient {
+            url: url.trim_end_matches('/').to_string(),
+            token,
         }
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`] saying what to check.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
+        let body = self.get(path).await?;
+        serde_json::from_slice(&body).map_err(|err| AdminError::BadAnswer {
+            url: self.url.clone(),
+            path: path.to_string(),
+            reason: format!("not the expected JSON ({err})"),
+        })
+    }
+
+    /// GETs `path` and returns the body as text (e.g. the Prometheus exposition of
+    /// `/metrics`).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`] saying what to check; a body that is not UTF-8 is a bad answer.
+    pub async fn get_text(&self, path: &str) -> Result<String, AdminError> {
+        let body = self.get(path).await?;
+        String::from_utf8(body.to_vec()).map_err(|err| AdminError::BadAnswer {
+            url: self.url.clone(),
+            path: path.to_string(),
+            reason: format!("not UTF-8 text ({err})"),
+        })
+    }
+
+    /// GETs `path` and returns the body of a successful answer.
+    async fn get(&self, path: &str) -> Result<Bytes, AdminError> {
+        let url = self.url.clone();
+        let authority = authority(&url)?;
+        let unreachable = |reason: String| AdminError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let bad = |reason: String| AdminError::BadAnswer {
+            url: url.clone(),
+            path: path.to_string(),
+            reason,
+        };
+        let body = tokio::time::timeout(TIMEOUT, async {
+            let stream = tokio::net::TcpStream::connect(&authority)
+                .await
+                .map_err(|err| unreachable(err.to_string()))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|err| unreachable(err.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "admin connection ended");
+                }
+            });
+            let mut request = hyper::Request::get(path).header(hyper::header::HOST, &authority);
+            if let Some(token) = &self.token {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let request = request
+                .body(Empty::<Bytes>::new())
+                .map_err(|err| bad(err.to_string()))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|err| unreachable(err.to_string()))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|err| unreachable(err.to_string()))?
+                .to_bytes();
+            if status == hyper::StatusCode::UNAUTHORIZED {
+                return Err(AdminError::Unauthorized { url: url.clone() });
+            }
+            if !status.is_success() {
+                // The endpoint says why in a line of text (`/readyz`: what is still loading).
+                let said = String::from_utf8_lossy(&body);
+                let said: String = said.trim().chars().take(300).collect();
+                return Err(bad(if said.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status}: {said}")
+                }));
+            }
+            Ok(body)
+        })
+        .await
+        .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
         Ok(body)
-    })
-    .await
-    .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
-    Ok(body)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! `plugin` label. [`totals`] keeps per-plugin counters and handler-time quantiles for
 //! `/api/plugins`.
 
+mod series;
 pub mod totals;
 
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use self::series::SeriesBudget;
+pub use self::series::{MAX_SERIES_PER_METRIC, MAX_SERIES_PER_PLUGIN};
 use self::totals::{PluginStats, PluginTotals, TotalsTable};
 
 /// Label set of a metric sample.
@@ -95,6 +98,11 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// Plugin-defined families by metric name.
     plugin_families: Mutex<HashMap<String, PluginFamily>>,
+    /// The series of each plugin's metrics, bounded.
+    plugin_series: Mutex<SeriesBudget>,
+    /// `evhost_plugin_metric_series_dropped_total{plugin}`: samples of new series past the
+    /// bound.
+    series_dropped: CountFamily,
     /// `evhost_events_handled_total{plugin,stream,outcome}`.
     handled: CountFamily,
     /// `evhost_handler_duration_seconds{plugin}`.
@@ -120,6 +128,9 @@ pub struct Metrics {
     effects_refused: CountFamily,
     /// `evhost_plugin_log_lines_dropped_total{plugin}`: plugin log lines over the rate limit.
     log_lines_dropped: CountFamily,
+    /// `evhost_streams_unserved{plugin}`: streams the plugin's patterns match that this host
+    /// leaves unconsumed (its bound of streams per plugin).
+    streams_unserved: GaugeFamily,
     /// `evhost_group_lag{plugin,stream}`: entries not yet delivered to the plugin's group.
     group_lag: GaugeFamily,
     /// `evhost_group_pending{plugin,stream}`: delivered, not yet acknowledged entries.
@@ -190,6 +201,18 @@ impl Metrics {
             "Entries handled again because a key-value entry their handler read changed before the commit (or an earlier entry of the batch conflicted)",
             kv_conflicts.clone(),
         );
+        let series_dropped = CountFamily::default();
+        registry.register(
+            "plugin_metric_series_dropped",
+            "Plugin metric samples dropped because they would start a series past the bound (1000 per metric, 5000 per plugin)",
+            series_dropped.clone(),
+        );
+        let streams_unserved = GaugeFamily::default();
+        registry.register(
+            "streams_unserved",
+            "Streams a plugin's subscriptions match that this host leaves unconsumed (--max-streams-per-plugin)",
+            streams_unserved.clone(),
+        );
         let reloads = CountFamily::default();
         registry.register(
             "plugin_reloads",
@@ -251,6 +274,9 @@ impl Metrics {
             effects_refused,
             log_lines_dropped,
             plugin_families: Mutex::new(HashMap::new()),
+            plugin_series: Mutex::new(SeriesBudget::default()),
+            streams_unserved,
+            series_dropped,
             handled,
             handler_duration,
             published,
@@ -319,6 +345,13 @@ impl Metrics {
         self.commit_failures
             .get_or_create(&labels(&[("plugin", plugin)]))
             .inc();
+    }
+
+    /// Sets how many matching streams `plugin` leaves unserved.
+    pub fn set_streams_unserved(&self, plugin: &str, streams: usize) {
+        self.streams_unserved
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .set(streams as f64);
     }
 
     /// Counts entries whose settlement conflicted.
@@ -426,6 +459,25 @@ impl Metrics {
         Ok(all)
     }
 
+    /// Lets a sample of a new series of `plugin`'s metric `name` through only within the bounds
+    /// (see [`series`]); past them it is dropped, counted and, the first time, warned about.
+    fn admit_series(&self, plugin: &str, name: &str, sample: &Labels) -> Result<(), String> {
+        let admitted = self
+            .plugin_series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .admit(plugin, name, sample);
+        admitted.map_err(|refused| {
+            self.series_dropped
+                .get_or_create(&labels(&[("plugin", plugin)]))
+                .inc();
+            if refused.first {
+                tracing::warn!(plugin, reason = %refused.reason, "plugin metric series bound reached: new series of this plugin are dropped from now on (counted in evhost_plugin_metric_series_dropped_total)");
+            }
+            refused.reason
+        })
+    }
+
     /// Looks up (or registers) the plugin family `name` of the given kind.
     fn with_family<R>(
         &self,
@@ -505,11 +557,13 @@ impl Metrics {
             "counter",
             || PluginFamily::Counter(CounterFamily::default()),
             |family| {
+                self.admit_series(plugin, name, &labels)?;
                 if let PluginFamily::Counter(counter) = family {
                     counter.get_or_create(&labels).inc_by(value);
                 }
+                Ok(())
             },
-        )
+        )?
     }
 
     /// Sets the plugin gauge `name` to `value`.
@@ -533,11 +587,13 @@ impl Metrics {
             "gauge",
             || PluginFamily::Gauge(GaugeFamily::default()),
             |family| {
+                self.admit_series(plugin, name, &labels)?;
                 if let PluginFamily::Gauge(gauge) = family {
                     gauge.get_or_create(&labels).set(value);
                 }
+                Ok(())
             },
-        )
+        )?
     }
 
     /// Records `value` in the plugin histogram `name`.
@@ -563,11 +619,13 @@ impl Metrics {
             "histogram",
             || PluginFamily::Histogram(Family::new_with_constructor(plugin_histogram)),
             |family| {
+                self.admit_series(plugin, name, &labels)?;
                 if let PluginFamily::Histogram(histogram) = family {
                     histogram.get_or_create(&labels).observe(value);
                 }
+                Ok(())
             },
-        )
+        )?
     }
 
     /// Renders every metric in the Prometheus text exposition format.

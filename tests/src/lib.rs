@@ -79,6 +79,7 @@ pub fn fast_options(consumer: &str) -> HostOptions {
         discovery_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
         cache_dir: None,
+        ..HostOptions::default()
     }
 }
 
@@ -166,7 +167,11 @@ pub fn metric(host: &TestHost, sample: &str) -> u64 {
         .metrics
         .render()
         .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+        .find_map(|line| {
+            // Counters render as integers, gauges of floats as `3.0`.
+            let value: f64 = line.strip_prefix(&prefix)?.parse().ok()?;
+            Some(value as u64)
+        })
         .unwrap_or(0)
 }
 

@@ -297,6 +297,7 @@ fn options() -> HostOptions {
         discovery_interval: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(10),
         cache_dir: None,
+        ..HostOptions::default()
     }
 }
 

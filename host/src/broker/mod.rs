@@ -14,6 +14,7 @@ pub mod entry_id;
 pub mod expect;
 pub mod memory;
 pub mod redis;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -273,6 +274,9 @@ pub enum BrokerError {
     /// The broker answered something this code cannot interpret.
     #[error("unexpected reply from broker: {0}")]
     Protocol(String),
+    /// The TLS files named in a `rediss://` URL cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// No backend serves URLs of this scheme.
     #[error(
         "unsupported broker URL scheme {scheme:?}: expected redis://, rediss://, redis+unix:// or unix:// (or their valkey forms)"

@@ -74,7 +74,12 @@ impl RedisBroker {
     ///
     /// When the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
-        let client = Client::open(url)?;
+        // A CA and a client certificate for TLS may be named in the URL (see `tls.rs`).
+        let split = super::tls::split(url)?;
+        let client = match split.certificates {
+            Some(certificates) => Client::build_with_tls(split.url.as_str(), certificates)?,
+            None => Client::open(split.url.as_str())?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))

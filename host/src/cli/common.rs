@@ -14,6 +14,24 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Default address of a running host's admin endpoint (`evhost run --metrics-addr`).
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9464";
 
+/// Where a running host's admin endpoint is, and its token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Admin endpoint of a running host (`evhost run --metrics-addr`).
+    #[arg(long = "admin", env = "EVHOST_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
+    pub url: String,
+    /// The host's bearer token for `/api/*` (`evhost run --admin-token`).
+    #[arg(long, env = "EVHOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl AdminArgs {
+    /// A client of that endpoint.
+    pub fn client(&self) -> evhost::admin_client::AdminClient {
+        evhost::admin_client::AdminClient::new(&self.url, self.admin_token.clone())
+    }
+}
+
 /// Which end of a range a position bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {

@@ -195,6 +195,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         discovery_interval: Duration::from_millis(100),
         shutdown_grace: Duration::from_secs(10),
         cache_dir: None,
+        ..HostOptions::default()
     };
     let host = Host::new(broker.clone(), options).context("cannot start the Wasm engine")?;
     println!("evhost demo: the auction saga on {place}\n");

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::DEFAULT_ADMIN_URL;
+use super::common::AdminArgs;
 use super::output::{Align, Cell, Style, Table, json_line, truncate};
-use evhost::admin_client;
 use evhost::broker::memory::MemoryBroker;
 use evhost::host::{FileState, PluginStatus};
 use evhost::metrics::Metrics;
@@ -43,9 +42,9 @@ pub enum PluginsCommand {
 /// Arguments of `evhost plugins list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Admin endpoint of the running host (`evhost run --metrics-addr`).
-    #[arg(long, env = "EVHOST_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
-    pub admin: String,
+    /// The running host.
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -84,12 +83,12 @@ pub async fn run(args: PluginsArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let plugins: Vec<PluginStatus> = admin_client::get_json(&args.admin, "/api/plugins").await?;
+    let plugins: Vec<PluginStatus> = args.admin.client().get_json("/api/plugins").await?;
     if args.json {
         return json_line(&plugins);
     }
     if plugins.is_empty() {
-        println!("the host at {} has no plugins loaded", args.admin);
+        println!("the host at {} has no plugins loaded", args.admin.url);
         return Ok(());
     }
     let mut table = Table::new(&[

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`, `/api/plugins`).
     #[arg(long, env = "EVHOST_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
+    /// Bearer token that `/api/*` of the admin endpoint requires (give it when the endpoint
+    /// listens off loopback; `/metrics`, `/healthz` and `/readyz` stay open).
+    #[arg(long, env = "EVHOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Entries per read.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
@@ -56,6 +60,11 @@ pub struct RunArgs {
     /// [default: $XDG_CACHE_HOME/evhost or ~/.cache/evhost].
     #[arg(long, env = "EVHOST_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Most streams one plugin consumes in this host; streams its patterns match past this
+    /// are left unconsumed, with a warning and `evhost_streams_unserved{plugin}` (a flood of
+    /// new event types cannot open consumers and Redis connections without end).
+    #[arg(long, default_value_t = evhost::host::DEFAULT_MAX_STREAMS_PER_PLUGIN)]
+    pub max_streams_per_plugin: usize,
     /// Do not watch the plugin directory for changes (no hot swap).
     #[arg(long)]
     pub no_watch: bool,
@@ -103,9 +112,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         discovery_interval: Duration::from_millis(args.discovery_interval_ms.max(10)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
+        max_streams_per_plugin: args.max_streams_per_plugin.max(1),
     };
     let consumer = options.consumer.consumer.clone();
     let host = Host::new(broker, options).context("cannot start the Wasm engine")?;
+    // The admin endpoint first: /healthz answers, and /readyz says what is loading.
+    let admin_cancel = CancellationToken::new();
+    let token = admin::AdminToken::new(args.admin_token.as_deref());
+    let bound = admin::serve(host.clone(), args.metrics_addr, token, admin_cancel.clone())
+        .await
+        .with_context(|| format!("cannot bind the admin endpoint to {}", args.metrics_addr))?;
     let loaded = host.add_dir(&args.plugins).await.with_context(|| {
         format!(
             "cannot read the plugin directory {} (create it, or pass --plugins DIR; `evhost examples --out {}` writes the example plugins)",
@@ -126,10 +142,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         })?)
     };
-    let admin_cancel = CancellationToken::new();
-    let bound = admin::serve(host.clone(), args.metrics_addr, admin_cancel.clone())
-        .await
-        .with_context(|| format!("cannot bind the admin endpoint to {}", args.metrics_addr))?;
     // "running" once the first discovery pass has created the consumer groups: an event
     // published after this line reaches every plugin, whatever its group start position.
     let announce = {

@@ -4,11 +4,8 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{
-    DEFAULT_ADMIN_URL, DEFAULT_REDIS_URL, TypePattern, connect_redis, matching_streams,
-};
+use super::common::{AdminArgs, DEFAULT_REDIS_URL, TypePattern, connect_redis, matching_streams};
 use super::output::{Align, Cell, Style, Table, human_duration, json_line};
-use evhost::admin_client;
 use evhost::host::PluginStatus;
 use evhost::stream_stats::{self, StreamStats};
 
@@ -24,9 +21,9 @@ pub struct StatsArgs {
     /// One JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Admin endpoint of a running host (`evhost run --metrics-addr`), for plugin counters.
-    #[arg(long, env = "EVHOST_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
-    pub admin: String,
+    /// The running host, for plugin counters.
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Redis server URL.
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
@@ -59,11 +56,15 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot inspect {stream}"))?,
         );
     }
-    let (plugins, admin_error) =
-        match admin_client::get_json::<Vec<PluginStatus>>(&args.admin, "/api/plugins").await {
-            Ok(plugins) => (Some(plugins), None),
-            Err(err) => (None, Some(err.to_string())),
-        };
+    let (plugins, admin_error) = match args
+        .admin
+        .client()
+        .get_json::<Vec<PluginStatus>>("/api/plugins")
+        .await
+    {
+        Ok(plugins) => (Some(plugins), None),
+        Err(err) => (None, Some(err.to_string())),
+    };
     let report = Report {
         streams,
         plugins,

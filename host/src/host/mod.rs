@@ -6,6 +6,7 @@
 //! - [`status`]: what `/api/plugins` and `evhost plugins` show.
 
 mod plugin_files;
+mod reloads;
 mod status;
 mod supervisor;
 
@@ -26,6 +27,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::watch::{self, PluginWatcher, WatchError};
 pub use plugin_files::AddPluginError;
 use plugin_files::PluginFiles;
+use reloads::Reloads;
 pub use status::{FileState, PluginStatus};
 use supervisor::Supervisor;
 
@@ -40,7 +42,14 @@ pub struct HostOptions {
     pub shutdown_grace: Duration,
     /// Where compiled components are cached (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// Most streams one plugin consumes in this host: past it, streams its patterns match are
+    /// left unserved (warned about and counted), so that a flood of new event types cannot
+    /// open consumers and connections without end.
+    pub max_streams_per_plugin: usize,
 }
+
+/// Default of [`HostOptions::max_streams_per_plugin`].
+pub const DEFAULT_MAX_STREAMS_PER_PLUGIN: usize = 500;
 
 impl Default for HostOptions {
     fn default() -> Self {
@@ -49,6 +58,7 @@ impl Default for HostOptions {
             discovery_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             cache_dir: None,
+            max_streams_per_plugin: DEFAULT_MAX_STREAMS_PER_PLUGIN,
         }
     }
 }
@@ -62,7 +72,7 @@ pub struct Host {
     /// Loaded plugins.
     registry: Arc<Registry>,
     /// Plugin files and their states.
-    files: PluginFiles,
+    files: Arc<PluginFiles>,
     /// Settings.
     options: HostOptions,
     /// Stops every task.
@@ -95,12 +105,12 @@ impl Host {
         )?);
         let registry = Arc::new(Registry::new());
         let plugins_changed = Arc::new(Notify::new());
-        let files = PluginFiles::new(
+        let files = Arc::new(PluginFiles::new(
             engine.clone(),
             registry.clone(),
             services.metrics.clone(),
             plugins_changed.clone(),
-        );
+        ));
         let (ready, _) = signal::channel(false);
         Ok(Arc::new(Host {
             services,
@@ -176,6 +186,7 @@ impl Host {
         let (changes, mut received) = mpsc::unbounded_channel();
         let watcher = watch::watch(dir, changes)?;
         let host = self.clone();
+        let reloads = Reloads::new(self.files.clone());
         tokio::spawn(async move {
             loop {
                 let path = tokio::select! {
@@ -185,7 +196,7 @@ impl Host {
                         None => return,
                     },
                 };
-                let _ = host.files.reload_file(&path).await;
+                reloads.changed(path);
             }
         });
         tracing::info!(dir = %dir.display(), "watching for plugin changes");

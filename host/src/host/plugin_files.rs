@@ -102,7 +102,9 @@ impl PluginFiles {
         Ok(())
     }
 
-    /// Loads every `*.wasm` file of `dir` (sorted by name); returns how many were loaded.
+    /// Loads every `*.wasm` file of `dir`, all at once (each compiles and describes itself on
+    /// its own: a slow or hanging file fails alone); returns how many were loaded. Of two
+    /// files that provide the same plugin name, the one loaded first wins.
     pub async fn add_dir(&self, dir: &Path) -> std::io::Result<usize> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -111,13 +113,9 @@ impl PluginFiles {
             })
             .collect();
         files.sort();
-        let mut loaded = 0;
-        for path in files {
-            if self.reload_file(&path).await.is_ok() {
-                loaded += 1;
-            }
-        }
-        Ok(loaded)
+        let loads = files.iter().map(|path| self.reload_file(path));
+        let results = futures_util::future::join_all(loads).await;
+        Ok(results.iter().filter(|result| result.is_ok()).count())
     }
 
     /// Loads the plugin file at `path`, or reloads it if it changed; a missing file is

@@ -45,6 +45,10 @@ pub(super) struct Supervisor {
     stopping: HashMap<ConsumerKey, JoinHandle<()>>,
     /// Streams seen by earlier passes (`None` before the first pass).
     seen_streams: Option<HashSet<String>>,
+    /// Most streams per plugin (see [`HostOptions::max_streams_per_plugin`]).
+    max_streams: usize,
+    /// Streams each plugin's patterns match but that are left unserved, as of the last pass.
+    unserved: HashMap<String, usize>,
 }
 
 impl Supervisor {
@@ -67,6 +71,8 @@ impl Supervisor {
             running: HashMap::new(),
             stopping: HashMap::new(),
             seen_streams: None,
+            max_streams: options.max_streams_per_plugin.max(1),
+            unserved: HashMap::new(),
         }
     }
 
@@ -91,12 +97,21 @@ impl Supervisor {
         }
     }
 
-    /// The consumers the plugins want now, with where a new group of each starts.
-    fn wanted(&self, streams: &HashSet<String>) -> HashMap<ConsumerKey, GroupStart> {
+    /// The consumers the plugins want now, with where a new group of each starts, and how many
+    /// matching streams each plugin leaves unserved because of the bound.
+    ///
+    /// A plugin's exact subscriptions are always served; streams its patterns match fill the
+    /// rest of its bound, those it already consumes first, then by name, so that the set is
+    /// stable from pass to pass.
+    fn wanted(
+        &self,
+        streams: &HashSet<String>,
+    ) -> (HashMap<ConsumerKey, GroupStart>, HashMap<String, usize>) {
         let keyspace = self.services.keyspace;
         let first_pass = self.seen_streams.is_none();
         let previously_seen = self.seen_streams.as_ref();
         let mut wanted: HashMap<ConsumerKey, GroupStart> = HashMap::new();
+        let mut unserved = HashMap::new();
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
             let workers = version.settings.consumers_per_stream();
@@ -112,32 +127,64 @@ impl Supervisor {
             };
             // Dead letters re-driven to this plugin alone.
             want(&keyspace.redrive(&name), GroupStart::Beginning, true);
+            let mut served: HashSet<String> = HashSet::new();
             for subscription in &version.subscriptions {
                 if let Some(event_type) = subscription.exact_type() {
-                    want(
-                        &keyspace.event_stream(event_type),
-                        version.settings.start,
-                        true,
-                    );
+                    let stream = keyspace.event_stream(event_type);
+                    want(&stream, version.settings.start, true);
+                    served.insert(stream);
                 }
             }
-            for stream in streams {
-                let Some(event_type) = keyspace.event_type_of(stream) else {
-                    continue;
+            let running = |stream: &str| {
+                self.running
+                    .contains_key(&(name.clone(), stream.to_string(), 0))
+            };
+            let mut matched: Vec<&String> = streams
+                .iter()
+                .filter(|stream| !served.contains(stream.as_str()))
+                .filter(|stream| {
+                    keyspace
+                        .event_type_of(stream)
+                        .is_some_and(|event_type| version.subscribes_to(event_type))
+                })
+                .collect();
+            matched.sort_by(|a, b| running(b).cmp(&running(a)).then_with(|| a.cmp(b)));
+            let room = self.max_streams.saturating_sub(served.len());
+            if matched.len() > room {
+                unserved.insert(name.clone(), matched.len() - room);
+            }
+            for stream in matched.into_iter().take(room) {
+                // A stream that appeared while the host runs is read from its first entry.
+                let seen_before = previously_seen.is_some_and(|seen| seen.contains(stream));
+                let start = if first_pass || seen_before {
+                    version.settings.start
+                } else {
+                    GroupStart::Beginning
                 };
-                if version.subscribes_to(event_type) {
-                    // A stream that appeared while the host runs is read from its first entry.
-                    let seen_before = previously_seen.is_some_and(|seen| seen.contains(stream));
-                    let start = if first_pass || seen_before {
-                        version.settings.start
-                    } else {
-                        GroupStart::Beginning
-                    };
-                    want(stream, start, false);
-                }
+                want(stream, start, false);
             }
         }
-        wanted
+        (wanted, unserved)
+    }
+
+    /// Reports the plugins whose bound of streams was reached: a warning when it first is,
+    /// and the `evhost_streams_unserved` gauge.
+    fn report_unserved(&mut self, unserved: HashMap<String, usize>) {
+        for (plugin, count) in &unserved {
+            if !self.unserved.contains_key(plugin) {
+                tracing::warn!(plugin = %plugin, unserved = count, bound = self.max_streams, "the plugin's subscriptions match more streams than this host serves per plugin (--max-streams-per-plugin); the others are left unconsumed, their events stay in Redis");
+            }
+        }
+        let metrics = &self.services.metrics;
+        for plugin in self.unserved.keys() {
+            if !unserved.contains_key(plugin) {
+                metrics.set_streams_unserved(plugin, 0);
+            }
+        }
+        for (plugin, count) in &unserved {
+            metrics.set_streams_unserved(plugin, *count);
+        }
+        self.unserved = unserved;
     }
 
     /// One pass: start consumers on every stream a plugin subscribes to, stop those of
@@ -153,7 +200,8 @@ impl Supervisor {
             .await?
             .into_iter()
             .collect();
-        let wanted = self.wanted(&streams);
+        let (wanted, unserved) = self.wanted(&streams);
+        self.report_unserved(unserved);
         let to_stop: Vec<ConsumerKey> = self
             .running
             .iter()

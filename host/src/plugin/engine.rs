@@ -264,6 +264,7 @@ impl PluginEngine {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = PluginPre::new(instance_pre).map_err(wrong_world)?;
+        let describe_timeout = settings.describe_timeout;
         let mut version = PluginVersion::new(
             pre,
             self.engine.clone(),
@@ -280,7 +281,7 @@ impl PluginEngine {
                 reason: format!("{err:#}"),
             })?;
         let info = instance
-            .describe()
+            .describe(describe_timeout)
             .await
             .map_err(|source| LoadError::Describe {
                 origin: origin.clone(),

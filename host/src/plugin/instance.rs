@@ -202,21 +202,21 @@ fn trap_message(err: &wasmtime::Error) -> String {
 }
 
 impl PluginInstance {
-    /// Calls `describe()`.
+    /// Calls `describe()`, which must answer within `deadline`.
     ///
     /// # Errors
     ///
     /// [`CallError`] on trap or timeout; the instance must then be dropped.
-    pub async fn describe(&mut self) -> Result<types::PluginInfo, CallError> {
+    pub async fn describe(&mut self, deadline: Duration) -> Result<types::PluginInfo, CallError> {
         self.store.set_epoch_deadline(1);
         let call = self
             .bindings
             .evhost_plugin_handler()
             .call_describe(&mut self.store);
-        match tokio::time::timeout(self.timeout, call).await {
+        match tokio::time::timeout(deadline, call).await {
             Ok(Ok(info)) => Ok(info),
             Ok(Err(err)) => Err(CallError::Trap(trap_message(&err))),
-            Err(_) => Err(CallError::Timeout(self.timeout)),
+            Err(_) => Err(CallError::Timeout(deadline)),
         }
     }
 

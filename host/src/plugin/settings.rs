@@ -8,6 +8,7 @@
 //!
 //! [limits]
 //! timeout_ms = 5000      # per-call deadline
+//! describe_timeout_ms = 2000  # deadline of describe() when the file is loaded
 //! memory_mib = 128       # linear memory cap per instance
 //! max_event_bytes = 1048576  # larger entries go to the dead-letter stream unread
 //! concurrency = 1        # consumers per stream in this host; above 1 a stream's events are
@@ -39,6 +40,8 @@ use crate::consumer::RetryPolicy;
 
 /// Default per-call deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline of `describe()`: a plugin file that hangs there fails alone, quickly.
+pub const DEFAULT_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default memory cap per instance (JavaScript guests need this much).
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 /// Default largest entry handed to a plugin.
@@ -53,6 +56,8 @@ pub struct PluginSettings {
     pub config: BTreeMap<String, String>,
     /// Deadline of one `handle` or `describe` call.
     pub timeout: Duration,
+    /// Deadline of `describe()` when the file is loaded.
+    pub describe_timeout: Duration,
     /// Maximum linear memory of one instance, in bytes.
     pub memory_bytes: usize,
     /// Largest entry (sum of field names and values) handed to the plugin.
@@ -94,6 +99,7 @@ impl Default for PluginSettings {
             start: GroupStart::End,
             config: BTreeMap::new(),
             timeout: DEFAULT_TIMEOUT,
+            describe_timeout: DEFAULT_DESCRIBE_TIMEOUT,
             memory_bytes: mib(DEFAULT_MEMORY_MIB),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             retry: RetryPolicy::default(),
@@ -149,6 +155,7 @@ struct RetrySection {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     timeout_ms: Option<u64>,
+    describe_timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
     max_event_bytes: Option<usize>,
     concurrency: Option<usize>,
@@ -258,6 +265,11 @@ impl PluginSettings {
                 .timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.timeout),
+            describe_timeout: file
+                .limits
+                .describe_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.describe_timeout),
             memory_bytes: file
                 .limits
                 .memory_mib

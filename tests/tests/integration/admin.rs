@@ -1,13 +1,14 @@
 //! The admin endpoint of a host on a real redis-server: `/metrics` parses with a Prometheus
 //! text parser and shows the counts the test produced (handled, published, group lag and
-//! pending); `/api/streams`, `/healthz` and `/readyz` answer.
+//! pending); `/api/streams` answers with the bearer token only, `/healthz` and `/readyz`
+//! without.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use evhost::admin;
-use evhost::admin_client;
+use evhost::admin_client::{AdminClient, AdminError};
 use evhost::stream_stats::StreamStats;
 use evhost_tests::{
     KEYS, RedisServer, TestHost, create_group, example, fast_options, publish, redis_broker,
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn scrape(url: &str) -> Scrape {
-    let text = admin_client::get_text(url, "/metrics")
+    let text = AdminClient::new(url, None)
+        .get_text("/metrics")
         .await
         .expect("GET /metrics");
     Scrape::parse(text.lines().map(|line| Ok(line.to_string()))).expect("Prometheus text parses")
@@ -57,6 +59,7 @@ async fn metrics_and_admin_json_show_what_happened() {
     let bound = admin::serve(
         host.host.clone(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin::AdminToken::new(Some("s3cret")),
         cancel.clone(),
     )
     .await
@@ -124,7 +127,17 @@ async fn metrics_and_admin_json_show_what_happened() {
         "handler histogram"
     );
 
-    let streams: Vec<StreamStats> = admin_client::get_json(&url, "/api/streams")
+    for token in [None, Some("wrong".to_string()), Some("s3cre".to_string())] {
+        let refused = AdminClient::new(&url, token.clone())
+            .get_json::<Vec<StreamStats>>("/api/streams")
+            .await;
+        assert!(
+            matches!(refused, Err(AdminError::Unauthorized { .. })),
+            "{token:?}: {refused:?}"
+        );
+    }
+    let streams: Vec<StreamStats> = AdminClient::new(&url, Some("s3cret".into()))
+        .get_json("/api/streams")
         .await
         .expect("GET /api/streams");
     let auctions = streams
@@ -155,13 +168,15 @@ async fn metrics_and_admin_json_show_what_happened() {
     );
 
     assert_eq!(
-        admin_client::get_text(&url, "/healthz")
+        AdminClient::new(&url, None)
+            .get_text("/healthz")
             .await
             .expect("healthz"),
         "ok\n"
     );
     assert_eq!(
-        admin_client::get_text(&url, "/readyz")
+        AdminClient::new(&url, None)
+            .get_text("/readyz")
             .await
             .expect("readyz"),
         "ready\n"
@@ -169,7 +184,8 @@ async fn metrics_and_admin_json_show_what_happened() {
 
     // Redis gone: not ready, and the scrape still answers.
     drop(server);
-    let err = admin_client::get_text(&url, "/readyz")
+    let err = AdminClient::new(&url, None)
+        .get_text("/readyz")
         .await
         .expect_err("not ready without Redis");
     assert!(err.to_string().contains("503"), "{err}");

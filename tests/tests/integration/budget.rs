@@ -400,3 +400,62 @@ async fn a_forged_log_line_comes_out_tagged_and_escaped() {
     bystander_handles_everything(broker.as_ref()).await;
     host.stop().await;
 }
+
+/// A plugin that labels a counter with a fresh value per sample keeps at most 1,000 series of
+/// it: the rest are dropped, counted and refused to the plugin, with one warning; `/metrics`
+/// stays small, and the bystander handles every event meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn endless_metric_series_are_bounded_with_one_warning() {
+    let logs = LogCapture::start();
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("series-host"),
+        vec![
+            probe("grower", "ProbeSeries"),
+            probe("bystander", "ProbeCalm"),
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        publish(
+            broker.as_ref(),
+            "ProbeSeries",
+            json!({"action": "series", "count": 3000}),
+        )
+        .await;
+    }
+    bystander_handles_everything(broker.as_ref()).await;
+    wait_for("both calls of the grower", TIMEOUT, || async {
+        journal(broker.as_ref(), "grower").await.len() == 2
+    })
+    .await;
+    let dropped = "evhost_plugin_metric_series_dropped_total{plugin=\"grower\"}";
+    // 1,000 series fit; the first call is refused 2,000 new ones, the second 2,000 again (its
+    // first 1,000 samples hit existing series).
+    wait_for("the dropped samples counted", TIMEOUT, || async {
+        metric(&host, dropped) == 4000
+    })
+    .await;
+    let text = host.host.services().metrics.render();
+    let series = text
+        .lines()
+        .filter(|line| {
+            line.starts_with("evhost_plugin_probe_series_total{")
+                && line.contains("plugin=\"grower\"")
+        })
+        .count();
+    assert_eq!(series, 1000, "one series per label value, up to the bound");
+    assert!(text.len() < 256 * 1024, "/metrics is {} bytes", text.len());
+    let refused = logs.lines_with("series refused: 2000, first: ");
+    assert_eq!(
+        refused.len(),
+        2,
+        "the plugin is told each time: {refused:?}"
+    );
+    assert!(refused[0].contains("probe_series"), "{}", refused[0]);
+    let warnings = logs.lines_with("plugin metric series bound reached");
+    assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
+    host.stop().await;
+}

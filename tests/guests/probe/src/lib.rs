@@ -25,11 +25,13 @@
 //! | `"print"` | writes `text` to stdout and stderr |
 //! | `"configured"` | does what the config value `action` says (`ok` or `reject`; default `ok`) |
 //! | `"effects"` | buffers many effects, ignoring every error, then logs (`wasi:logging`, warn) `effects refused: <count>, first: <message>` and succeeds: `publishes` events of `publish_bytes` bytes of data to `publish_types` types (`ProbeFx0`...), `sets` key-value values `fx:<i>` (padded to `key_bytes` bytes) of `set_bytes` bytes, `deletes` of the keys `fx:<i>`, `journal` records of `journal_bytes` bytes (each count defaults to 0, each size to 1) |
+//! | `"series"` | adds 1 to the counter `probe_series` with the label `id` = 0, 1, ... `count` - 1 (a fresh series each), ignoring errors, then logs (warn) `series refused: <count>, first: <message>` and succeeds |
 //! | `"log"` | logs `text` through `wasi:logging` at `level` (`trace` ... `critical`, default `info`) with the context `context`, `repeat` times (default 1) |
 //!
 //! The key-value actions (`count`, `increment`, `cas`, `get-many`) are in `state.rs`.
 //!
-//! With the config value `panic_in_describe = "true"`, `describe()` panics.
+//! With the config value `panic_in_describe = "true"`, `describe()` panics; with
+//! `hang_in_describe = "true"`, it loops forever (the host's describe deadline must stop it).
 //!
 //! Anything else is rejected. The records of a failed call are discarded by the host.
 
@@ -83,6 +85,8 @@ enum Action {
     Configured,
     /// Buffer many effects, ignoring errors, and log what was refused.
     Effects(EffectCounts),
+    /// Start `count` metric series, ignoring errors, and log what was refused.
+    Series { count: u64 },
     /// A key-value action (see `state.rs`).
     State(StateAction),
     /// Log through `wasi:logging`.
@@ -233,6 +237,9 @@ fn parse_action(data: &Map<String, Value>) -> Result<Action> {
         },
         "configured" => Action::Configured,
         "effects" => Action::Effects(EffectCounts::parse(data)),
+        "series" => Action::Series {
+            count: data.get("count").and_then(Value::as_u64).unwrap_or(1),
+        },
         "log" => Action::Log {
             level: parse_level(data.get("level").and_then(Value::as_str))?,
             context: data
@@ -384,6 +391,11 @@ impl Plugin for Probe {
         if config::get("panic_in_describe").as_deref() == Some("true") {
             panic!("asked to panic in describe()");
         }
+        if config::get("hang_in_describe").as_deref() == Some("true") {
+            loop {
+                std::hint::black_box(0u64);
+            }
+        }
         let (name, version) = identity();
         let subscriptions =
             config::get("subscriptions").unwrap_or_else(|| DEFAULT_SUBSCRIPTIONS.to_owned());
@@ -465,6 +477,22 @@ impl Plugin for Probe {
                 Ok(())
             }
             Action::State(state) => state.run(&event),
+            Action::Series { count } => {
+                let mut refused = 0;
+                let mut first = String::new();
+                for id in 0..count {
+                    if let Err(err) =
+                        metrics::counter_add("probe_series", 1.0, &[("id", &id.to_string())])
+                    {
+                        refused += 1;
+                        if first.is_empty() {
+                            first = err.message().to_owned();
+                        }
+                    }
+                }
+                log::warn(format!("series refused: {refused}, first: {first}"));
+                Ok(())
+            }
             Action::Configured => match config::get("action").as_deref() {
                 Some("reject") => Err(Error::reject("the config says reject")),
                 _ => Ok(()),
