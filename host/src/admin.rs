@@ -129,7 +129,26 @@ async fn readyz(State(host): State<Arc<Host>>) -> Response {
     }
     let ping = tokio::time::timeout(READY_PING_TIMEOUT, host.services().broker.ping()).await;
     match ping {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(())) => {
+            // Ready, with what the start-up checks of the Redis settings found amiss.
+            let mut body = "ready\n".to_string();
+            for finding in host
+                .doctor_report()
+                .map(|report| report.findings)
+                .unwrap_or_default()
+            {
+                if finding.level != crate::doctor::Level::Ok {
+                    body.push_str(&format!(
+                        "{} {}: {} (fix: {})\n",
+                        finding.level.as_str(),
+                        finding.check,
+                        finding.found,
+                        finding.fix
+                    ));
+                }
+            }
+            (StatusCode::OK, body).into_response()
+        }
         Ok(Err(err)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("redis unreachable: {err}\n"),

@@ -14,6 +14,7 @@
 //! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
 //! - [`consumer`]: one task per plugin × stream: read, dispatch, retry, commit.
 //! - [`dlq`]: dead letters and their re-drive to one plugin.
+//! - [`doctor`]: the Redis settings and keyspace states that lose or stall events.
 //! - [`host`]: loads plugins, discovers streams, runs consumers, shuts down gracefully.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint.
 //! - [`activity`]: a live feed of what the host does.
@@ -34,6 +35,7 @@ pub mod artifacts;
 pub mod broker;
 pub mod consumer;
 pub mod dlq;
+pub mod doctor;
 pub mod event;
 pub mod host;
 pub mod keyspace;

@@ -128,6 +128,8 @@ pub struct Metrics {
     effects_refused: CountFamily,
     /// `evhost_plugin_log_lines_dropped_total{plugin}`: plugin log lines over the rate limit.
     log_lines_dropped: CountFamily,
+    /// `evhost_doctor_findings{check,level}`: 1 for the level each start-up check found.
+    doctor_findings: GaugeFamily,
     /// `evhost_streams_unserved{plugin}`: streams the plugin's patterns match that this host
     /// leaves unconsumed (its bound of streams per plugin).
     streams_unserved: GaugeFamily,
@@ -207,6 +209,12 @@ impl Metrics {
             "Plugin metric samples dropped because they would start a series past the bound (1000 per metric, 5000 per plugin)",
             series_dropped.clone(),
         );
+        let doctor_findings = GaugeFamily::default();
+        registry.register(
+            "doctor_findings",
+            "What the Redis checks of evhost doctor found when the host started: 1 per check at its level (ok, unknown, warning, danger)",
+            doctor_findings.clone(),
+        );
         let streams_unserved = GaugeFamily::default();
         registry.register(
             "streams_unserved",
@@ -276,6 +284,7 @@ impl Metrics {
             plugin_families: Mutex::new(HashMap::new()),
             plugin_series: Mutex::new(SeriesBudget::default()),
             streams_unserved,
+            doctor_findings,
             series_dropped,
             handled,
             handler_duration,
@@ -345,6 +354,19 @@ impl Metrics {
         self.commit_failures
             .get_or_create(&labels(&[("plugin", plugin)]))
             .inc();
+    }
+
+    /// Sets `evhost_doctor_findings` from a doctor report.
+    pub fn set_doctor_findings(&self, report: &crate::doctor::Report) {
+        self.doctor_findings.clear();
+        for finding in &report.findings {
+            self.doctor_findings
+                .get_or_create(&labels(&[
+                    ("check", finding.check),
+                    ("level", finding.level.as_str()),
+                ]))
+                .set(1.0);
+        }
     }
 
     /// Sets how many matching streams `plugin` leaves unserved.

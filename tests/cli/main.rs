@@ -138,6 +138,74 @@ fn a_wrong_password_is_refused_without_showing_it() {
     );
 }
 
+/// `evhost doctor` on a Redis that would lose events prints each danger with its fix and exits
+/// with 3, so that it can gate a deployment; `--json` gives the same findings.
+#[test]
+fn doctor_exits_with_3_on_a_danger_and_prints_the_fix() {
+    let server =
+        RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru", "--maxmemory", "50mb"]);
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let output = evhost()
+        .args(["doctor", "--redis", &url])
+        .output()
+        .expect("run evhost doctor");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("danger eviction")
+            && stdout.contains("CONFIG SET maxmemory-policy noeviction"),
+        "{stdout}"
+    );
+    let output = evhost()
+        .args(["doctor", "--json", "--redis", &url])
+        .output()
+        .expect("run evhost doctor --json");
+    assert_eq!(output.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let levels: Vec<(&str, &str)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|finding| {
+            (
+                finding["check"].as_str().unwrap_or_default(),
+                finding["level"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(levels.contains(&("eviction", "danger")), "{levels:?}");
+    assert!(levels.contains(&("version", "ok")), "{levels:?}");
+}
+
+/// `evhost run --strict` refuses to start on a danger in the Redis settings.
+#[test]
+fn run_strict_refuses_a_redis_that_would_lose_events() {
+    let server =
+        RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru", "--maxmemory", "50mb"]);
+    let plugins = tempfile::tempdir().expect("plugin dir");
+    let output = evhost()
+        .args([
+            "run",
+            "--strict",
+            "--no-watch",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--redis", &format!("redis://127.0.0.1:{}", server.port())])
+        .arg("--plugins")
+        .arg(plugins.path())
+        .output()
+        .expect("run evhost run --strict");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--strict")
+            && stderr.contains("not starting")
+            && stderr.contains("doctor: danger"),
+        "{stderr}"
+    );
+}
+
 /// `evhost publish` appends one event and prints its id; invalid JSON is a usage error.
 #[test]
 fn publish_prints_the_event_id_and_rejects_bad_json() {

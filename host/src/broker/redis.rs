@@ -92,6 +92,42 @@ impl RedisBroker {
         })
     }
 
+    /// `INFO <section>`, as text.
+    ///
+    /// # Errors
+    ///
+    /// When the server refuses or fails.
+    pub async fn info(&self, section: &str) -> Result<String, BrokerError> {
+        match self.query(redis::cmd("INFO").arg(section)).await? {
+            Value::BulkString(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Value::VerbatimString { text, .. } | Value::SimpleString(text) => Ok(text),
+            other => Err(unexpected("INFO", &other)),
+        }
+    }
+
+    /// The value of the configuration parameter `name` (`CONFIG GET`), `None` when the server
+    /// has no such parameter.
+    ///
+    /// # Errors
+    ///
+    /// When the server refuses (managed Redis often renames or forbids `CONFIG`) or fails.
+    pub async fn config_get(&self, name: &str) -> Result<Option<String>, BrokerError> {
+        let text = |value: &Value| match value {
+            Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Value::SimpleString(text) => Some(text.clone()),
+            _ => None,
+        };
+        match self
+            .query(redis::cmd("CONFIG").arg("GET").arg(name))
+            .await?
+        {
+            // RESP2: [name, value]; RESP3: {name: value}.
+            Value::Array(pair) => Ok(pair.get(1).and_then(text)),
+            Value::Map(pairs) => Ok(pairs.first().and_then(|(_, value)| text(value))),
+            other => Err(unexpected("CONFIG GET", &other)),
+        }
+    }
+
     /// Sends `PING` and waits for the answer.
     ///
     /// # Errors

@@ -7,6 +7,7 @@ mod componentize;
 mod config_file;
 mod demo;
 mod dlq;
+mod doctor;
 mod event_view;
 mod examples;
 mod history;
@@ -33,6 +34,7 @@ pub use componentize::ComponentizeArgs;
 pub use config_file::ConfigFileError;
 pub use demo::DemoArgs;
 pub use dlq::DlqArgs;
+pub use doctor::DoctorArgs;
 pub use examples::ExamplesArgs;
 pub use history::HistoryArgs;
 pub use plugins::PluginsArgs;
@@ -93,6 +95,8 @@ pub enum Command {
     Examples(ExamplesArgs),
     /// List, show, re-drive or purge a plugin's dead letters.
     Dlq(DlqArgs),
+    /// Check the Redis settings and streams that lose or stall events (exit 3 on a danger).
+    Doctor(DoctorArgs),
     /// Measure evhost beside a raw Redis consumer loop (throughput, latency, hot swap, memory).
     Bench(BenchArgs),
     /// Create a plugin project (Rust, Python, JavaScript or C) that builds with one command.
@@ -112,6 +116,7 @@ impl Command {
             | Command::Publish(_)
             | Command::Examples(_)
             | Command::Dlq(_)
+            | Command::Doctor(_)
             | Command::Bench(_)
             | Command::History(_)
             | Command::Tail(_)
@@ -197,6 +202,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::Examples(args) => examples::run(args),
         Command::Dlq(args) => dlq::run(args).await,
+        Command::Doctor(args) => doctor::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Tail(args) => tail::run(args).await,
@@ -213,6 +219,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {err:#}");
             if err.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if err.downcast_ref::<doctor::DangerFound>().is_some() {
+                ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::common::{DEFAULT_REDIS_URL, connect_redis, redact_url, shutdown_signal};
 use evhost::admin;
 use evhost::consumer::ConsumerOptions;
+use evhost::doctor::Level;
 use evhost::host::{Host, HostOptions};
 
 /// Arguments of `evhost run`.
@@ -65,6 +66,10 @@ pub struct RunArgs {
     /// new event types cannot open consumers and Redis connections without end).
     #[arg(long, default_value_t = evhost::host::DEFAULT_MAX_STREAMS_PER_PLUGIN)]
     pub max_streams_per_plugin: usize,
+    /// Refuse to start when `evhost doctor`'s checks of the Redis settings find a danger
+    /// (without it, dangers are logged and the host runs).
+    #[arg(long)]
+    pub strict: bool,
     /// Do not watch the plugin directory for changes (no hot swap).
     #[arg(long)]
     pub no_watch: bool,
@@ -115,7 +120,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_streams_per_plugin: args.max_streams_per_plugin.max(1),
     };
     let consumer = options.consumer.consumer.clone();
+    let report = doctor_checks(&args.redis, args.strict).await?;
     let host = Host::new(broker, options).context("cannot start the Wasm engine")?;
+    host.set_doctor_report(report);
     // The admin endpoint first: /healthz answers, and /readyz says what is loading.
     let admin_cancel = CancellationToken::new();
     let token = admin::AdminToken::new(args.admin_token.as_deref());
@@ -163,4 +170,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     announce.abort();
     admin_cancel.cancel();
     Ok(())
+}
+
+/// Runs `evhost doctor`'s checks of the Redis settings and logs what is not ok: dangers as
+/// errors, the rest as warnings.
+///
+/// # Errors
+///
+/// With `strict`, when a check finds a danger; when Redis cannot be reached.
+async fn doctor_checks(url: &str, strict: bool) -> anyhow::Result<evhost::doctor::Report> {
+    let broker = evhost::RedisBroker::connect(url)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact_url(url)))?;
+    let report = evhost::doctor::examine(&broker).await;
+    for finding in &report.findings {
+        match finding.level {
+            Level::Ok => {
+                tracing::debug!(check = finding.check, found = %finding.found, "doctor: ok");
+            }
+            Level::Danger => {
+                tracing::error!(check = finding.check, found = %finding.found, risk = %finding.risk, fix = %finding.fix, "doctor: danger");
+            }
+            Level::Warning | Level::Unknown => {
+                tracing::warn!(check = finding.check, level = finding.level.as_str(), found = %finding.found, risk = %finding.risk, fix = %finding.fix, "doctor: check the Redis settings");
+            }
+        }
+    }
+    let dangers = report.count(Level::Danger);
+    if strict && dangers > 0 {
+        anyhow::bail!(
+            "--strict: {dangers} danger(s) in the Redis settings (see above, or run `evhost doctor`); not starting"
+        );
+    }
+    Ok(report)
 }

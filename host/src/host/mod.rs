@@ -83,6 +83,8 @@ pub struct Host {
     ready: signal::Sender<bool>,
     /// Wakes the supervisor after a plugin was added, swapped or removed.
     plugins_changed: Arc<Notify>,
+    /// What `evhost doctor`'s checks found at start, for `/readyz` and the metrics.
+    doctor: std::sync::Mutex<Option<crate::doctor::Report>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -122,7 +124,26 @@ impl Host {
             tracker: TaskTracker::new(),
             ready,
             plugins_changed,
+            doctor: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// Records what the doctor's checks found (see [`crate::doctor`]): `/readyz` lists what is
+    /// not ok, and `evhost_doctor_findings{check,level}` counts it.
+    pub fn set_doctor_report(&self, report: crate::doctor::Report) {
+        self.services.metrics.set_doctor_findings(&report);
+        *self
+            .doctor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(report);
+    }
+
+    /// What the doctor's checks found at start, if they ran.
+    pub fn doctor_report(&self) -> Option<crate::doctor::Report> {
+        self.doctor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Broker, metrics and the activity feed.

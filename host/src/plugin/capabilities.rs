@@ -220,6 +220,45 @@ impl PluginState {
         self.effects.push(Op::Delete { key });
         Ok(())
     }
+
+    /// Checks an increment (the key holds a counter, the result stays in range, the budget)
+    /// and buffers it; returns the value the call sees.
+    async fn buffer_increment(
+        &mut self,
+        prefix: &str,
+        key: String,
+        delta: u64,
+    ) -> Result<u64, kv::Error> {
+        if self.effects.scope.is_none() {
+            return Err(kv::Error::Other(NOT_IN_CALL.into()));
+        }
+        let full_key = format!("{prefix}{key}");
+        let current = self
+            .effects
+            .peek(&*self.services.broker, &full_key)
+            .await
+            .map_err(broker_error)?;
+        let sum = counter_value(current.as_deref())
+            .and_then(|current| counter_add(current, delta))
+            .map_err(|err| {
+                kv::Error::Other(format!("cannot increment {key:?} by {delta}: {err}"))
+            })?;
+        let returned = u64::try_from(sum).map_err(|_| {
+            kv::Error::Other(format!(
+                "increment of {key:?} gives {sum}, below zero (increment returns an unsigned number)"
+            ))
+        })?;
+        let write = Write {
+            what: "increment",
+            key: Some(&key),
+            size: key.len(),
+            cost: key.len() + 20,
+            event_type: None,
+        };
+        self.budget.spend(write).map_err(kv::Error::Other)?;
+        self.effects.push_increment(full_key, delta, sum);
+        Ok(returned)
+    }
 }
 
 impl atomics::Host for PluginState {
@@ -232,38 +271,8 @@ impl atomics::Host for PluginState {
         key: String,
         delta: u64,
     ) -> wasmtime::Result<Result<u64, kv::Error>> {
-        if self.effects.scope.is_none() {
-            return Ok(Err(kv::Error::Other(NOT_IN_CALL.into())));
-        }
         let prefix = self.table.get(&bucket)?.prefix.clone();
-        let full_key = format!("{prefix}{key}");
-        let current = match self.effects.peek(&*self.services.broker, &full_key).await {
-            Ok(value) => value,
-            Err(err) => return Ok(Err(broker_error(err))),
-        };
-        let result = counter_value(current.as_deref())
-            .and_then(|current| counter_add(current, delta))
-            .map_err(|err| format!("cannot increment {key:?} by {delta}: {err}"));
-        let result = match result.and_then(|sum| {
-            u64::try_from(sum)
-                .map(|returned| (sum, returned))
-                .map_err(|_| format!("increment of {key:?} gives {sum}, below zero"))
-        }) {
-            Ok(result) => result,
-            Err(reason) => return Ok(Err(kv::Error::Other(reason))),
-        };
-        let write = Write {
-            what: "increment",
-            key: Some(&key),
-            size: key.len(),
-            cost: key.len() + 20,
-            event_type: None,
-        };
-        if let Err(reason) = self.budget.spend(write) {
-            return Ok(Err(kv::Error::Other(reason)));
-        }
-        self.effects.push_increment(full_key, delta, result.0);
-        Ok(Ok(result.1))
+        Ok(self.buffer_increment(&prefix, key, delta).await)
     }
 }
 

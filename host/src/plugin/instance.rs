@@ -267,17 +267,15 @@ impl PluginInstance {
         let state = self.store.data_mut();
         let over_budget = state.budget.finish(&state.plugin, &state.services.metrics);
         let effects = &mut state.effects;
-        let outcome = match result {
+        let outcome = match (result, over_budget) {
             // A call over its budget commits nothing and is rejected, whatever it returned
             // (see `budget.rs` for why); a trap or a timeout stays what it is.
-            Ok(Ok(_)) if over_budget.is_some() => {
+            (Ok(Ok(_)), Some(reason)) => {
                 effects.discard_call();
-                Ok(Outcome::Reject {
-                    reason: over_budget.unwrap_or_default(),
-                })
+                Ok(Outcome::Reject { reason })
             }
-            Ok(Ok(Ok(()))) => Ok(Outcome::Ok(effects.keep_call())),
-            Ok(Ok(Err(error))) => {
+            (Ok(Ok(Ok(()))), None) => Ok(Outcome::Ok(effects.keep_call())),
+            (Ok(Ok(Err(error))), None) => {
                 effects.discard_call();
                 Ok(match error {
                     types::HandleError::Retry(retry) => Outcome::Retry {
@@ -287,11 +285,11 @@ impl PluginInstance {
                     types::HandleError::Reject(reason) => Outcome::Reject { reason },
                 })
             }
-            Ok(Err(err)) => {
+            (Ok(Err(err)), _) => {
                 effects.discard_call();
                 Err(CallError::Trap(trap_message(&err)))
             }
-            Err(_) => {
+            (Err(_), _) => {
                 effects.discard_call();
                 Err(CallError::Timeout(self.timeout))
             }

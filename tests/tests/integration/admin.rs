@@ -181,6 +181,27 @@ async fn metrics_and_admin_json_show_what_happened() {
             .expect("readyz"),
         "ready\n"
     );
+    // What the start-up checks of the Redis settings found (the test server keeps nothing on
+    // disk) shows in /readyz, still ready, and in the metrics.
+    host.host
+        .set_doctor_report(evhost::doctor::examine(&broker).await);
+    let ready = AdminClient::new(&url, None)
+        .get_text("/readyz")
+        .await
+        .expect("readyz");
+    assert!(
+        ready.starts_with("ready\n") && ready.contains("danger persistence: no append-only file"),
+        "{ready}"
+    );
+    let doctor = scrape(&url).await;
+    assert_eq!(
+        value(
+            &doctor,
+            "evhost_doctor_findings",
+            &[("check", "persistence"), ("level", "danger")]
+        ),
+        Some(1.0)
+    );
 
     // Redis gone: not ready, and the scrape still answers.
     drop(server);

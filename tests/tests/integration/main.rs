@@ -7,6 +7,7 @@ mod admin;
 mod budget;
 mod conformance;
 mod delivery;
+mod doctor;
 mod hot_swap;
 mod languages;
 mod loading;
