@@ -14,6 +14,7 @@
 //! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
 //! - [`consumer`]: one task per plugin × stream: read, dispatch, retry, commit.
 //! - [`dlq`]: dead letters and their re-drive to one plugin.
+//! - [`retention`]: trims event streams by rules, never what a group still needs.
 //! - [`doctor`]: the Redis settings and keyspace states that lose or stall events.
 //! - [`host`]: loads plugins, discovers streams, runs consumers, shuts down gracefully.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP endpoint.
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod redis_process;
 pub mod registry;
+pub mod retention;
 pub mod stream_stats;
 pub mod watch;
 

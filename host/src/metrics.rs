@@ -128,6 +128,8 @@ pub struct Metrics {
     effects_refused: CountFamily,
     /// `evhost_plugin_log_lines_dropped_total{plugin}`: plugin log lines over the rate limit.
     log_lines_dropped: CountFamily,
+    /// `evhost_retention_trimmed_total{stream}`: entries the retention rules trimmed.
+    retention_trimmed: CountFamily,
     /// `evhost_doctor_findings{check,level}`: 1 for the level each start-up check found.
     doctor_findings: GaugeFamily,
     /// `evhost_streams_unserved{plugin}`: streams the plugin's patterns match that this host
@@ -209,6 +211,12 @@ impl Metrics {
             "Plugin metric samples dropped because they would start a series past the bound (1000 per metric, 5000 per plugin)",
             series_dropped.clone(),
         );
+        let retention_trimmed = CountFamily::default();
+        registry.register(
+            "retention_trimmed",
+            "Entries trimmed from event streams by the retention rules (--retain-len, --retain-age)",
+            retention_trimmed.clone(),
+        );
         let doctor_findings = GaugeFamily::default();
         registry.register(
             "doctor_findings",
@@ -285,6 +293,7 @@ impl Metrics {
             plugin_series: Mutex::new(SeriesBudget::default()),
             streams_unserved,
             doctor_findings,
+            retention_trimmed,
             series_dropped,
             handled,
             handler_duration,
@@ -354,6 +363,13 @@ impl Metrics {
         self.commit_failures
             .get_or_create(&labels(&[("plugin", plugin)]))
             .inc();
+    }
+
+    /// Counts entries trimmed from `stream` by the retention rules.
+    pub fn record_trimmed(&self, stream: &str, entries: u64) {
+        self.retention_trimmed
+            .get_or_create(&labels(&[("stream", stream)]))
+            .inc_by(entries);
     }
 
     /// Sets `evhost_doctor_findings` from a doctor report.

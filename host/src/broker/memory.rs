@@ -669,6 +669,18 @@ impl Broker for MemoryBroker {
         Ok(self.with_state(|state| state.keys.get(key).cloned()))
     }
 
+    async fn trim_before(&self, stream: &str, first_kept: EntryId) -> Result<u64, BrokerError> {
+        Ok(self.with_state(|state| {
+            let Some(found) = state.streams.get_mut(stream) else {
+                return 0;
+            };
+            let kept = found.entries.split_off(&first_kept);
+            let removed = found.entries.len();
+            found.entries = kept;
+            u64::try_from(removed).unwrap_or(u64::MAX)
+        }))
+    }
+
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
         Ok(self.with_state(|state| {
             keys.iter()

@@ -346,6 +346,11 @@ pub trait Broker: Inspect {
     /// a backend that cannot list streams cannot run a host.
     async fn streams(&self, prefix: &str) -> Result<Vec<String>, BrokerError>;
 
+    /// Deletes the entries of `stream` with ids below `first_kept` (`XTRIM MINID`); returns
+    /// how many. Streams only grow otherwise: the host's retention trims what every group has
+    /// acknowledged.
+    async fn trim_before(&self, stream: &str, first_kept: EntryId) -> Result<u64, BrokerError>;
+
     /// Up to `count` pending entries of `group` idle for at least `min_idle`, oldest first.
     async fn pending(
         &self,

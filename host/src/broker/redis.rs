@@ -475,6 +475,15 @@ impl Broker for RedisBroker {
         }
     }
 
+    async fn trim_before(&self, stream: &str, first_kept: EntryId) -> Result<u64, BrokerError> {
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(stream).arg("MINID").arg(first_kept.to_string());
+        match self.query(&cmd).await? {
+            Value::Int(removed) => Ok(u64::try_from(removed).unwrap_or(0)),
+            other => Err(unexpected("XTRIM", &other)),
+        }
+    }
+
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -66,6 +66,16 @@ pub struct RunArgs {
     /// new event types cannot open consumers and Redis connections without end).
     #[arg(long, default_value_t = evhost::host::DEFAULT_MAX_STREAMS_PER_PLUGIN)]
     pub max_streams_per_plugin: usize,
+    /// Keep at most N entries of the streams of matching event types: `PATTERN=N`, e.g.
+    /// `'Bid*=100000'` (repeatable; the first matching rule applies). Entries a consumer group
+    /// has not yet delivered or acknowledged are never trimmed.
+    #[arg(long, value_name = "PATTERN=N")]
+    pub retain_len: Vec<String>,
+    /// Keep only the last SECONDS of the streams of matching event types: `PATTERN=SECONDS`,
+    /// e.g. `'AuctionEnded=604800'` (repeatable; the first matching rule applies; never what a
+    /// group still needs).
+    #[arg(long, value_name = "PATTERN=SECONDS")]
+    pub retain_age: Vec<String>,
     /// Refuse to start when `evhost doctor`'s checks of the Redis settings find a danger
     /// (without it, dangers are logged and the host runs).
     #[arg(long)]
@@ -118,6 +128,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         max_streams_per_plugin: args.max_streams_per_plugin.max(1),
+        retention: evhost::retention::Retention::parse(&args.retain_len, &args.retain_age)
+            .map_err(|err| super::UsageError(err.to_string()))?,
+        ..HostOptions::default()
     };
     let consumer = options.consumer.consumer.clone();
     let report = doctor_checks(&args.redis, args.strict).await?;

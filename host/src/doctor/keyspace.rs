@@ -6,7 +6,7 @@ use super::{Finding, Level};
 use crate::broker::redis::RedisBroker;
 use crate::stream_stats::{self, StreamStats};
 
-/// Entries past which a stream is reported as growing without bound (evhost does not trim).
+/// Entries past which a stream is reported as growing without bound (untrimmed).
 const LONG_STREAM: u64 = 1_000_000;
 /// Undelivered entries past which a group is reported as falling behind.
 const LAGGING: u64 = 100_000;
@@ -44,8 +44,8 @@ fn retention(streams: &[StreamStats]) -> Finding {
         CHECK,
         Level::Warning,
         long.join(", "),
-        "evhost never trims streams: they grow until Redis runs out of memory",
-        "trim what every group has acknowledged, e.g. XTRIM <stream> MINID <oldest id a group still needs> (see evhost stats for each group's last delivered and oldest pending id)",
+        "a stream without a retention rule grows until Redis runs out of memory",
+        "give the host a retention rule: evhost run --retain-len 'TYPE=N' or --retain-age 'TYPE=SECONDS' (it never trims what a group has not yet delivered or acknowledged)",
     )
 }
 
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(retention(&[stream(10, None)]).level, Level::Ok);
         let long = retention(&[stream(LONG_STREAM + 1, None)]);
         assert_eq!(long.level, Level::Warning);
-        assert!(long.fix.contains("XTRIM"), "{long:?}");
+        assert!(long.fix.contains("--retain-len"), "{long:?}");
         assert_eq!(backlog(&[stream(10, Some((5, 1000)))]).level, Level::Ok);
         let lagging = backlog(&[stream(10, Some((LAGGING + 1, 0)))]);
         assert_eq!(lagging.level, Level::Warning);

@@ -46,6 +46,10 @@ pub struct HostOptions {
     /// left unserved (warned about and counted), so that a flood of new event types cannot
     /// open consumers and connections without end.
     pub max_streams_per_plugin: usize,
+    /// How much of each event stream to keep (see [`crate::retention`]); empty: no trimming.
+    pub retention: crate::retention::Retention,
+    /// How often the retention rules are applied.
+    pub retention_interval: Duration,
 }
 
 /// Default of [`HostOptions::max_streams_per_plugin`].
@@ -59,6 +63,8 @@ impl Default for HostOptions {
             shutdown_grace: Duration::from_secs(30),
             cache_dir: None,
             max_streams_per_plugin: DEFAULT_MAX_STREAMS_PER_PLUGIN,
+            retention: crate::retention::Retention::default(),
+            retention_interval: Duration::from_secs(10),
         }
     }
 }
@@ -249,6 +255,30 @@ impl Host {
         self.cancel.cancel();
     }
 
+    /// Trims the event streams by the retention rules every `retention_interval` until the
+    /// host stops.
+    async fn apply_retention(&self) {
+        let mut trimmer =
+            crate::retention::Trimmer::new(self.options.retention.clone(), self.services.keyspace);
+        loop {
+            match trimmer.pass(self.services.broker.as_ref()).await {
+                Ok(pass) => {
+                    for (stream, entries) in pass.trimmed {
+                        self.services.metrics.record_trimmed(&stream, entries);
+                        tracing::debug!(stream, entries, "retention: trimmed");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention pass failed; trying again later")
+                }
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(self.options.retention_interval) => {}
+            }
+        }
+    }
+
     /// Runs the consumers until `shutdown` completes (or [`Host::stop`] is called), then stops
     /// reading, lets in-flight handlers finish and commit, and returns.
     pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) {
@@ -261,6 +291,10 @@ impl Host {
         );
         let supervision =
             tokio::spawn(supervisor.run(self.plugins_changed.clone(), self.ready.clone()));
+        let retention = (!self.options.retention.is_empty()).then(|| {
+            let host = self.clone();
+            tokio::spawn(async move { host.apply_retention().await })
+        });
         tokio::select! {
             () = shutdown => {}
             () = self.cancel.cancelled() => {}
@@ -268,6 +302,9 @@ impl Host {
         tracing::info!("shutting down: finishing in-flight events");
         self.cancel.cancel();
         let _ = supervision.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         self.tracker.close();
         if tokio::time::timeout(self.options.shutdown_grace, self.tracker.wait())
             .await

@@ -13,6 +13,7 @@ mod languages;
 mod loading;
 mod new;
 mod redis_url;
+mod retention;
 mod saga;
 mod sandbox;
 mod state;

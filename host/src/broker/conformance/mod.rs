@@ -59,6 +59,32 @@ pub async fn run_all(broker: &dyn Broker) {
     values::read_checks(broker, &prefix("read_checks")).await;
     values::counters(broker, &prefix("counters")).await;
     values::get_many(broker, &prefix("get_many")).await;
+    trim(broker, &prefix("trim")).await;
+}
+
+/// `trim_before` deletes the entries before an id and counts them; a missing stream trims
+/// nothing; new entries still get larger ids.
+pub async fn trim(broker: &dyn Broker, prefix: &str) {
+    let s = format!("{prefix}s");
+    let ids = add_n(broker, &s, 5).await;
+    assert_eq!(ok("trim_before", broker.trim_before(&s, ids[3]).await), 3);
+    let left = ok(
+        "range",
+        broker.range(&s, EntryId::ZERO, EntryId::MAX, 10).await,
+    );
+    assert_eq!(
+        entry_ids(&left),
+        ids[3..],
+        "{s}: the entries from the id on are kept"
+    );
+    assert_eq!(ok("trim_before", broker.trim_before(&s, ids[3]).await), 0);
+    let missing = format!("{prefix}missing");
+    assert_eq!(
+        ok("trim_before", broker.trim_before(&missing, ids[3]).await),
+        0
+    );
+    let newer = ok("add", broker.add(&s, &numbered(9)).await);
+    assert!(newer > ids[4], "{s}: ids keep increasing");
 }
 
 /// A follower reads the entries after the given ids of each stream, waits for new ones when
