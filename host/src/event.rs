@@ -24,6 +24,9 @@ pub const JSON: &str = "application/json";
 pub const CORRELATION_ID: &str = "correlationid";
 /// Extension attribute carrying the id of the event that caused this one.
 pub const CAUSATION_ID: &str = "causationid";
+/// Extension attribute carrying the event's partition key (CloudEvents `partitionkey`), which a
+/// plugin's publishes inherit (see [`crate::partition`]).
+pub const PARTITION_KEY: &str = "partitionkey";
 
 /// Namespace of the deterministic ids given to entries that carry no event id.
 const ENTRY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6576_686f_7374_2d65_6e74_7279_2d69_6430);

@@ -2,7 +2,7 @@
 //!
 //! Nothing else in evhost formats a key: streams, key-value entries, journals, dead letters and
 //! redrive streams are all named here, together with the inverse (the event type of a stream
-//! name) and the prefixes that discovery scans for. evhost keeps no metadata keys today.
+//! name) and the prefixes that discovery scans for. The only metadata key records the partition count.
 //!
 //! A [`Keyspace`] is one layout of those names. [`Keyspace::single()`] is the only layout today
 //! (one partition, P = 1) and keeps the names evhost always used:
@@ -14,6 +14,7 @@
 //! | journal of plugin `p`        | `evhost:journal:p`           |
 //! | dead letters of plugin `p`   | `evhost:dlq:p`               |
 //! | events re-driven to `p`      | `evhost:redrive:p`           |
+//! | the partition count          | `evhost:partitions` (absent: 1) |
 //!
 //! Only the key-value entries carry a hash tag (`{p}`), so the keys one commit touches (the
 //! event's stream, the plugin's key-value entries, journal and dead letters) lie in different
@@ -32,6 +33,8 @@ const JOURNALS: &str = "evhost:journal:";
 const DEAD_LETTERS: &str = "evhost:dlq:";
 /// Prefix of the redrive streams in the single layout.
 const REDRIVES: &str = "evhost:redrive:";
+/// The key recording the partition count.
+const PARTITIONS: &str = "evhost:partitions";
 
 /// How keys are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +87,11 @@ impl Keyspace {
         match self.layout {
             Layout::Single => false,
         }
+    }
+
+    /// The key that records the keyspace's partition count: `evhost:partitions` (absent: 1).
+    pub fn partitions_key(&self) -> &'static str {
+        PARTITIONS
     }
 
     /// The stream of events of type `event_type`: `events:<type>`.

@@ -7,6 +7,7 @@
 //!
 //! - [`event`]: the CloudEvents-style envelope and its encodings in stream entries.
 //! - [`keyspace`]: the name of every Redis key evhost uses, and their hash tags.
+//! - [`partition`]: partition keys and the partition function producers compute.
 //! - [`broker`]: the [`broker::Broker`] and [`broker::Inspect`] traits with a Redis and an
 //!   in-memory implementation, and [`broker::connect`] to pick one from a URL.
 //! - [`plugin`]: the Wasm engine, plugin versions, instances and host capabilities.
@@ -41,6 +42,7 @@ pub mod event;
 pub mod host;
 pub mod keyspace;
 pub mod metrics;
+pub mod partition;
 pub mod plugin;
 pub mod redis_process;
 pub mod registry;

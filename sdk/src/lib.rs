@@ -86,7 +86,7 @@
 //!
 //! | module / function | host capability |
 //! |---|---|
-//! | [`publish`], [`publish_raw`] | publish events to `events:<type>` |
+//! | [`publish`], [`publish_keyed`], [`publish_raw`] | publish events to `events:<type>` (with the handled event's partition key, or another) |
 //! | [`kv`] | the plugin's key-value store (`wasi:keyvalue`) |
 //! | [`config`] | operator-set configuration values (`wasi:config`) |
 //! | [`log`] | logging through the host (`wasi:logging`) |
@@ -152,7 +152,7 @@ pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use event::{CAUSATION_ID, CORRELATION_ID, Delivery, Event};
 pub use info::PluginInfo;
 pub use plugin::Plugin;
-pub use publish::{publish, publish_raw};
+pub use publish::{publish, publish_keyed, publish_raw};
 
 /// Everything a plugin usually needs: `use evhost_sdk::prelude::*;`.
 ///
@@ -168,7 +168,7 @@ pub mod prelude {
 
     pub use crate::{
         Delivery, Error, Event, Plugin, PluginInfo, Result, ResultExt, config, journal, kv, log,
-        metrics, publish, publish_raw,
+        metrics, publish, publish_keyed, publish_raw,
     };
 }
 

@@ -1,4 +1,5 @@
-//! [`publish`] and [`publish_raw`]: emit events for other plugins and services.
+//! [`publish`], [`publish_keyed`] and [`publish_raw`]: emit events for other plugins and
+//! services.
 
 use serde::Serialize;
 
@@ -11,7 +12,8 @@ use crate::event::short_type_name;
 /// event's id.
 ///
 /// The host appends the event to the stream `events:<event_type>` and sets its
-/// `correlationid` and `causationid`. Publishes are buffered and committed together with the
+/// `correlationid` and `causationid`, and its `partitionkey` to that of the event being
+/// handled (see [`publish_keyed`] for another key). Publishes are buffered and committed together with the
 /// acknowledgement of the event being handled: if the handler fails, nothing is published.
 ///
 /// # Errors
@@ -26,6 +28,41 @@ pub fn publish<T: Serialize + ?Sized>(event_type: &str, data: &T) -> Result<Stri
         ))
     })?;
     publish_raw(event_type, bytes, "application/json")
+}
+
+/// Publishes like [`publish`], with the partition key `key` (the CloudEvents `partitionkey`
+/// extension) instead of the key of the event being handled, which [`publish`] carries on.
+///
+/// ```
+/// # use evhost_sdk::prelude::*;
+/// fn pay(auction_id: &str, bidder_id: &str) -> Result<String> {
+///     // Keyed by the bidder, so that whoever keeps state per bidder sees it in order.
+///     publish_keyed("PaymentProcessed", bidder_id, &serde_json::json!({ "auction_id": auction_id }))
+/// }
+/// ```
+///
+/// # Errors
+///
+/// As [`publish`].
+pub fn publish_keyed<T: Serialize + ?Sized>(
+    event_type: &str,
+    key: &str,
+    data: &T,
+) -> Result<String> {
+    let bytes = serde_json::to_vec(data).map_err(|err| {
+        Error::reject(format!(
+            "cannot serialize the data of {event_type} ({}) as JSON: {err}",
+            short_type_name(std::any::type_name::<T>())
+        ))
+    })?;
+    let event = OutgoingEvent {
+        type_: event_type.to_owned(),
+        data: bytes,
+        datacontenttype: Some("application/json".to_owned()),
+        extensions: vec![("partitionkey".to_owned(), key.to_owned())],
+    };
+    publisher::publish(&event)
+        .map_err(|err| Error::retry(format!("publishing {event_type}: {err}")))
 }
 
 /// Publishes an event whose data is `data` of media type `content_type`; returns the new

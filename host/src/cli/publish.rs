@@ -10,12 +10,12 @@ use serde_json::Value;
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
 use super::output::Progress;
-use evhost::event::{self, CORRELATION_ID, Event};
+use evhost::event::{self, CORRELATION_ID, Event, PARTITION_KEY};
 
 /// Arguments of `evhost publish`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "With --file, each line is {\"type\": ..., \"data\": ...}, or just the data when TYPE is given; blank lines are skipped. The whole file is checked before anything is published.\n\nExamples:\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\",\"winning_bidder_id\":\"b1\",\"winning_price\":120}'\n  evhost publish BidderRegistered '{\"bidder_id\":\"b1\",\"name\":\"Ada\",\"email\":\"ada@example.com\"}' --correlation-id order-7\n  evhost publish --file events.jsonl\n  evhost publish AuctionEnded --file auctions.jsonl --correlation-id import-42"
+    after_help = "With --file, each line is {\"type\": ..., \"data\": ..., \"key\": ...} (key optional), or just the data when TYPE is given; blank lines are skipped. The whole file is checked before anything is published.\n\nExamples:\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\",\"winning_bidder_id\":\"b1\",\"winning_price\":120}'\n  evhost publish BidderRegistered '{\"bidder_id\":\"b1\",\"name\":\"Ada\",\"email\":\"ada@example.com\"}' --correlation-id order-7\n  evhost publish --file events.jsonl\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\"}' --key a1\n  evhost publish AuctionEnded --file auctions.jsonl --correlation-id import-42"
 )]
 pub struct PublishArgs {
     /// Event type; the event goes to the stream `events:<TYPE>` (with --file: the type of
@@ -35,15 +35,30 @@ pub struct PublishArgs {
     /// Correlation id to attach (`correlationid` extension) to every event.
     #[arg(long)]
     pub correlation_id: Option<String>,
+    /// Partition key (`partitionkey` extension), which the plugins' publishes caused by the
+    /// event carry on (with --file: of every line that gives no `key` of its own).
+    #[arg(long)]
+    pub key: Option<String>,
 }
 
-fn make_event(event_type: &str, data: &Value, args: &PublishArgs) -> Result<Event, UsageError> {
+fn make_event(
+    event_type: &str,
+    data: &Value,
+    key: Option<&str>,
+    args: &PublishArgs,
+) -> Result<Event, UsageError> {
     if let Err(reason) = event::validate_type(event_type) {
         return Err(UsageError(format!("invalid event type: {reason}")));
     }
     let mut event = Event::new(event_type, &args.source, data.to_string().into_bytes());
     if let Some(correlation_id) = &args.correlation_id {
         event.set_extension(CORRELATION_ID, correlation_id);
+    }
+    if let Some(key) = key.or(args.key.as_deref()) {
+        if key.is_empty() {
+            return Err(UsageError("the partition key must not be empty".into()));
+        }
+        event.set_extension(PARTITION_KEY, key);
     }
     Ok(event)
 }
@@ -62,7 +77,7 @@ pub fn build_event(args: &PublishArgs) -> anyhow::Result<Event> {
     };
     let data: Value = serde_json::from_str(data)
         .map_err(|err| UsageError(format!("event data is not valid JSON ({err}): {data:?}")))?;
-    Ok(make_event(event_type, &data, args)?)
+    Ok(make_event(event_type, &data, None, args)?)
 }
 
 /// Parses one line of a `--file`: the data of `event_type`, or a `{"type", "data"}` object.
@@ -70,7 +85,7 @@ fn parse_line(line: &str, event_type: Option<&str>, args: &PublishArgs) -> Resul
     let value: Value =
         serde_json::from_str(line).map_err(|err| format!("not valid JSON ({err})"))?;
     match event_type {
-        Some(event_type) => make_event(event_type, &value, args).map_err(|err| err.0),
+        Some(event_type) => make_event(event_type, &value, None, args).map_err(|err| err.0),
         None => {
             let Value::Object(mut object) = value else {
                 return Err(
@@ -85,12 +100,17 @@ fn parse_line(line: &str, event_type: Option<&str>, args: &PublishArgs) -> Resul
             let data = object
                 .remove("data")
                 .ok_or_else(|| "missing field \"data\"".to_string())?;
+            let key = match object.remove("key") {
+                None => None,
+                Some(Value::String(key)) => Some(key),
+                Some(_) => return Err("field \"key\" must be a string".into()),
+            };
             if let Some(extra) = object.keys().next() {
                 return Err(format!(
-                    "unknown field {extra:?}: a line holds only \"type\" and \"data\""
+                    "unknown field {extra:?}: a line holds only \"type\", \"data\" and \"key\""
                 ));
             }
-            make_event(&event_type, &data, args).map_err(|err| err.0)
+            make_event(&event_type, &data, key.as_deref(), args).map_err(|err| err.0)
         }
     }
 }
@@ -179,7 +199,23 @@ mod tests {
             redis: DEFAULT_REDIS_URL.into(),
             source: "test".into(),
             correlation_id: Some("c-1".into()),
+            key: None,
         }
+    }
+
+    #[test]
+    fn keys_come_from_the_line_or_the_flag() {
+        let mut with_key = args(None);
+        with_key.key = Some("default-key".into());
+        let keyed = parse_line(r#"{"type":"A","data":{},"key":"k-1"}"#, None, &with_key)
+            .expect("keyed line");
+        assert_eq!(keyed.extension(PARTITION_KEY), Some("k-1"));
+        let unkeyed =
+            parse_line(r#"{"type":"A","data":{}}"#, None, &with_key).expect("unkeyed line");
+        assert_eq!(unkeyed.extension(PARTITION_KEY), Some("default-key"));
+        let none = parse_line(r#"{"type":"A","data":{}}"#, None, &args(None)).expect("line");
+        assert_eq!(none.extension(PARTITION_KEY), None);
+        assert!(parse_line(r#"{"type":"A","data":{},"key":7}"#, None, &args(None)).is_err());
     }
 
     #[test]

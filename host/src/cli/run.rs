@@ -116,6 +116,7 @@ pub fn default_consumer_name() -> String {
 /// cannot be bound.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let broker = connect_redis(&args.redis).await?;
+    evhost::partition::check_served(broker.as_ref(), &evhost::Keyspace::single()).await?;
     let options = HostOptions {
         consumer: ConsumerOptions {
             consumer: args.consumer.unwrap_or_else(default_consumer_name),

@@ -19,7 +19,7 @@ use super::state::{PendingPublish, PluginState};
 use crate::activity::Activity;
 use crate::broker::Op;
 use crate::broker::expect::{counter_add, counter_value};
-use crate::event::{self, CAUSATION_ID, CORRELATION_ID, Event};
+use crate::event::{self, CAUSATION_ID, CORRELATION_ID, Event, PARTITION_KEY};
 
 /// A key-value bucket opened by a plugin. Only the default bucket (`""`) exists.
 #[derive(Debug)]
@@ -348,6 +348,12 @@ impl publisher::Host for PluginState {
         }
         event.set_extension(CORRELATION_ID, scope.correlation_id);
         event.set_extension(CAUSATION_ID, scope.event_id);
+        // The saga stays with its key unless the plugin gave the event its own.
+        if let Some(key) = scope.partition_key
+            && event.extension(PARTITION_KEY).is_none()
+        {
+            event.set_extension(PARTITION_KEY, key);
+        }
         let fields = event.to_fields();
         let write = Write {
             what: "event data",

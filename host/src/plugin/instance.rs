@@ -19,7 +19,7 @@ use super::overlay::BatchOverlay;
 use super::settings::PluginSettings;
 use super::state::{CallEffects, CallScope, HostServices, PluginState};
 use super::subscription::Subscription;
-use crate::event::Event;
+use crate::event::{Event, PARTITION_KEY};
 
 /// A call that did not return normally. The instance must be discarded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -238,6 +238,7 @@ impl PluginInstance {
         effects.begin_call(CallScope {
             event_id: event.id.clone(),
             correlation_id: event.correlation_id().to_string(),
+            partition_key: event.extension(PARTITION_KEY).map(str::to_string),
         });
         self.store.data_mut().budget.begin();
         // The event moves into the call: no copy of its data.

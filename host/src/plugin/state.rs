@@ -51,6 +51,8 @@ pub struct CallScope {
     pub event_id: String,
     /// Correlation id to carry over to published events.
     pub correlation_id: String,
+    /// Partition key to carry over to published events that set none.
+    pub partition_key: Option<String>,
 }
 
 /// A publish waiting for its commit.

@@ -8,6 +8,9 @@
 //! {"auction_id": "8", "bidder_id": "42", "amount": 0, "status": "failed", "reason": "..."}
 //! ```
 //!
+//! `PaymentProcessed` is keyed (`partitionkey`) by the bidder, the key notification's state
+//! depends on.
+//!
 //! A payment fails when the price is not positive or exceeds the config value `max_amount`
 //! (default 10000). Each processed auction is remembered under the key-value key
 //! `charged:<auction_id>`; a duplicate `AuctionEnded` is logged and acknowledged without a
@@ -167,7 +170,8 @@ impl Plugin for Payment {
                 payment.auction_id, payment.bidder_id
             )),
         }
-        let id = publish("PaymentProcessed", &payment)?;
+        // Keyed by the bidder: notification keeps its state per bidder.
+        let id = publish_keyed("PaymentProcessed", &payment.bidder_id, &payment)?;
         kv::set_json(&key, &payment)?;
         log::debug(format!(
             "published PaymentProcessed {id} for auction {}",

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use evhost::broker::Broker as _;
 use evhost::broker::Inspect as _;
-use evhost::event::{CAUSATION_ID, CORRELATION_ID};
+use evhost::event::{CAUSATION_ID, CORRELATION_ID, PARTITION_KEY};
 use evhost_tests::{
     KEYS, RedisServer, TestHost, events_of, example, fast_options, journal, pending_count,
     redis_broker, wait_for, xadd,
@@ -356,6 +357,47 @@ async fn partitioned_lanes_keep_each_auctions_events_in_order() {
     assert_eq!(
         group.consumers, 1,
         "lanes of one consumer, not four consumers"
+    );
+    host.stop().await;
+}
+
+/// Partition keys flow through the saga: an `AuctionEnded` keyed by its auction gives a
+/// `PaymentProcessed` keyed by the bidder (payment sets it, the key notification's state
+/// depends on), and the `NotificationSent` it causes carries the bidder's key on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_keys_flow_through_the_saga() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let host = TestHost::start(
+        broker.clone(),
+        fast_options("key-host"),
+        vec![example("payment"), example("notification")],
+    )
+    .await;
+    let mut ended = evhost::Event::new(
+        "AuctionEnded",
+        "test",
+        br#"{"auction_id":"a-1","winning_bidder_id":"b-7","winning_price":10}"#.to_vec(),
+    );
+    ended.set_extension(PARTITION_KEY, "a-1");
+    broker
+        .add(&ended.stream(), &ended.to_fields())
+        .await
+        .expect("XADD");
+    wait_for("a notification", TIMEOUT, || async {
+        !events_of(broker.as_ref(), "NotificationSent")
+            .await
+            .is_empty()
+    })
+    .await;
+    let payments = events_of(broker.as_ref(), "PaymentProcessed").await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].extension(PARTITION_KEY), Some("b-7"));
+    let notices = events_of(broker.as_ref(), "NotificationSent").await;
+    assert_eq!(notices[0].extension(PARTITION_KEY), Some("b-7"));
+    assert_eq!(
+        notices[0].extension(CAUSATION_ID),
+        Some(payments[0].id.as_str())
     );
     host.stop().await;
 }
