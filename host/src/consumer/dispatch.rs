@@ -62,11 +62,15 @@ impl Dispatcher {
     /// Handles the entries and commits them; entries that conflicted are handled again, with
     /// fresh reads, until none does (or the consumer stops: they stay pending). They keep
     /// their delivery count: a conflict is not a failed attempt.
+    ///
+    /// Entries handled again all go to one lane, in stream order: lanes that race on one key
+    /// would conflict with each other again, while one lane reads its own uncommitted writes
+    /// (a storm on a hot key then costs one extra round per batch, not one per entry).
     pub async fn process(&mut self, entries: Vec<Delivered>) {
         let mut entries = entries;
         let mut rounds: u32 = 0;
         loop {
-            self.handle(entries).await;
+            self.handle(entries, rounds > 0).await;
             entries = std::mem::take(&mut self.conflicted);
             if entries.is_empty() || self.context.cancel.is_cancelled() {
                 return;
@@ -81,10 +85,10 @@ impl Dispatcher {
         }
     }
 
-    /// Handles the entries once and commits them. Each round ends when every lane is done or
-    /// stopped (a failed call discards its instance; a swap needs new ones); what a stopped
-    /// lane did not reach comes next round.
-    async fn handle(&mut self, entries: Vec<Delivered>) {
+    /// Handles the entries once and commits them, all in one lane when `one_lane`. Each round
+    /// ends when every lane is done or stopped (a failed call discards its instance; a swap
+    /// needs new ones); what a stopped lane did not reach comes next round.
+    async fn handle(&mut self, entries: Vec<Delivered>, one_lane: bool) {
         let context = self.context.clone();
         let settings = context.slot.load().settings.clone();
         let intake = Intake::sort(entries, &context.stream, context.redrive, &settings);
@@ -92,6 +96,11 @@ impl Dispatcher {
             self.give_up_unhandled(unhandled);
         }
         let mut work = intake.work;
+        if one_lane {
+            for item in &mut work {
+                item.key = 0;
+            }
+        }
         while !work.is_empty() && !context.cancel.is_cancelled() {
             if let Some(stale) = self.lanes.stale_version() {
                 tracing::info!(
