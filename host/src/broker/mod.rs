@@ -274,6 +274,11 @@ pub enum BrokerError {
     /// The broker answered something this code cannot interpret.
     #[error("unexpected reply from broker: {0}")]
     Protocol(String),
+    /// The server is a Redis Cluster node, which this version does not run on.
+    #[error(
+        "this Redis is a Redis Cluster node (cluster_enabled:1), and evhost does not run on Redis Cluster yet: its commits and group reads need every key of a commit in one slot, which comes with partitioned keyspaces; use a standalone Redis (a primary with replicas is fine)"
+    )]
+    ClusterNotSupported,
     /// The TLS files named in a `rediss://` URL cannot be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),

@@ -85,11 +85,20 @@ impl RedisBroker {
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(RedisBroker {
+        let broker = RedisBroker {
             client,
             conn,
             commit_script: Arc::new(Script::new(COMMIT_SCRIPT)),
-        })
+        };
+        // A cluster node answers commands on keys of other nodes with MOVED: refuse it with a
+        // clear error instead of failing (or retrying) every command. A server that does not
+        // let us read INFO is taken as it is.
+        if let Ok(info) = broker.info("cluster").await
+            && info.lines().any(|line| line.trim() == "cluster_enabled:1")
+        {
+            return Err(BrokerError::ClusterNotSupported);
+        }
+        Ok(broker)
     }
 
     /// `INFO <section>`, as text.

@@ -144,9 +144,16 @@ pub fn redact_url(url: &str) -> String {
 /// When the URL is invalid or the server does not answer.
 pub async fn connect_redis(url: &str) -> anyhow::Result<Arc<dyn Broker>> {
     let shown = redact_url(url);
-    let broker = broker::connect(url).await.with_context(|| {
-        format!("cannot reach Redis at {shown} — is redis-server running? try `docker compose up -d redis` or `redis-server --port 6379`")
-    })?;
+    let broker = match broker::connect(url).await {
+        Ok(broker) => broker,
+        // Reached, but refused: the hint about starting a server would mislead.
+        Err(err @ broker::BrokerError::ClusterNotSupported) => {
+            return Err(anyhow::Error::new(err).context(format!("Redis at {shown}")));
+        }
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context(format!("cannot reach Redis at {shown} — is redis-server running? try `docker compose up -d redis` or `redis-server --port 6379`")));
+        }
+    };
     broker
         .ping()
         .await

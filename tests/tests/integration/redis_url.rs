@@ -203,3 +203,25 @@ async fn mutual_tls_with_a_private_ca() {
         "a server certificate of an unknown CA is refused"
     );
 }
+
+/// A Redis Cluster node is refused at connect with a clear error, instead of `MOVED` errors
+/// (or an endless retry) on every command later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nodes = dir.path().join("nodes.conf");
+    let server = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        nodes.to_str().expect("utf-8 path"),
+    ]);
+    let Err(err) = broker::connect(&server.url()).await else {
+        panic!("a cluster node was accepted");
+    };
+    assert!(
+        matches!(err, broker::BrokerError::ClusterNotSupported),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Redis Cluster"), "{err}");
+}
