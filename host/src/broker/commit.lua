@@ -1,5 +1,5 @@
 -- Applies one evhost commit atomically (see `Commit` in host/src/broker/mod.rs and its
--- encoding in `RedisBroker::commit`, host/src/broker/redis.rs).
+-- encoding in `RedisBroker::commit`, host/src/broker/redis/mod.rs).
 --
 -- KEYS and ARGV: the commit is a sequence of ops. Op number k names its key in KEYS[k] (a
 -- settlement's stream counts as an op, followed by its own ops); ARGV holds the ops one after
