@@ -20,6 +20,18 @@ pub enum Language {
     C,
 }
 
+impl Language {
+    /// The language's name as people write it: `Rust`, `Python`, `JavaScript`, `C`.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Language::Rust => "Rust",
+            Language::Python => "Python",
+            Language::Js => "JavaScript",
+            Language::C => "C",
+        }
+    }
+}
+
 /// Why a project could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
-use super::output::{Align, Cell, Style, Table, truncate};
+use super::output::{Align, Cell, Style, Table, json_line, truncate};
 use evhost::broker::{EntryId, Inspect};
 use evhost::dlq::{self, DeadLetter};
 use evhost::keyspace::Keyspace;
@@ -104,7 +104,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         DlqCommand::List { plugin, count } => {
             let letters = dlq::list(broker.as_ref(), &plugin, count).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&letters)?);
+                json_line(&letters)?;
             } else if letters.is_empty() {
                 println!(
                     "no dead letters for {plugin} (stream {})",
@@ -125,7 +125,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                     )
                 })?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&letter)?);
+                json_line(&letter)?;
             } else {
                 println!("id         {}", letter.dlq_id);
                 println!("plugin     {} {}", letter.plugin, letter.plugin_version);

@@ -182,8 +182,11 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) {
         eprintln!("warning: ignoring invalid log filter {filter:?}: {err}");
         EnvFilter::new(default_filter)
     });
+    // Colours only on a terminal: a log redirected to a file or a pipe stays plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -40,10 +40,10 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         )),
     })?;
     println!(
-        "created {} ({} files): a {:?} plugin handling `Ping` events",
+        "created {} ({} files): a {} plugin handling `Ping` events",
         dir.display(),
         files.len(),
-        args.lang
+        args.lang.display_name()
     );
     // A C project's build.sh runs `evhost bindgen` and `evhost componentize`: name this binary
     // for it, as `evhost` may not be on the PATH (e.g. under `cargo run`).

@@ -240,6 +240,9 @@ impl PluginEngine {
         bytes: Vec<u8>,
         settings: PluginSettings,
     ) -> Result<Arc<PluginVersion>, LoadError> {
+        if let Some(reason) = super::file_kind::not_a_component(&bytes) {
+            return Err(LoadError::NotAComponent { origin, reason });
+        }
         let sha256 = sha256_hex(&bytes);
         let engine = self.engine.clone();
         let cache = self.cache.clone();

@@ -193,10 +193,14 @@ impl std::fmt::Debug for PluginInstance {
     }
 }
 
-fn trap_message(err: &wasmtime::Error) -> String {
+fn trap_message(err: &wasmtime::Error, stderr: Option<String>) -> String {
     let mut message = format!("{err:#}");
     if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
         message = format!("{trap}: {message}");
+    }
+    // A panic or exception wrote its text to stderr just before the trap.
+    if let Some(stderr) = stderr {
+        message = format!("{message}; the plugin wrote to stderr: {stderr}");
     }
     message
 }
@@ -209,13 +213,17 @@ impl PluginInstance {
     /// [`CallError`] on trap or timeout; the instance must then be dropped.
     pub async fn describe(&mut self, deadline: Duration) -> Result<types::PluginInfo, CallError> {
         self.store.set_epoch_deadline(1);
+        self.store.data().stderr_tail.clear();
         let call = self
             .bindings
             .evhost_plugin_handler()
             .call_describe(&mut self.store);
         match tokio::time::timeout(deadline, call).await {
             Ok(Ok(info)) => Ok(info),
-            Ok(Err(err)) => Err(CallError::Trap(trap_message(&err))),
+            Ok(Err(err)) => Err(CallError::Trap(trap_message(
+                &err,
+                self.store.data().stderr_tail.summary(),
+            ))),
             Err(_) => Err(CallError::Timeout(deadline)),
         }
     }
@@ -241,6 +249,7 @@ impl PluginInstance {
             partition_key: event.extension(PARTITION_KEY).map(str::to_string),
         });
         self.store.data_mut().budget.begin();
+        self.store.data().stderr_tail.clear();
         // The event moves into the call: no copy of its data.
         let wit_event = types::Event {
             id: event.id,
@@ -288,7 +297,10 @@ impl PluginInstance {
             }
             (Ok(Err(err)), _) => {
                 effects.discard_call();
-                Err(CallError::Trap(trap_message(&err)))
+                Err(CallError::Trap(trap_message(
+                    &err,
+                    state.stderr_tail.summary(),
+                )))
             }
             (Err(_), _) => {
                 effects.discard_call();

@@ -4,6 +4,7 @@ pub mod bindings;
 pub mod budget;
 pub mod capabilities;
 pub mod engine;
+mod file_kind;
 pub mod instance;
 pub mod output;
 pub mod overlay;

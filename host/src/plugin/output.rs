@@ -10,10 +10,10 @@
 //! `evhost_plugin_log_lines_dropped_total{plugin}`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -298,6 +298,58 @@ impl PluginLogs {
     }
 }
 
+/// The last lines an instance wrote to stderr during the running call: a panic or an
+/// exception leaves its text there before the trap, and the trap's message carries it (into
+/// the log, the dead letter and `evhost dlq show`), minus the hints that do not apply to a
+/// sandboxed plugin.
+#[derive(Debug, Default)]
+pub struct CallStderr {
+    lines: Mutex<VecDeque<String>>,
+}
+
+/// Lines of stderr a trap's message carries at most.
+const TAIL_LINES: usize = 10;
+/// Characters of stderr a trap's message carries at most.
+const TAIL_CHARS: usize = 2000;
+
+impl CallStderr {
+    fn lines(&self) -> MutexGuard<'_, VecDeque<String>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A call starts: what earlier calls wrote is forgotten.
+    pub fn clear(&self) {
+        self.lines().clear();
+    }
+
+    fn push(&self, line: &str) {
+        // Rust's panic hook suggests RUST_BACKTRACE, which no one can set for a plugin.
+        if line.trim().is_empty() || line.contains("RUST_BACKTRACE") {
+            return;
+        }
+        let mut lines = self.lines();
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(escape_line(line).into_owned());
+    }
+
+    /// The lines kept, joined, at most [`TAIL_CHARS`] characters (the last ones).
+    pub fn summary(&self) -> Option<String> {
+        let lines = self.lines();
+        if lines.is_empty() {
+            return None;
+        }
+        let joined = lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let skip = joined.chars().count().saturating_sub(TAIL_CHARS);
+        Some(joined.chars().skip(skip).collect())
+    }
+}
+
 /// A guest output stream that turns lines into log lines of the plugin.
 #[derive(Debug, Clone)]
 pub struct LogOutput {
@@ -305,12 +357,24 @@ pub struct LogOutput {
     log: Arc<PluginLog>,
     /// Stdout or stderr.
     channel: Channel,
+    /// Where stderr lines of the running call are also kept.
+    tail: Option<Arc<CallStderr>>,
 }
 
 impl LogOutput {
     /// Output on `channel` into `log`.
     pub fn new(log: Arc<PluginLog>, channel: Channel) -> Self {
-        LogOutput { log, channel }
+        LogOutput {
+            log,
+            channel,
+            tail: None,
+        }
+    }
+
+    /// Also keeps the lines of the running call in `tail`.
+    pub fn keeping_tail(mut self, tail: Arc<CallStderr>) -> Self {
+        self.tail = Some(tail);
+        self
     }
 }
 
@@ -338,6 +402,9 @@ struct LineWriter {
 impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
+        if let Some(tail) = &self.output.tail {
+            tail.push(&text);
+        }
         let level = match self.output.channel {
             Channel::Stdout => Level::INFO,
             Channel::Stderr => Level::WARN,

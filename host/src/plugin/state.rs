@@ -9,7 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::CallBudget;
-use super::output::{Channel, LogOutput, PluginLog, PluginLogs};
+use super::output::{CallStderr, Channel, LogOutput, PluginLog, PluginLogs};
 use super::overlay::BatchOverlay;
 use crate::activity::Activity;
 use crate::broker::{Broker, Expect, Op, ValueDigest};
@@ -298,6 +298,8 @@ pub struct PluginState {
     pub(crate) budget: CallBudget,
     /// Where the plugin's `wasi:logging` messages, stdout and stderr go.
     pub(crate) log: Arc<PluginLog>,
+    /// What the running call wrote to stderr, for the message of a trap.
+    pub(crate) stderr_tail: Arc<CallStderr>,
     /// Buffered effects.
     pub effects: Effects,
 }
@@ -312,12 +314,13 @@ impl PluginState {
         budget: CallBudget,
     ) -> Self {
         let log = services.plugin_logs.of(&plugin);
+        let stderr_tail = Arc::new(CallStderr::default());
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .stdout(LogOutput::new(log.clone(), Channel::Stdout))
-            .stderr(LogOutput::new(log.clone(), Channel::Stderr))
+            .stderr(LogOutput::new(log.clone(), Channel::Stderr).keeping_tail(stderr_tail.clone()))
             .build();
         PluginState {
             wasi,
@@ -328,6 +331,7 @@ impl PluginState {
             services,
             budget,
             log,
+            stderr_tail,
             effects: Effects::default(),
         }
     }
