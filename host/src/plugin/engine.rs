@@ -12,6 +12,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{Plugin, PluginPre};
+use super::compile_cache::CompileCache;
 use super::instance::{CallError, PluginVersion};
 use super::settings::{PluginSettings, SettingsError};
 use super::state::{HostServices, PluginState};
@@ -306,81 +307,5 @@ impl PluginEngine {
             .map_err(|err| invalid(err.to_string()))?;
         version.set_info(info.name, info.version, subscriptions);
         Ok(Arc::new(version))
-    }
-}
-
-/// Compiled components on disk, so that a restart or a revert to a known version does not
-/// recompile (a Python or JavaScript component takes seconds to compile, milliseconds to load).
-///
-/// Files are named by the SHA-256 of the component bytes and the engine's compatibility hash
-/// (wasmtime version and configuration). The directory must be writable only by the host's
-/// user: its files are loaded as trusted native code.
-#[derive(Debug, Clone)]
-struct CompileCache {
-    /// The cache directory.
-    dir: PathBuf,
-    /// Hex hash of the engine configuration, part of every file name.
-    engine_hash: String,
-}
-
-impl CompileCache {
-    fn new(dir: PathBuf, engine: &Engine) -> Self {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        CompileCache {
-            dir,
-            engine_hash: format!("{:016x}", hasher.finish()),
-        }
-    }
-
-    fn path(&self, sha256: &str) -> PathBuf {
-        self.dir
-            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
-    }
-
-    /// Loads the cached compilation of `bytes`, or compiles and caches it. Cache failures are
-    /// logged and never fail the load.
-    fn load_or_compile(
-        &self,
-        engine: &Engine,
-        sha256: &str,
-        bytes: &[u8],
-    ) -> wasmtime::Result<Component> {
-        let path = self.path(sha256);
-        if path.is_file() {
-            match Self::deserialize(engine, &path) {
-                Ok(component) => {
-                    tracing::debug!(path = %path.display(), "loaded compiled component from cache");
-                    return Ok(component);
-                }
-                Err(err) => {
-                    tracing::warn!(path = %path.display(), error = %format!("{err:#}"), "ignoring unusable compile cache entry");
-                }
-            }
-        }
-        let component = Component::new(engine, bytes)?;
-        if let Err(err) = self.store(&component, &path) {
-            tracing::warn!(dir = %self.dir.display(), error = %err, "cannot write the compile cache");
-        }
-        Ok(component)
-    }
-
-    #[allow(unsafe_code)]
-    fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-        // SAFETY: the file was produced by `Component::serialize` of an engine with the same
-        // compatibility hash (part of its name) and written atomically into a directory that
-        // only the host writes; wasmtime checks its header and version before mapping it.
-        unsafe { Component::deserialize_file(engine, path) }
-    }
-
-    fn store(&self, component: &Component, path: &Path) -> std::io::Result<()> {
-        let serialized = component
-            .serialize()
-            .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
-        std::fs::create_dir_all(&self.dir)?;
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&temporary, serialized)?;
-        std::fs::rename(&temporary, path)
     }
 }
