@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// A language `evhost new` scaffolds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
-    /// Rust with `wit-bindgen`, built with cargo for `wasm32-wasip2`.
+    /// Rust with the evhost SDK (vendored into the project), built with cargo for
+    /// `wasm32-wasip2`.
     Rust,
     /// Python, built with componentize-py (PyPI).
     Python,
@@ -96,6 +97,57 @@ const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
     ("build.sh", include_str!("../templates/rust/build.sh")),
     ("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
+    // The SDK, vendored until it is published (its bindings read ../wit).
+    (
+        "evhost-sdk/Cargo.toml",
+        include_str!("../templates/rust/evhost-sdk/Cargo.toml"),
+    ),
+    (
+        "evhost-sdk/src/bindings.rs",
+        include_str!("../../sdk/src/bindings.rs"),
+    ),
+    (
+        "evhost-sdk/src/config.rs",
+        include_str!("../../sdk/src/config.rs"),
+    ),
+    ("evhost-sdk/src/de.rs", include_str!("../../sdk/src/de.rs")),
+    (
+        "evhost-sdk/src/error.rs",
+        include_str!("../../sdk/src/error.rs"),
+    ),
+    (
+        "evhost-sdk/src/event.rs",
+        include_str!("../../sdk/src/event.rs"),
+    ),
+    (
+        "evhost-sdk/src/info.rs",
+        include_str!("../../sdk/src/info.rs"),
+    ),
+    (
+        "evhost-sdk/src/journal.rs",
+        include_str!("../../sdk/src/journal.rs"),
+    ),
+    ("evhost-sdk/src/kv.rs", include_str!("../../sdk/src/kv.rs")),
+    (
+        "evhost-sdk/src/lib.rs",
+        include_str!("../../sdk/src/lib.rs"),
+    ),
+    (
+        "evhost-sdk/src/log.rs",
+        include_str!("../../sdk/src/log.rs"),
+    ),
+    (
+        "evhost-sdk/src/metrics.rs",
+        include_str!("../../sdk/src/metrics.rs"),
+    ),
+    (
+        "evhost-sdk/src/plugin.rs",
+        include_str!("../../sdk/src/plugin.rs"),
+    ),
+    (
+        "evhost-sdk/src/publish.rs",
+        include_str!("../../sdk/src/publish.rs"),
+    ),
     (
         ".gitignore",
         "/target/\n/Cargo.lock\n*.wasm\n*.wasm.partial\n",
@@ -159,7 +211,7 @@ impl Language {
                 "Rust",
                 "Needs Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`); \
                  crates come from crates.io. The first build takes about a minute.",
-                "`src/lib.rs`",
+                "`src/lib.rs` (with the evhost SDK, vendored in `evhost-sdk/` until it is published)",
             ),
             Language::Python => (
                 "Python",
