@@ -105,10 +105,9 @@ impl kv::HostBucket for PluginState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::Error>> {
         let full_key = format!("{}{key}", self.table.get(&bucket)?.prefix);
-        let broker = self.services.broker.clone();
         Ok(self
             .effects
-            .read(&*broker, &full_key)
+            .read(&*self.services.broker, &full_key)
             .await
             .map_err(broker_error))
     }
@@ -285,8 +284,11 @@ impl batch::Host for PluginState {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, kv::Error>> {
         let prefix = self.table.get(&bucket)?.prefix.clone();
         let full_keys: Vec<String> = keys.iter().map(|key| format!("{prefix}{key}")).collect();
-        let broker = self.services.broker.clone();
-        let values = match self.effects.read_many(&*broker, &full_keys).await {
+        let values = match self
+            .effects
+            .read_many(&*self.services.broker, &full_keys)
+            .await
+        {
             Ok(values) => values,
             Err(err) => return Ok(Err(broker_error(err))),
         };

@@ -233,10 +233,7 @@ impl Effects {
 
     /// The buffered value of `key`: `Some(None)` when deleted, `None` when not buffered.
     pub fn lookup(&self, key: &str) -> Option<Option<&[u8]>> {
-        match self.call_overlay.get(key) {
-            Some(value) => Some(value.as_deref()),
-            None => self.batch.lookup(key),
-        }
+        self.buffered(key).map(|(value, _)| value)
     }
 
     /// Writes buffered by the running call.
