@@ -124,9 +124,12 @@ impl Event {
         self.extension(CORRELATION_ID).unwrap_or(&self.id)
     }
 
-    /// The stream this event belongs in, in the single layout: `events:<type>`.
-    pub fn stream(&self) -> String {
-        Keyspace::single().event_stream(&self.event_type)
+    /// The stream this event belongs in within `layout`: `events:<type>` in the single
+    /// layout, else the stream of its type in the partition of its key.
+    pub fn stream_in(&self, layout: Keyspace) -> String {
+        layout
+            .for_key(crate::partition::key_of(self))
+            .event_stream(&self.event_type)
     }
 
     /// Encodes the event as stream entry fields, one per attribute.
@@ -254,8 +257,7 @@ fn from_attributes(
         return Err(MalformedEntry::Missing("id"));
     }
     if event.event_type.is_empty() {
-        event.event_type = Keyspace::single()
-            .event_type_of(stream)
+        event.event_type = crate::keyspace::event_type_in(stream)
             .ok_or(MalformedEntry::Missing("type"))?
             .to_string();
     }
@@ -275,9 +277,8 @@ fn from_payload(stream: &str, entry_id: EntryId, payload: &[u8]) -> Result<Event
             reason: err.to_string(),
         }
     })?;
-    let event_type = Keyspace::single()
-        .event_type_of(stream)
-        .ok_or(MalformedEntry::Missing("type"))?;
+    let event_type =
+        crate::keyspace::event_type_in(stream).ok_or(MalformedEntry::Missing("type"))?;
     Ok(Event {
         id: entry_uuid(stream, entry_id),
         event_type: event_type.to_string(),
@@ -314,8 +315,7 @@ fn from_envelope(
     let id = take_string("id").unwrap_or_else(|| entry_uuid(stream, entry_id));
     let event_type = match take_string("type") {
         Some(event_type) => event_type,
-        None => Keyspace::single()
-            .event_type_of(stream)
+        None => crate::keyspace::event_type_in(stream)
             .ok_or(MalformedEntry::Missing("type"))?
             .to_string(),
     };

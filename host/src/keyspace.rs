@@ -2,10 +2,12 @@
 //!
 //! Nothing else in evhost formats a key: streams, key-value entries, journals, dead letters and
 //! redrive streams are all named here, together with the inverse (the event type of a stream
-//! name) and the prefixes that discovery scans for. The only metadata key records the partition count.
+//! name) and the prefixes that discovery scans for. The only metadata key records the partition
+//! count.
 //!
-//! A [`Keyspace`] is one layout of those names. [`Keyspace::single()`] is the only layout today
-//! (one partition, P = 1) and keeps the names evhost always used:
+//! A [`Keyspace`] is one layout of those names, seen from one partition.
+//! [`Keyspace::single()`] (one partition, P = 1, the default) keeps the names evhost always
+//! used:
 //!
 //! | what                         | key                          |
 //! |------------------------------|------------------------------|
@@ -18,12 +20,29 @@
 //!
 //! Only the key-value entries carry a hash tag (`{p}`), so the keys one commit touches (the
 //! event's stream, the plugin's key-value entries, journal and dead letters) lie in different
-//! Redis Cluster slots: the single layout is for a single Redis node. A partitioned layout
-//! (issue #14) gives every key of partition N one hash tag, so that one commit per partition
-//! stays in one slot; it is a second [`Layout`] and a keyspace value per partition, with the
-//! same methods.
+//! Redis Cluster slots: the single layout is for a single Redis node.
+//!
+//! [`Keyspace::partitioned`] (P > 1, issue #14) gives every key of partition `N` the hash tag
+//! `{pN}`, so that everything one commit of a partition touches lies in one slot:
+//!
+//! | what (partition `N`)                 | key                                  |
+//! |--------------------------------------|--------------------------------------|
+//! | events of type `T`                   | `evhost:{pN}:events:T`               |
+//! | key `k` of plugin `p`                | `evhost:{pN}:kv:p:k`                 |
+//! | journal of plugin `p`                | `evhost:{pN}:journal:p`              |
+//! | dead letters of plugin `p`           | `evhost:{pN}:dlq:p`                  |
+//! | events re-driven to `p`              | `evhost:{pN}:redrive:p`              |
+//! | publishes bound for other partitions | `evhost:{pN}:outbox`                 |
+//! | marks of entries moved in            | `evhost:{pN}:moved:<from>:<entry id>` |
+//!
+//! Producers that know nothing of partitions keep writing `events:T` (the single layout's
+//! names): in a partitioned keyspace those are *ingress* streams, whose entries the relay moves
+//! into their partitions. Plugin names contain no `:`, so one plugin's prefix never covers
+//! another's keys.
 
-/// Prefix of every event stream in the single layout.
+use std::num::NonZeroU32;
+
+/// Prefix of every event stream in the single layout (and of the ingress streams).
 const EVENT_STREAMS: &str = "events:";
 /// Prefix of the key-value entries in the single layout.
 const KV: &str = "evhost:kv:";
@@ -35,6 +54,8 @@ const DEAD_LETTERS: &str = "evhost:dlq:";
 const REDRIVES: &str = "evhost:redrive:";
 /// The key recording the partition count.
 const PARTITIONS: &str = "evhost:partitions";
+/// Prefix of every key of a partitioned layout, up to the partition number.
+const PARTITION_KEYS: &str = "evhost:{p";
 
 /// How keys are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +65,11 @@ pub enum Layout {
     /// because the keys of one commit lie in several slots.
     #[default]
     Single,
+    /// P > 1 partitions, each key of partition `N` tagged `{pN}`.
+    Partitioned {
+        /// The partition count (at least 2).
+        partitions: NonZeroU32,
+    },
 }
 
 /// One layout of evhost's keys, as seen from one partition. Cheap to copy.
@@ -64,6 +90,31 @@ impl Keyspace {
         }
     }
 
+    /// The layout of `partitions` partitions, seen from partition 0: the single layout when
+    /// `partitions` is 1.
+    pub const fn partitioned(partitions: NonZeroU32) -> Self {
+        if partitions.get() == 1 {
+            return Keyspace::single();
+        }
+        Keyspace {
+            layout: Layout::Partitioned { partitions },
+            partition: 0,
+        }
+    }
+
+    /// The same layout seen from `partition` (taken modulo the partition count).
+    pub const fn at(self, partition: u32) -> Self {
+        Keyspace {
+            layout: self.layout,
+            partition: partition % self.partition_count().get(),
+        }
+    }
+
+    /// Every partition of the layout, in order.
+    pub fn each_partition(self) -> impl Iterator<Item = Keyspace> {
+        (0..self.partitions()).map(move |partition| self.at(partition))
+    }
+
     /// How keys are laid out.
     pub const fn layout(&self) -> Layout {
         self.layout
@@ -71,9 +122,20 @@ impl Keyspace {
 
     /// Number of partitions of the layout.
     pub const fn partitions(&self) -> u32 {
+        self.partition_count().get()
+    }
+
+    /// Number of partitions of the layout, as the partition function takes it.
+    pub const fn partition_count(&self) -> NonZeroU32 {
         match self.layout {
-            Layout::Single => 1,
+            Layout::Single => NonZeroU32::MIN,
+            Layout::Partitioned { partitions } => partitions,
         }
+    }
+
+    /// Whether the layout has more than one partition.
+    pub const fn is_partitioned(&self) -> bool {
+        matches!(self.layout, Layout::Partitioned { .. })
     }
 
     /// The partition whose keys this value names.
@@ -81,12 +143,15 @@ impl Keyspace {
         self.partition
     }
 
+    /// The same layout seen from the partition of events with partition key `key`.
+    pub fn for_key(self, key: &str) -> Self {
+        self.at(crate::partition::partition_of(key, self.partition_count()))
+    }
+
     /// Whether every key of one partition shares one hash tag, so that a commit of one
     /// partition lies in one Redis Cluster slot. False for the single layout (single node only).
     pub const fn one_slot_per_partition(&self) -> bool {
-        match self.layout {
-            Layout::Single => false,
-        }
+        self.is_partitioned()
     }
 
     /// The key that records the keyspace's partition count: `evhost:partitions` (absent: 1).
@@ -94,28 +159,96 @@ impl Keyspace {
         PARTITIONS
     }
 
-    /// The stream of events of type `event_type`: `events:<type>`.
+    /// The key recording when `plugin` first ran on a partitioned keyspace
+    /// (`evhost:started:<plugin>`, a Unix time in ms): its group on a stream that existed
+    /// before the group starts there when its setting is `$`, so that a stream that appeared
+    /// while no host ran loses nothing.
+    pub fn plugin_started(&self, plugin: &str) -> String {
+        format!("evhost:started:{plugin}")
+    }
+
+    /// The start of every key of this partition: `evhost:{pN}:` (empty in the single layout).
+    fn tagged(&self, rest: &str) -> String {
+        match self.layout {
+            Layout::Single => rest.to_string(),
+            Layout::Partitioned { .. } => format!("{PARTITION_KEYS}{}}}:{rest}", self.partition),
+        }
+    }
+
+    /// The stream of events of type `event_type` in this partition: `events:<type>` in the
+    /// single layout, `evhost:{pN}:events:<type>` when partitioned.
     pub fn event_stream(&self, event_type: &str) -> String {
+        match self.layout {
+            Layout::Single => format!("{EVENT_STREAMS}{event_type}"),
+            Layout::Partitioned { .. } => self.tagged(&format!("events:{event_type}")),
+        }
+    }
+
+    /// The event type of an event stream of this partition, `None` when `stream` is not one.
+    pub fn event_type_of<'a>(&self, stream: &'a str) -> Option<&'a str> {
+        match self.layout {
+            Layout::Single => stream.strip_prefix(EVENT_STREAMS),
+            Layout::Partitioned { .. } => stream.strip_prefix(self.event_stream_prefix().as_str()),
+        }
+        .filter(|event_type| !event_type.is_empty())
+    }
+
+    /// The partition and event type of an event stream of any partition of the layout.
+    pub fn locate_event_stream<'a>(&self, stream: &'a str) -> Option<(Keyspace, &'a str)> {
+        match self.layout {
+            Layout::Single => self
+                .event_type_of(stream)
+                .map(|event_type| (*self, event_type)),
+            Layout::Partitioned { partitions } => {
+                let rest = stream.strip_prefix(PARTITION_KEYS)?;
+                let (number, rest) = rest.split_once("}:")?;
+                let partition: u32 = number.parse().ok()?;
+                if partition >= partitions.get() || number != partition.to_string() {
+                    return None;
+                }
+                let event_type = rest.strip_prefix("events:")?;
+                (!event_type.is_empty()).then(|| (self.at(partition), event_type))
+            }
+        }
+    }
+
+    /// The prefix every event stream of this partition starts with.
+    pub fn event_stream_prefix(&self) -> String {
+        self.event_stream("")
+    }
+
+    /// The prefix to discover the streams of every partition by `SCAN`: event, redrive and
+    /// the other streams of the layout (callers tell them apart with the inverse functions).
+    pub fn streams_prefix(&self) -> &'static str {
+        match self.layout {
+            Layout::Single => EVENT_STREAMS,
+            Layout::Partitioned { .. } => PARTITION_KEYS,
+        }
+    }
+
+    /// The stream producers that know nothing of partitions write events of `event_type` to:
+    /// `events:<type>`, which the relay moves into partitions when the layout has several.
+    pub fn ingress_stream(&self, event_type: &str) -> String {
         format!("{EVENT_STREAMS}{event_type}")
     }
 
-    /// The event type of an event stream, `None` when `stream` is not one.
-    pub fn event_type_of<'a>(&self, stream: &'a str) -> Option<&'a str> {
+    /// The event type of an ingress stream, `None` when `stream` is not one.
+    pub fn ingress_type_of<'a>(&self, stream: &'a str) -> Option<&'a str> {
         stream
             .strip_prefix(EVENT_STREAMS)
             .filter(|event_type| !event_type.is_empty())
     }
 
-    /// The prefix every event stream starts with, to discover them by `SCAN`.
-    pub fn event_stream_prefix(&self) -> &'static str {
-        EVENT_STREAMS
-    }
-
-    /// The prefix of every key-value entry of `plugin`: `evhost:kv:{<plugin>}:`.
+    /// The prefix of every key-value entry of `plugin`: `evhost:kv:{<plugin>}:` in the single
+    /// layout, `evhost:{pN}:kv:<plugin>:` when partitioned.
     ///
-    /// The braces are a Redis Cluster hash tag: all entries of one plugin share a slot.
+    /// The braces are a Redis Cluster hash tag: all entries of one plugin (of one partition)
+    /// share a slot.
     pub fn kv_prefix(&self, plugin: &str) -> String {
-        format!("{KV}{{{plugin}}}:")
+        match self.layout {
+            Layout::Single => format!("{KV}{{{plugin}}}:"),
+            Layout::Partitioned { .. } => self.tagged(&format!("kv:{plugin}:")),
+        }
     }
 
     /// The key of entry `key` of `plugin`'s key-value store.
@@ -125,35 +258,77 @@ impl Keyspace {
 
     /// The journal stream of `plugin`: `evhost:journal:<plugin>`.
     pub fn journal(&self, plugin: &str) -> String {
-        format!("{JOURNALS}{plugin}")
+        match self.layout {
+            Layout::Single => format!("{JOURNALS}{plugin}"),
+            Layout::Partitioned { .. } => self.tagged(&format!("journal:{plugin}")),
+        }
     }
 
     /// The dead-letter stream of `plugin`: `evhost:dlq:<plugin>`.
     pub fn dead_letters(&self, plugin: &str) -> String {
-        format!("{DEAD_LETTERS}{plugin}")
+        format!("{}{plugin}", self.dead_letters_prefix())
     }
 
-    /// The prefix every dead-letter stream starts with.
-    pub fn dead_letters_prefix(&self) -> &'static str {
-        DEAD_LETTERS
+    /// The prefix every dead-letter stream of this partition starts with.
+    pub fn dead_letters_prefix(&self) -> String {
+        match self.layout {
+            Layout::Single => DEAD_LETTERS.to_string(),
+            Layout::Partitioned { .. } => self.tagged("dlq:"),
+        }
     }
 
     /// The stream of events re-driven to `plugin` alone: `evhost:redrive:<plugin>`.
     pub fn redrive(&self, plugin: &str) -> String {
-        format!("{REDRIVES}{plugin}")
+        format!("{}{plugin}", self.redrive_prefix())
     }
 
-    /// The plugin a redrive stream belongs to, `None` when `stream` is not one.
+    /// The plugin a redrive stream of this partition belongs to, `None` when `stream` is not
+    /// one.
     pub fn redrive_plugin<'a>(&self, stream: &'a str) -> Option<&'a str> {
         stream
-            .strip_prefix(REDRIVES)
+            .strip_prefix(self.redrive_prefix().as_str())
             .filter(|plugin| !plugin.is_empty())
     }
 
-    /// The prefix every redrive stream starts with, to discover them by `SCAN`.
-    pub fn redrive_prefix(&self) -> &'static str {
-        REDRIVES
+    /// The prefix every redrive stream of this partition starts with.
+    pub fn redrive_prefix(&self) -> String {
+        match self.layout {
+            Layout::Single => REDRIVES.to_string(),
+            Layout::Partitioned { .. } => self.tagged("redrive:"),
+        }
     }
+
+    /// The outbox of this partition: publishes bound for other partitions, committed with the
+    /// entry that caused them and moved by the relay (`evhost:{pN}:outbox`). The single layout
+    /// has none (`None`): every publish stays in its one partition.
+    pub fn outbox(&self) -> Option<String> {
+        self.is_partitioned().then(|| self.tagged("outbox"))
+    }
+
+    /// The mark that entry `id` of stream `from` was moved into this partition
+    /// (`evhost:{pN}:moved:<from>:<id>`): it makes each move happen once, even when the relay
+    /// repeats it after a crash.
+    pub fn moved_mark(&self, from: &str, id: &str) -> String {
+        self.tagged(&format!("moved:{from}:{id}"))
+    }
+}
+
+/// The event type of an event stream of any layout and partition (`events:T` or
+/// `evhost:{pN}:events:T`), `None` when `stream` is not one: for an entry that lacks its type,
+/// wherever it was read.
+pub fn event_type_in(stream: &str) -> Option<&str> {
+    let rest = match stream.strip_prefix(PARTITION_KEYS) {
+        Some(rest) => {
+            let (number, rest) = rest.split_once("}:")?;
+            if number.is_empty() || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            rest
+        }
+        None => stream,
+    };
+    rest.strip_prefix(EVENT_STREAMS)
+        .filter(|event_type| !event_type.is_empty())
 }
 
 /// The hash tag of `key` by the Redis Cluster rule: the text between the first `{` and the
@@ -204,6 +379,107 @@ mod tests {
         assert_eq!(Keyspace::default(), SINGLE);
         assert_eq!((SINGLE.partitions(), SINGLE.partition()), (1, 0));
         assert!(!SINGLE.one_slot_per_partition());
+        assert_eq!(SINGLE.outbox(), None);
+        assert_eq!(Keyspace::partitioned(NonZeroU32::MIN), SINGLE);
+        assert_eq!(SINGLE.ingress_stream("A"), SINGLE.event_stream("A"));
+    }
+
+    fn eight() -> Keyspace {
+        Keyspace::partitioned(NonZeroU32::new(8).expect("8"))
+    }
+
+    /// Every key of a partition carries its tag, whatever the plugin, type or key; the keys of
+    /// a typical commit (stream, key-value entries, journal, dead letters, outbox) share a slot.
+    #[test]
+    fn a_partition_keeps_its_keys_in_one_slot() {
+        let third = eight().at(3);
+        assert_eq!(
+            third.event_stream("AuctionEnded"),
+            "evhost:{p3}:events:AuctionEnded"
+        );
+        assert_eq!(
+            third.kv_key("payment", "total"),
+            "evhost:{p3}:kv:payment:total"
+        );
+        assert_eq!(third.journal("audit"), "evhost:{p3}:journal:audit");
+        assert_eq!(third.dead_letters("payment"), "evhost:{p3}:dlq:payment");
+        assert_eq!(third.redrive("payment"), "evhost:{p3}:redrive:payment");
+        assert_eq!(third.outbox().as_deref(), Some("evhost:{p3}:outbox"));
+        assert_eq!(
+            third.moved_mark("events:A", "1-0"),
+            "evhost:{p3}:moved:events:A:1-0"
+        );
+        assert_eq!(third.ingress_stream("A"), "events:A");
+        assert_eq!(third.partitions_key(), "evhost:partitions");
+        assert!(third.one_slot_per_partition() && third.is_partitioned());
+        let keys = [
+            third.event_stream("AuctionEnded"),
+            third.kv_key("payment", "{other}"),
+            third.journal("payment"),
+            third.dead_letters("payment"),
+            third.redrive("payment"),
+            third.outbox().expect("outbox"),
+            third.moved_mark("evhost:{p1}:outbox", "1-0"),
+        ];
+        assert!(one_slot(keys.iter().map(String::as_str)), "{keys:?}");
+        assert!(keys.iter().all(|key| hash_tag(key) == Some("p3")));
+        assert!(
+            keys.iter()
+                .all(|key| key.starts_with(third.streams_prefix()))
+        );
+    }
+
+    /// Streams of any partition are located; streams of other kinds, partitions out of range
+    /// and numbers written otherwise are not.
+    #[test]
+    fn event_streams_of_any_partition_are_located() {
+        let layout = eight();
+        assert_eq!(layout.each_partition().count(), 8);
+        for keyspace in layout.each_partition() {
+            let stream = keyspace.event_stream("a:b");
+            assert_eq!(keyspace.event_type_of(&stream), Some("a:b"));
+            assert_eq!(layout.locate_event_stream(&stream), Some((keyspace, "a:b")));
+            assert_eq!(
+                layout.at(keyspace.partition() + 1).event_type_of(&stream),
+                None
+            );
+            assert_eq!(
+                keyspace.redrive_plugin(&keyspace.redrive("pay")),
+                Some("pay")
+            );
+            assert_eq!(layout.locate_event_stream(&keyspace.redrive("pay")), None);
+        }
+        for other in [
+            "evhost:{p8}:events:A",
+            "evhost:{p03}:events:A",
+            "evhost:{p1}:events:",
+            "events:A",
+        ] {
+            assert_eq!(layout.locate_event_stream(other), None, "{other}");
+        }
+        assert_eq!(layout.at(11).partition(), 3);
+        assert_eq!(layout.ingress_type_of("events:A"), Some("A"));
+        assert_eq!(layout.ingress_type_of("evhost:{p1}:events:A"), None);
+        assert_eq!(SINGLE.locate_event_stream("events:A"), Some((SINGLE, "A")));
+    }
+
+    #[test]
+    fn the_type_of_a_stream_of_any_layout() {
+        assert_eq!(event_type_in("events:A"), Some("A"));
+        assert_eq!(event_type_in("evhost:{p12}:events:a:b"), Some("a:b"));
+        assert_eq!(event_type_in("evhost:{p1}:dlq:x"), None);
+        assert_eq!(event_type_in("evhost:{px}:events:A"), None);
+        assert_eq!(event_type_in("evhost:{p1}:events:"), None);
+        assert_eq!(event_type_in("evhost:journal:x"), None);
+    }
+
+    /// Events go to the partition of their key by the documented function.
+    #[test]
+    fn a_key_picks_its_partition() {
+        let layout = eight();
+        let expected = crate::partition::fnv1a32(b"auction-7") % 8;
+        assert_eq!(layout.for_key("auction-7").partition(), expected);
+        assert_eq!(SINGLE.for_key("auction-7"), SINGLE);
     }
 
     /// Names and their inverses round-trip; other keys are not taken for streams of a kind.
@@ -212,16 +488,16 @@ mod tests {
         for event_type in ["AuctionEnded", "workflow.started", "a:b", "{x}"] {
             let stream = SINGLE.event_stream(event_type);
             assert_eq!(SINGLE.event_type_of(&stream), Some(event_type));
-            assert!(stream.starts_with(SINGLE.event_stream_prefix()));
+            assert!(stream.starts_with(&SINGLE.event_stream_prefix()));
         }
         for plugin in ["payment", "fraud-check", "a:b"] {
             let redrive = SINGLE.redrive(plugin);
             assert_eq!(SINGLE.redrive_plugin(&redrive), Some(plugin));
-            assert!(redrive.starts_with(SINGLE.redrive_prefix()));
+            assert!(redrive.starts_with(&SINGLE.redrive_prefix()));
             assert!(
                 SINGLE
                     .dead_letters(plugin)
-                    .starts_with(SINGLE.dead_letters_prefix())
+                    .starts_with(&SINGLE.dead_letters_prefix())
             );
             assert_eq!(SINGLE.event_type_of(&SINGLE.dead_letters(plugin)), None);
             assert_eq!(SINGLE.event_type_of(&SINGLE.journal(plugin)), None);

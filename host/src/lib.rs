@@ -14,6 +14,7 @@
 //! - [`registry`]: plugin name → current version, swappable atomically.
 //! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
 //! - [`consumer`]: one task per plugin × stream: read, dispatch, retry, commit.
+//! - [`relay`]: moves outbox and ingress entries into their partitions, exactly once.
 //! - [`dlq`]: dead letters and their re-drive to one plugin.
 //! - [`retention`]: trims event streams by rules, never what a group still needs.
 //! - [`doctor`]: the Redis settings and keyspace states that lose or stall events.
@@ -46,6 +47,7 @@ pub mod partition;
 pub mod plugin;
 pub mod redis_process;
 pub mod registry;
+pub mod relay;
 pub mod retention;
 pub mod stream_stats;
 pub mod watch;

@@ -132,6 +132,12 @@ pub struct Metrics {
     retention_trimmed: CountFamily,
     /// `evhost_doctor_findings{check,level}`: 1 for the level each start-up check found.
     doctor_findings: GaugeFamily,
+    /// `evhost_relay_moved_total{from}`: entries the relay moved into their partition, from
+    /// an outbox or an ingress stream.
+    relay_moved: CountFamily,
+    /// `evhost_relay_lag{from}`: entries of outboxes or ingress streams not yet read by the
+    /// relay, as of its last look.
+    relay_lag: GaugeFamily,
     /// `evhost_streams_unserved{plugin}`: streams the plugin's patterns match that this host
     /// leaves unconsumed (its bound of streams per plugin).
     streams_unserved: GaugeFamily,
@@ -223,6 +229,18 @@ impl Metrics {
             "What the Redis checks of evhost doctor found when the host started: 1 per check at its level (ok, unknown, warning, danger)",
             doctor_findings.clone(),
         );
+        let relay_moved = CountFamily::default();
+        registry.register(
+            "relay_moved",
+            "Entries the relay moved into their partition exactly once, from an outbox (publishes across partitions) or an ingress stream (events:<type> of producers that know nothing of partitions)",
+            relay_moved.clone(),
+        );
+        let relay_lag = GaugeFamily::default();
+        registry.register(
+            "relay_lag",
+            "Entries of outboxes or ingress streams the relay has not read yet, as of its last look",
+            relay_lag.clone(),
+        );
         let streams_unserved = GaugeFamily::default();
         registry.register(
             "streams_unserved",
@@ -293,6 +311,8 @@ impl Metrics {
             plugin_series: Mutex::new(SeriesBudget::default()),
             streams_unserved,
             doctor_findings,
+            relay_moved,
+            relay_lag,
             retention_trimmed,
             series_dropped,
             handled,
@@ -370,6 +390,21 @@ impl Metrics {
         self.retention_trimmed
             .get_or_create(&labels(&[("stream", stream)]))
             .inc_by(entries);
+    }
+
+    /// Counts entries the relay moved into their partition from `from` (`outbox` or
+    /// `ingress`).
+    pub fn record_relay_moved(&self, from: &str, entries: u64) {
+        self.relay_moved
+            .get_or_create(&labels(&[("from", from)]))
+            .inc_by(entries);
+    }
+
+    /// Sets how many entries of `from` (`outbox` or `ingress`) the relay has not read yet.
+    pub fn set_relay_lag(&self, from: &str, entries: u64) {
+        self.relay_lag
+            .get_or_create(&labels(&[("from", from)]))
+            .set(entries as f64);
     }
 
     /// Sets `evhost_doctor_findings` from a doctor report.

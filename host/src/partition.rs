@@ -15,10 +15,9 @@
 //! ```
 //!
 //! A plugin's publishes carry the key of the event being handled unless they set their own, so
-//! that a saga stays with its key. Today every keyspace has one partition (P = 1): the key is
-//! carried and shown, and partitioned keyspaces build on it. A keyspace records its partition
-//! count under [`Keyspace::partitions_key`]; a host refuses a keyspace whose count it does not
-//! serve, rather than consuming half of it.
+//! that a saga stays with its key. A keyspace of more than one partition records its count
+//! under [`Keyspace::partitions_key`] when first used ([`resolve`]); a host or command asking
+//! for another count is refused, rather than consuming part of the keyspace.
 
 use std::num::NonZeroU32;
 
@@ -43,17 +42,27 @@ pub fn key_of(event: &Event) -> &str {
     event.extension(PARTITION_KEY).unwrap_or(&event.id)
 }
 
-/// The keyspace records a partition count this host does not serve.
+/// The partition count asked for is not the keyspace's.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionsError {
     /// Another partition count is recorded.
     #[error(
-        "this keyspace has {found} partitions (recorded in {key}), and this evhost serves only a keyspace of 1 partition: run the evhost version that partitioned it, or use another Redis database"
+        "this keyspace has {found} partition(s) (recorded in {key}), not the {requested} asked for: the count is fixed when a keyspace is first used; drop --partitions to use {found}, or use another Redis database for {requested}"
     )]
     Mismatch {
         /// The count recorded.
-        found: String,
+        found: u32,
+        /// The count asked for.
+        requested: u32,
         /// The key it is recorded in.
+        key: String,
+    },
+    /// What is recorded is not a partition count.
+    #[error("{key} holds {found:?}, which is not a partition count (a whole number from 1)")]
+    Unreadable {
+        /// What the key holds.
+        found: String,
+        /// The key.
         key: String,
     },
     /// The broker failed.
@@ -61,20 +70,55 @@ pub enum PartitionsError {
     Broker(#[from] BrokerError),
 }
 
-/// Checks that the keyspace is one this host serves: no partition count recorded, or 1.
+/// The keyspace's partition count as recorded; 1 when none is.
 ///
 /// # Errors
 ///
-/// [`PartitionsError::Mismatch`] naming the count and the key.
-pub async fn check_served(broker: &dyn Broker, keyspace: &Keyspace) -> Result<(), PartitionsError> {
-    let key = keyspace.partitions_key();
-    match broker.get(key).await? {
-        None => Ok(()),
-        Some(value) if value.as_slice() == b"1" => Ok(()),
-        Some(value) => Err(PartitionsError::Mismatch {
-            found: String::from_utf8_lossy(&value).into_owned(),
+/// [`PartitionsError::Unreadable`] when the record is not a count.
+pub async fn recorded(broker: &dyn Broker) -> Result<Keyspace, PartitionsError> {
+    let key = Keyspace::single().partitions_key();
+    let Some(value) = broker.get(key).await? else {
+        return Ok(Keyspace::single());
+    };
+    let text = String::from_utf8_lossy(&value);
+    text.trim()
+        .parse::<NonZeroU32>()
+        .map(Keyspace::partitioned)
+        .map_err(|_| PartitionsError::Unreadable {
+            found: text.into_owned(),
             key: key.to_string(),
-        }),
+        })
+}
+
+/// The keyspace a host or command asking for `requested` partitions (`None`: whatever is
+/// recorded) works on. A count above 1 is recorded when none is yet (the first host to start
+/// fixes it); 1 is never recorded, so that a keyspace used without partitions keeps exactly
+/// the keys it always had.
+///
+/// # Errors
+///
+/// [`PartitionsError::Mismatch`] when another count is recorded.
+pub async fn resolve(
+    broker: &dyn Broker,
+    requested: Option<NonZeroU32>,
+) -> Result<Keyspace, PartitionsError> {
+    let key = Keyspace::single().partitions_key();
+    if let Some(requested) = requested.filter(|count| count.get() > 1) {
+        // Whichever host comes first records its count; the others then compare.
+        broker
+            .set_if_absent(key, requested.to_string().as_bytes())
+            .await?;
+    }
+    let keyspace = recorded(broker).await?;
+    match requested {
+        Some(requested) if requested.get() != keyspace.partitions() => {
+            Err(PartitionsError::Mismatch {
+                found: keyspace.partitions(),
+                requested: requested.get(),
+                key: key.to_string(),
+            })
+        }
+        _ => Ok(keyspace),
     }
 }
 
@@ -82,7 +126,6 @@ pub async fn check_served(broker: &dyn Broker, keyspace: &Keyspace) -> Result<()
 mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
-    use crate::broker::{Commit, Op};
 
     /// The published FNV-1a 32-bit test vectors, and partitions of a few keys (the same table
     /// is in the README for producers in other languages).
@@ -105,25 +148,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_keyspace_of_another_partition_count_is_refused() {
+    async fn the_first_count_asked_for_is_fixed_and_others_are_refused() {
         let broker = MemoryBroker::new();
-        let keyspace = Keyspace::single();
-        check_served(&broker, &keyspace)
+        let eight = NonZeroU32::new(8).expect("8");
+        assert_eq!(
+            resolve(&broker, None).await.expect("none"),
+            Keyspace::single()
+        );
+        assert_eq!(
+            resolve(&broker, Some(NonZeroU32::MIN)).await.expect("1"),
+            Keyspace::single()
+        );
+        assert_eq!(broker.get("evhost:partitions").await.expect("get"), None);
+        let keyspace = resolve(&broker, Some(eight)).await.expect("8 first");
+        assert_eq!(keyspace.partitions(), 8);
+        assert_eq!(
+            resolve(&broker, None).await.expect("recorded").partitions(),
+            8
+        );
+        assert_eq!(recorded(&broker).await.expect("recorded"), keyspace);
+        for other in [1, 4] {
+            let err = resolve(&broker, NonZeroU32::new(other))
+                .await
+                .expect_err("another count");
+            let message = err.to_string();
+            assert!(message.contains("has 8 partition(s)"), "{message}");
+            assert!(
+                message.contains(&format!("not the {other} asked for")),
+                "{message}"
+            );
+        }
+        let garbage = MemoryBroker::new();
+        garbage
+            .set_if_absent("evhost:partitions", b"many")
             .await
-            .expect("nothing recorded");
-        let record = |value: &[u8]| Commit {
-            ops: vec![Op::Set {
-                key: keyspace.partitions_key().to_string(),
-                value: value.to_vec(),
-            }],
-            settlements: Vec::new(),
-        };
-        broker.commit(&record(b"1")).await.expect("commit");
-        check_served(&broker, &keyspace).await.expect("1 is served");
-        broker.commit(&record(b"8")).await.expect("commit");
-        let err = check_served(&broker, &keyspace)
-            .await
-            .expect_err("8 is not");
-        assert!(err.to_string().contains("8 partitions"), "{err}");
+            .expect("set");
+        let err = recorded(&garbage).await.expect_err("unreadable");
+        assert!(err.to_string().contains("\"many\""), "{err}");
     }
 }

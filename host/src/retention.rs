@@ -136,8 +136,8 @@ impl Trimmer {
     /// When the broker fails (the pass stops there; the next one starts over).
     pub async fn pass(&mut self, broker: &dyn Broker) -> Result<Pass, BrokerError> {
         let mut pass = Pass::default();
-        for stream in broker.streams(self.keyspace.event_stream_prefix()).await? {
-            let Some(event_type) = self.keyspace.event_type_of(&stream) else {
+        for stream in broker.streams(self.keyspace.streams_prefix()).await? {
+            let Some((_, event_type)) = self.keyspace.locate_event_stream(&stream) else {
                 continue;
             };
             let (len, age) = self.retention.for_type(event_type);

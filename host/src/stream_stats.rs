@@ -130,8 +130,8 @@ pub async fn snapshot(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotE
 
 async fn collect(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotError> {
     let keyspace = Keyspace::single();
-    let mut names = broker.streams(keyspace.event_stream_prefix()).await?;
-    names.extend(broker.streams(keyspace.redrive_prefix()).await?);
+    let mut names = broker.streams(&keyspace.event_stream_prefix()).await?;
+    names.extend(broker.streams(&keyspace.redrive_prefix()).await?);
     let mut streams = Vec::with_capacity(names.len());
     for stream in names {
         streams.push(inspect(broker, &stream).await?);

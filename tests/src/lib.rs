@@ -225,7 +225,7 @@ pub async fn xadd(broker: &dyn Broker, stream: &str, fields: &[(&str, &str)]) ->
 pub async fn publish(broker: &dyn Broker, event_type: &str, data: serde_json::Value) -> Event {
     let event = Event::new(event_type, "test", data.to_string().into_bytes());
     broker
-        .add(&event.stream(), &event.to_fields())
+        .add(&event.stream_in(KEYS), &event.to_fields())
         .await
         .expect("XADD");
     event

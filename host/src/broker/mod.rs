@@ -71,6 +71,11 @@ pub enum GroupStart {
     #[default]
     #[serde(rename = "$", alias = "end")]
     End,
+    /// Only entries with ids above this one: what `$` means for a stream of a partitioned
+    /// keyspace that appeared before this plugin's group did (its entries since the plugin
+    /// first ran). Not a setting.
+    #[serde(skip)]
+    After(EntryId),
 }
 
 /// One write of an atomic [`Commit`].
@@ -332,6 +337,22 @@ pub trait Broker: Inspect {
 
     /// Reads a key.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError>;
+
+    /// Sets `key` to `value` unless it exists (`SET NX`); returns whether it was set. Records
+    /// a keyspace's settings once, whichever host comes first.
+    async fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, BrokerError>;
+
+    /// Appends an entry to `stream` unless `mark` exists, and creates `mark` (kept for
+    /// `mark_ttl`), both atomically; returns whether it appended. Moving an entry between
+    /// partitions with a mark named after it happens once however often it is repeated within
+    /// `mark_ttl`. `stream` and `mark` must lie in one slot.
+    async fn append_once(
+        &self,
+        stream: &str,
+        fields: &Fields,
+        mark: &str,
+        mark_ttl: Duration,
+    ) -> Result<bool, BrokerError>;
 
     /// Reads several keys in one round trip (`MGET`), values in the order of `keys`.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError>;

@@ -84,22 +84,22 @@ impl TypePattern {
     /// [`UsageError`] when the glob is invalid.
     pub fn parse(text: &str) -> Result<Self, UsageError> {
         let glob = text
-            .strip_prefix(Keyspace::single().event_stream_prefix())
+            .strip_prefix(Keyspace::single().event_stream_prefix().as_str())
             .unwrap_or(text);
         glob::Pattern::new(glob)
             .map(TypePattern)
             .map_err(|err| UsageError(format!("invalid pattern {text:?}: {err}")))
     }
 
-    /// Whether the `events:<type>` stream matches.
+    /// Whether the event stream matches (`events:<type>`, or a partition's stream of the
+    /// type).
     pub fn matches_stream(&self, stream: &str) -> bool {
-        Keyspace::single()
-            .event_type_of(stream)
-            .is_some_and(|event_type| self.0.matches(event_type))
+        evhost::keyspace::event_type_in(stream).is_some_and(|event_type| self.0.matches(event_type))
     }
 }
 
-/// The `events:*` streams matching any of `patterns`, sorted.
+/// The event streams matching any of `patterns`, sorted: `events:*`, and in a partitioned
+/// keyspace the streams of every partition too.
 ///
 /// # Errors
 ///
@@ -108,10 +108,21 @@ pub async fn matching_streams(
     broker: &dyn Broker,
     patterns: &[TypePattern],
 ) -> anyhow::Result<Vec<String>> {
-    let streams = broker
-        .streams(Keyspace::single().event_stream_prefix())
+    let layout = evhost::partition::recorded(broker).await?;
+    let single = Keyspace::single().event_stream_prefix();
+    let mut streams = broker
+        .streams(&single)
         .await
         .context("cannot list the event streams")?;
+    if layout.is_partitioned() {
+        streams.extend(
+            broker
+                .streams(layout.streams_prefix())
+                .await
+                .context("cannot list the partitions' event streams")?,
+        );
+        streams.sort();
+    }
     Ok(streams
         .into_iter()
         .filter(|stream| {

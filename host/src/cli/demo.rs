@@ -355,7 +355,9 @@ async fn publish(
     data: &serde_json::Value,
 ) -> anyhow::Result<()> {
     let event = Event::new(event_type, "evhost-demo", data.to_string().into_bytes());
-    broker.add(&event.stream(), &event.to_fields()).await?;
+    broker
+        .add(&event.stream_in(KEYSPACE), &event.to_fields())
+        .await?;
     println!("→ {event_type:<28} {data}");
     Ok(())
 }

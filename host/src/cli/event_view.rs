@@ -129,8 +129,7 @@ impl EventView {
                 self.entry_id.to_string().into(),
                 Cell::styled(entry_time(self.entry_id), Style::Dim),
                 Cell::styled(
-                    self.stream
-                        .strip_prefix(evhost::keyspace::Keyspace::single().event_stream_prefix())
+                    evhost::keyspace::event_type_in(&self.stream)
                         .unwrap_or(&self.stream)
                         .to_string(),
                     Style::Bold,

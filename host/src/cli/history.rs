@@ -8,7 +8,6 @@ use super::common::{Bound, DEFAULT_REDIS_URL, connect_redis, parse_position};
 use super::event_view::EventView;
 use super::output::{Align, Table, json_line};
 use evhost::event;
-use evhost::keyspace::Keyspace;
 
 /// Arguments of `evhost history`.
 #[derive(Debug, Args)]
@@ -16,7 +15,8 @@ use evhost::keyspace::Keyspace;
     after_help = "Times are RFC 3339 and select whole milliseconds of entry ids.\n\nExamples:\n  evhost history AuctionEnded\n  evhost history AuctionEnded --count 5 --reverse          # the five newest\n  evhost history AuctionEnded --from 2026-11-24T18:00:00Z --to 2026-11-24T19:00:00Z\n  evhost history AuctionEnded --from 1732470000000-0 --json | jq .data"
 )]
 pub struct HistoryArgs {
-    /// Event type; reads the stream `events:<TYPE>`.
+    /// Event type; reads the stream `events:<TYPE>` (in a partitioned keyspace, that of every
+    /// partition, merged by time).
     pub event_type: String,
     /// At most this many events.
     #[arg(long, default_value_t = 100)]
@@ -61,18 +61,37 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     if from > to {
         return Err(UsageError(format!("--from {from} is after --to {to}")).into());
     }
-    let stream = Keyspace::single().event_stream(&args.event_type);
     let broker = connect_redis(&args.redis).await?;
-    let entries = if args.reverse {
-        broker.rev_range(&stream, to, from, args.count).await
-    } else {
-        broker.range(&stream, from, to, args.count).await
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    // One stream per partition, merged by entry id (that is, by time).
+    let mut entries = Vec::new();
+    for keyspace in layout.each_partition() {
+        let stream = keyspace.event_stream(&args.event_type);
+        let read = if args.reverse {
+            broker.rev_range(&stream, to, from, args.count).await
+        } else {
+            broker.range(&stream, from, to, args.count).await
+        }
+        .with_context(|| format!("cannot read {stream}"))?;
+        entries.extend(read.into_iter().map(|entry| (stream.clone(), entry)));
     }
-    .with_context(|| format!("cannot read {stream}"))?;
+    entries.sort_by_key(|(_, entry)| entry.id);
+    if args.reverse {
+        entries.reverse();
+    }
+    entries.truncate(args.count);
     let views: Vec<EventView> = entries
         .iter()
-        .map(|entry| EventView::new(&stream, entry))
+        .map(|(stream, entry)| EventView::new(stream, entry))
         .collect();
+    let stream = match layout.partitions() {
+        1 => layout.event_stream(&args.event_type),
+        partitions => format!(
+            "the {partitions} partitions' streams of {} ({})",
+            args.event_type,
+            layout.event_stream(&args.event_type)
+        ),
+    };
     if args.json {
         for view in &views {
             json_line(&view.to_json())?;
@@ -80,7 +99,13 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if views.is_empty() {
-        let total = broker.len(&stream).await.unwrap_or(0);
+        let mut total = 0;
+        for keyspace in layout.each_partition() {
+            total += broker
+                .len(&keyspace.event_stream(&args.event_type))
+                .await
+                .unwrap_or(0);
+        }
         if total == 0 {
             println!(
                 "no events in {stream} (the stream is empty or does not exist; `evhost stats` lists the streams)"

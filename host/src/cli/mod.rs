@@ -11,6 +11,7 @@ mod doctor;
 mod event_view;
 mod examples;
 mod history;
+mod init;
 mod new;
 mod output;
 mod plugins;
@@ -37,6 +38,7 @@ pub use dlq::DlqArgs;
 pub use doctor::DoctorArgs;
 pub use examples::ExamplesArgs;
 pub use history::HistoryArgs;
+pub use init::InitArgs;
 pub use plugins::PluginsArgs;
 pub use publish::PublishArgs;
 pub use replay::ReplayArgs;
@@ -77,6 +79,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the host: load plugins and consume their streams from Redis.
     Run(RunArgs),
+    /// Fix the keyspace's partition count before any host runs on it.
+    Init(InitArgs),
     /// Publish one event to `events:<TYPE>` and print its id, or every line of a file.
     Publish(PublishArgs),
     /// Show past events of one type, oldest (or newest) first.
@@ -114,6 +118,7 @@ impl Command {
             Command::Run(_) => "info",
             Command::Demo(_)
             | Command::Publish(_)
+            | Command::Init(_)
             | Command::Examples(_)
             | Command::Dlq(_)
             | Command::Doctor(_)
@@ -202,6 +207,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Publish(args) => publish::run(args).await,
+        Command::Init(args) => init::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Examples(args) => examples::run(args),
         Command::Dlq(args) => dlq::run(args).await,

@@ -18,8 +18,9 @@ use evhost::event::{self, CORRELATION_ID, Event, PARTITION_KEY};
     after_help = "With --file, each line is {\"type\": ..., \"data\": ..., \"key\": ...} (key optional), or just the data when TYPE is given; blank lines are skipped. The whole file is checked before anything is published.\n\nExamples:\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\",\"winning_bidder_id\":\"b1\",\"winning_price\":120}'\n  evhost publish BidderRegistered '{\"bidder_id\":\"b1\",\"name\":\"Ada\",\"email\":\"ada@example.com\"}' --correlation-id order-7\n  evhost publish --file events.jsonl\n  evhost publish AuctionEnded '{\"auction_id\":\"a1\"}' --key a1\n  evhost publish AuctionEnded --file auctions.jsonl --correlation-id import-42"
 )]
 pub struct PublishArgs {
-    /// Event type; the event goes to the stream `events:<TYPE>` (with --file: the type of
-    /// every line, which then holds only the data).
+    /// Event type; the event goes to the stream `events:<TYPE>`, or in a partitioned keyspace
+    /// to that of its partition (with --file: the type of every line, which then holds only
+    /// the data).
     pub event_type: Option<String>,
     /// Event data, as JSON.
     pub data: Option<String>,
@@ -149,30 +150,30 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let Some(path) = &args.file else {
         let event = build_event(&args)?;
         let broker = connect_redis(&args.redis).await?;
+        let layout = evhost::partition::recorded(broker.as_ref()).await?;
+        let stream = event.stream_in(layout);
         let entry_id = broker
-            .add(&event.stream(), &event.to_fields())
+            .add(&stream, &event.to_fields())
             .await
-            .with_context(|| format!("cannot append to {}", event.stream()))?;
+            .with_context(|| format!("cannot append to {stream}"))?;
         println!("{}", event.id);
         eprintln!(
-            "published {} to {} as entry {entry_id}",
-            event.event_type,
-            event.stream()
+            "published {} to {stream} as entry {entry_id}",
+            event.event_type
         );
         return Ok(());
     };
     let events = read_file(path, &args)?;
     let broker = connect_redis(&args.redis).await?;
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
     let mut progress = Progress::new();
     for (index, event) in events.iter().enumerate() {
+        let stream = event.stream_in(layout);
         broker
-            .add(&event.stream(), &event.to_fields())
+            .add(&stream, &event.to_fields())
             .await
             .with_context(|| {
-                format!(
-                    "cannot append to {} after publishing {index} event(s)",
-                    event.stream()
-                )
+                format!("cannot append to {stream} after publishing {index} event(s)")
             })?;
         if index % 100 == 99 {
             progress.update(&format!("published {}/{}", index + 1, events.len()));

@@ -1,6 +1,7 @@
 //! `evhost run`: load the plugins of a directory and consume their streams from Redis.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,6 +81,17 @@ pub struct RunArgs {
     /// (without it, dangers are logged and the host runs).
     #[arg(long)]
     pub strict: bool,
+    /// Number of partitions of the keyspace: fixed when a keyspace is first used (and
+    /// recorded in Redis under `evhost:partitions`); without it, the recorded count, else 1.
+    /// A count other than the recorded one is refused.
+    #[arg(long, env = "EVHOST_PARTITIONS", value_name = "P")]
+    pub partitions: Option<NonZeroU32>,
+    /// In a partitioned keyspace, the field of the JSON data that keys the events of TYPE
+    /// written by producers that know nothing of partitions (to `events:TYPE`): `TYPE=FIELD`,
+    /// e.g. `AuctionEnded=auction_id` (repeatable). Events with a `partitionkey` use it; the
+    /// others are spread by id.
+    #[arg(long, value_name = "TYPE=FIELD")]
+    pub ingress_key: Vec<String>,
     /// Do not watch the plugin directory for changes (no hot swap).
     #[arg(long)]
     pub no_watch: bool,
@@ -116,7 +128,7 @@ pub fn default_consumer_name() -> String {
 /// cannot be bound.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let broker = connect_redis(&args.redis).await?;
-    evhost::partition::check_served(broker.as_ref(), &evhost::Keyspace::single()).await?;
+    let keyspace = evhost::partition::resolve(broker.as_ref(), args.partitions).await?;
     let options = HostOptions {
         consumer: ConsumerOptions {
             consumer: args.consumer.unwrap_or_else(default_consumer_name),
@@ -131,6 +143,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_streams_per_plugin: args.max_streams_per_plugin.max(1),
         retention: evhost::retention::Retention::parse(&args.retain_len, &args.retain_age)
             .map_err(|err| super::UsageError(err.to_string()))?,
+        keyspace,
+        ingress_keys: evhost::relay::IngressKeys::parse(&args.ingress_key)
+            .map_err(super::UsageError)?,
         ..HostOptions::default()
     };
     let consumer = options.consumer.consumer.clone();
@@ -173,6 +188,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::info!(
                     redis = %redis,
                     plugins = loaded,
+                    partitions = keyspace.partitions(),
                     consumer,
                     admin = %format!("http://{bound}/metrics"),
                     "evhost running; Ctrl-C to stop"

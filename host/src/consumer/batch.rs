@@ -90,8 +90,19 @@ impl Batch {
             ops: Vec::new(),
             settlements,
         };
+        let outbox = context.keyspace.outbox();
+        let wrote_outbox = outbox.as_deref().is_some_and(|outbox| {
+            commit
+                .settlements
+                .iter()
+                .flat_map(|settlement| &settlement.ops)
+                .any(|op| op.key() == outbox)
+        });
         match context.broker().commit(&commit).await {
             Ok(report) => {
+                if wrote_outbox {
+                    context.services.outbox_written.notify_one();
+                }
                 if !report.skipped.is_empty() {
                     tracing::warn!(plugin = %context.group, stream = %context.stream, skipped = ?report.skipped, "entries were taken over by another consumer meanwhile; their effects were dropped here");
                 }

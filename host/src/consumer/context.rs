@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::options::ConsumerOptions;
 use crate::broker::{Broker, EntryId, GroupStart, Op, Settlement};
+use crate::keyspace::Keyspace;
 use crate::metrics::HandlerMetrics;
 use crate::plugin::HostServices;
 use crate::registry::PluginSlot;
@@ -30,6 +31,9 @@ pub(super) struct StreamContext {
     pub handler_metrics: HandlerMetrics,
     /// Whether the stream is the plugin's redrive stream (entries carry their origin).
     pub redrive: bool,
+    /// The partition of the stream: where the plugin's state, journal, dead letters and
+    /// publishes go.
+    pub keyspace: Keyspace,
 }
 
 impl StreamContext {
@@ -100,6 +104,6 @@ impl StreamContext {
 
     /// The plugin's dead-letter stream.
     pub fn dlq_stream(&self) -> String {
-        self.services.keyspace.dead_letters(&self.group)
+        self.keyspace.dead_letters(&self.group)
     }
 }

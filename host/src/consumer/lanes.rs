@@ -99,7 +99,12 @@ impl Lanes {
         for item in work {
             let lane = &mut self.lanes[lane_of(item.key, count)];
             if lane.instance.is_none() {
-                lane.instance = Some(version.instantiate().await.map_err(NoInstance)?);
+                lane.instance = Some(
+                    version
+                        .instantiate_in(self.context.keyspace)
+                        .await
+                        .map_err(NoInstance)?,
+                );
             }
         }
         Ok(())

@@ -41,6 +41,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerError, GroupStart};
+use crate::keyspace::Keyspace;
 use crate::plugin::HostServices;
 use crate::registry::PluginSlot;
 use context::StreamContext;
@@ -59,10 +60,11 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Prepares a consumer of `stream` for the plugin in `slot`; [`Consumer::run`] does the
-    /// work.
+    /// Prepares a consumer of `stream` (of the partition `keyspace` names) for the plugin in
+    /// `slot`; [`Consumer::run`] does the work.
     pub fn new(
         slot: PluginSlot,
+        keyspace: Keyspace,
         stream: String,
         start: GroupStart,
         services: Arc<HostServices>,
@@ -71,7 +73,7 @@ impl Consumer {
     ) -> Self {
         let group = slot.load().name.clone();
         let handler_metrics = services.metrics.handler_metrics(&group, &stream);
-        let redrive = stream == services.keyspace.redrive(&group);
+        let redrive = stream == keyspace.redrive(&group);
         Consumer {
             context: Arc::new(StreamContext {
                 slot,
@@ -82,6 +84,7 @@ impl Consumer {
                 cancel,
                 handler_metrics,
                 redrive,
+                keyspace,
             }),
             start,
             group_exists: false,

@@ -21,9 +21,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::consumer::ConsumerOptions;
+use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
 use crate::plugin::{HostServices, LoadError, PluginEngine, PluginVersion};
 use crate::registry::{Registry, RegistryError};
+use crate::relay::{IngressKeys, Relay, RelayOptions};
 use crate::watch::{self, PluginWatcher, WatchError};
 pub use plugin_files::AddPluginError;
 use plugin_files::PluginFiles;
@@ -50,6 +52,12 @@ pub struct HostOptions {
     pub retention: crate::retention::Retention,
     /// How often the retention rules are applied.
     pub retention_interval: Duration,
+    /// The keyspace served: its layout and partition count (see [`crate::partition::resolve`]).
+    pub keyspace: Keyspace,
+    /// The data field that keys the ingress events of each type (partitioned keyspaces).
+    pub ingress_keys: IngressKeys,
+    /// How long the relay keeps the mark of each moved entry (see [`crate::relay`]).
+    pub move_mark_ttl: Duration,
 }
 
 /// Default of [`HostOptions::max_streams_per_plugin`].
@@ -65,6 +73,9 @@ impl Default for HostOptions {
             max_streams_per_plugin: DEFAULT_MAX_STREAMS_PER_PLUGIN,
             retention: crate::retention::Retention::default(),
             retention_interval: Duration::from_secs(10),
+            keyspace: Keyspace::single(),
+            ingress_keys: IngressKeys::default(),
+            move_mark_ttl: RelayOptions::default().mark_ttl,
         }
     }
 }
@@ -106,7 +117,8 @@ impl Host {
     ///
     /// When the Wasm engine cannot be set up.
     pub fn new(broker: Arc<dyn Broker>, options: HostOptions) -> Result<Arc<Self>, LoadError> {
-        let services = HostServices::new(broker, Arc::new(Metrics::new()));
+        let services =
+            HostServices::for_keyspace(broker, Arc::new(Metrics::new()), options.keyspace);
         let engine = Arc::new(PluginEngine::new(
             services.clone(),
             options.cache_dir.clone(),
@@ -279,6 +291,33 @@ impl Host {
         }
     }
 
+    /// Runs the relay of a partitioned keyspace until the host stops (opening its connection
+    /// again after a failure).
+    async fn relay(&self) {
+        let consumer = &self.options.consumer;
+        let options = RelayOptions {
+            consumer: consumer.consumer.clone(),
+            ingress_keys: self.options.ingress_keys.clone(),
+            mark_ttl: self.options.move_mark_ttl,
+            claim_idle: consumer.claim_idle,
+            discovery_interval: self.options.discovery_interval,
+            batch_size: consumer.batch_size,
+        };
+        while !self.cancel.is_cancelled() {
+            match Relay::open(self.services.clone(), options.clone()).await {
+                Ok(Some(relay)) => relay.run(self.cancel.clone()).await,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot open the relay's connection; retrying");
+                    tokio::select! {
+                        () = self.cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs the consumers until `shutdown` completes (or [`Host::stop`] is called), then stops
     /// reading, lets in-flight handlers finish and commit, and returns.
     pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) {
@@ -295,6 +334,10 @@ impl Host {
             let host = self.clone();
             tokio::spawn(async move { host.apply_retention().await })
         });
+        let relay = self.services.keyspace.is_partitioned().then(|| {
+            let host = self.clone();
+            tokio::spawn(async move { host.relay().await })
+        });
         tokio::select! {
             () = shutdown => {}
             () = self.cancel.cancelled() => {}
@@ -304,6 +347,9 @@ impl Host {
         let _ = supervision.await;
         if let Some(retention) = retention {
             let _ = retention.await;
+        }
+        if let Some(relay) = relay {
+            let _ = relay.await;
         }
         self.tracker.close();
         if tokio::time::timeout(self.options.shutdown_grace, self.tracker.wait())

@@ -1,6 +1,6 @@
-//! Consumer supervision: finds the streams each plugin subscribes to, runs one consumer task
-//! per plugin × stream × worker, and stops those of removed plugins and dropped
-//! subscriptions (their pending entries stay in Redis).
+//! Consumer supervision: finds the streams each plugin subscribes to (in every partition of
+//! the keyspace), runs one consumer task per plugin × stream × worker, and stops those of
+//! removed plugins and dropped subscriptions (their pending entries stay in Redis).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{BrokerError, GroupStart};
+use crate::broker::{BrokerError, EntryId, GroupStart};
 use crate::consumer::{Consumer, ConsumerOptions};
+use crate::keyspace::Keyspace;
 use crate::plugin::HostServices;
 use crate::registry::Registry;
 
@@ -20,6 +21,14 @@ use super::HostOptions;
 
 /// A consumer task: plugin, stream and worker index (`limits.concurrency` workers per stream).
 type ConsumerKey = (String, String, usize);
+
+/// A consumer the plugins want: where its group starts if it must be created, and the
+/// partition of its stream.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    start: GroupStart,
+    keyspace: Keyspace,
+}
 
 /// A running consumer task.
 struct RunningConsumer {
@@ -49,6 +58,8 @@ pub(super) struct Supervisor {
     max_streams: usize,
     /// Streams each plugin's patterns match but that are left unserved, as of the last pass.
     unserved: HashMap<String, usize>,
+    /// When each plugin first ran on the (partitioned) keyspace, as an entry id.
+    started: HashMap<String, EntryId>,
 }
 
 impl Supervisor {
@@ -73,6 +84,7 @@ impl Supervisor {
             seen_streams: None,
             max_streams: options.max_streams_per_plugin.max(1),
             unserved: HashMap::new(),
+            started: HashMap::new(),
         }
     }
 
@@ -102,69 +114,126 @@ impl Supervisor {
     ///
     /// A plugin's exact subscriptions are always served; streams its patterns match fill the
     /// rest of its bound, those it already consumes first, then by name, so that the set is
-    /// stable from pass to pass.
+    /// stable from pass to pass. In a partitioned keyspace a plugin consumes only the streams
+    /// (of its types, and its redrive streams) that exist in each partition, so that idle
+    /// partitions cost no consumer; a stream that appears later is read from its first entry.
     fn wanted(
         &self,
         streams: &HashSet<String>,
-    ) -> (HashMap<ConsumerKey, GroupStart>, HashMap<String, usize>) {
-        let keyspace = self.services.keyspace;
+    ) -> (HashMap<ConsumerKey, Wanted>, HashMap<String, usize>) {
+        let layout = self.services.keyspace;
+        let partitioned = layout.is_partitioned();
         let first_pass = self.seen_streams.is_none();
         let previously_seen = self.seen_streams.as_ref();
-        let mut wanted: HashMap<ConsumerKey, GroupStart> = HashMap::new();
+        let mut wanted: HashMap<ConsumerKey, Wanted> = HashMap::new();
         let mut unserved = HashMap::new();
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
             let workers = version.settings.consumers_per_stream();
-            let mut want = |stream: &str, start: GroupStart, replace: bool| {
+            let started = self.started.get(&name).copied();
+            let start_of = |stream: &str| {
+                if let (true, GroupStart::End, Some(started)) =
+                    (partitioned, version.settings.start, started)
+                {
+                    // `$` of a partitioned keyspace: what came since the plugin first ran, so
+                    // that a stream that appeared while no host ran loses nothing.
+                    return GroupStart::After(started);
+                }
+                // A stream that appeared while the host runs is read from its first entry.
+                let seen_before = previously_seen.is_some_and(|seen| seen.contains(stream));
+                if first_pass || seen_before {
+                    version.settings.start
+                } else {
+                    GroupStart::Beginning
+                }
+            };
+            let mut want = |stream: &str, start: GroupStart, keyspace: Keyspace, replace: bool| {
                 for worker in 0..workers {
                     let key = (name.clone(), stream.to_string(), worker);
+                    let consumer = Wanted { start, keyspace };
                     if replace {
-                        wanted.insert(key, start);
+                        wanted.insert(key, consumer);
                     } else {
-                        wanted.entry(key).or_insert(start);
+                        wanted.entry(key).or_insert(consumer);
                     }
                 }
             };
-            // Dead letters re-driven to this plugin alone.
-            want(&keyspace.redrive(&name), GroupStart::Beginning, true);
             let mut served: HashSet<String> = HashSet::new();
-            for subscription in &version.subscriptions {
-                if let Some(event_type) = subscription.exact_type() {
-                    let stream = keyspace.event_stream(event_type);
-                    want(&stream, version.settings.start, true);
-                    served.insert(stream);
+            for keyspace in layout.each_partition() {
+                // Dead letters re-driven to this plugin alone.
+                let redrive = keyspace.redrive(&name);
+                if !partitioned || streams.contains(&redrive) {
+                    want(&redrive, GroupStart::Beginning, keyspace, true);
+                }
+                for subscription in &version.subscriptions {
+                    if let Some(event_type) = subscription.exact_type() {
+                        let stream = keyspace.event_stream(event_type);
+                        if !partitioned {
+                            want(&stream, version.settings.start, keyspace, true);
+                        } else if streams.contains(&stream) {
+                            want(&stream, start_of(&stream), keyspace, true);
+                        } else {
+                            continue;
+                        }
+                        served.insert(stream);
+                    }
                 }
             }
             let running = |stream: &str| {
                 self.running
                     .contains_key(&(name.clone(), stream.to_string(), 0))
             };
-            let mut matched: Vec<&String> = streams
+            let mut matched: Vec<(&String, Keyspace)> = streams
                 .iter()
                 .filter(|stream| !served.contains(stream.as_str()))
-                .filter(|stream| {
-                    keyspace
-                        .event_type_of(stream)
-                        .is_some_and(|event_type| version.subscribes_to(event_type))
+                .filter_map(|stream| {
+                    let (keyspace, event_type) = layout.locate_event_stream(stream)?;
+                    version
+                        .subscribes_to(event_type)
+                        .then_some((stream, keyspace))
                 })
                 .collect();
-            matched.sort_by(|a, b| running(b).cmp(&running(a)).then_with(|| a.cmp(b)));
+            matched.sort_by(|(a, _), (b, _)| running(b).cmp(&running(a)).then_with(|| a.cmp(b)));
             let room = self.max_streams.saturating_sub(served.len());
             if matched.len() > room {
                 unserved.insert(name.clone(), matched.len() - room);
             }
-            for stream in matched.into_iter().take(room) {
-                // A stream that appeared while the host runs is read from its first entry.
-                let seen_before = previously_seen.is_some_and(|seen| seen.contains(stream));
-                let start = if first_pass || seen_before {
-                    version.settings.start
-                } else {
-                    GroupStart::Beginning
-                };
-                want(stream, start, false);
+            for (stream, keyspace) in matched.into_iter().take(room) {
+                want(stream, start_of(stream), keyspace, false);
             }
         }
         (wanted, unserved)
+    }
+
+    /// Records when each plugin first ran on a partitioned keyspace (the first host to run it
+    /// does), and remembers it.
+    async fn record_starts(&mut self) -> Result<(), BrokerError> {
+        let layout = self.services.keyspace;
+        if !layout.is_partitioned() {
+            return Ok(());
+        }
+        for (name, _) in self.registry.slots() {
+            if self.started.contains_key(&name) {
+                continue;
+            }
+            let key = layout.plugin_started(&name);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| {
+                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                });
+            let broker = self.services.broker.as_ref();
+            broker
+                .set_if_absent(&key, now.to_string().as_bytes())
+                .await?;
+            let recorded = broker
+                .get(&key)
+                .await?
+                .and_then(|value| String::from_utf8_lossy(&value).trim().parse::<u64>().ok())
+                .unwrap_or(now);
+            self.started.insert(name, EntryId::new(recorded, 0));
+        }
+        Ok(())
     }
 
     /// Reports the plugins whose bound of streams was reached: a warning when it first is,
@@ -196,10 +265,11 @@ impl Supervisor {
         let streams: HashSet<String> = self
             .services
             .broker
-            .streams(self.services.keyspace.event_stream_prefix())
+            .streams(self.services.keyspace.streams_prefix())
             .await?
             .into_iter()
             .collect();
+        self.record_starts().await?;
         let (wanted, unserved) = self.wanted(&streams);
         self.report_unserved(unserved);
         let to_stop: Vec<ConsumerKey> = self
@@ -220,11 +290,11 @@ impl Supervisor {
             }
         }
         self.stopping.retain(|_, handle| !handle.is_finished());
-        for (key, start) in wanted {
+        for (key, consumer) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
-            if let Some(consumer) = self.spawn_consumer(&key, start).await {
+            if let Some(consumer) = self.spawn_consumer(&key, consumer).await {
                 self.running.insert(key, consumer);
             }
         }
@@ -239,7 +309,7 @@ impl Supervisor {
     async fn spawn_consumer(
         &mut self,
         key: &ConsumerKey,
-        start: GroupStart,
+        wanted: Wanted,
     ) -> Option<RunningConsumer> {
         if self.cancel.is_cancelled() {
             return None;
@@ -251,8 +321,9 @@ impl Supervisor {
         options.consumer = worker_consumer_name(&options.consumer, *worker);
         let mut consumer = Consumer::new(
             slot,
+            wanted.keyspace,
             stream.clone(),
-            start,
+            wanted.start,
             self.services.clone(),
             options,
             cancel.clone(),

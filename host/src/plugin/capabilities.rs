@@ -370,10 +370,19 @@ impl publisher::Host for PluginState {
         if let Err(reason) = self.budget.spend(write) {
             return Ok(Err(reason));
         }
-        self.effects.push(Op::Add {
-            stream: event.stream(),
-            fields,
-        });
+        // An event goes to the partition of its key; a partition other than the one of the
+        // event being handled lies in another slot, so it goes through this one's outbox.
+        let target = self.keyspace.for_key(crate::partition::key_of(&event));
+        let op = match self.keyspace.outbox() {
+            Some(outbox) if target.partition() != self.keyspace.partition() => {
+                crate::relay::outbox_op(outbox, target, &event.event_type, fields)
+            }
+            _ => Op::Add {
+                stream: target.event_stream(&event.event_type),
+                fields,
+            },
+        };
+        self.effects.push(op);
         self.effects.push_publish(PendingPublish {
             event_type: event.event_type.clone(),
             event_id: event.id.clone(),

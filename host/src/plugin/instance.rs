@@ -20,6 +20,7 @@ use super::settings::PluginSettings;
 use super::state::{CallEffects, CallScope, HostServices, PluginState};
 use super::subscription::Subscription;
 use crate::event::{Event, PARTITION_KEY};
+use crate::keyspace::Keyspace;
 
 /// A call that did not return normally. The instance must be discarded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -144,12 +145,22 @@ impl PluginVersion {
         self.subscriptions.iter().any(|sub| sub.matches(event_type))
     }
 
-    /// Creates a fresh instance with its own store.
+    /// Creates a fresh instance with its own store, working in partition 0.
     ///
     /// # Errors
     ///
     /// When instantiation fails (the guest's start code trapped or exceeded its limits).
     pub async fn instantiate(&self) -> wasmtime::Result<PluginInstance> {
+        self.instantiate_in(self.services.keyspace).await
+    }
+
+    /// Creates a fresh instance with its own store, whose key-value entries, journal and
+    /// publishes are those of the partition `keyspace` names.
+    ///
+    /// # Errors
+    ///
+    /// When instantiation fails (the guest's start code trapped or exceeded its limits).
+    pub async fn instantiate_in(&self, keyspace: Keyspace) -> wasmtime::Result<PluginInstance> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.settings.memory_bytes)
             .instances(16)
@@ -161,6 +172,7 @@ impl PluginVersion {
             Arc::from(self.name.as_str()),
             self.config.clone(),
             self.services.clone(),
+            keyspace,
             limits,
             CallBudget::new(self.settings.call_limits, self.settings.max_event_bytes),
         );

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -24,22 +24,35 @@ pub struct HostServices {
     pub metrics: Arc<Metrics>,
     /// Live activity feed.
     pub activity: broadcast::Sender<Activity>,
-    /// The names of the broker's keys.
+    /// The names of the broker's keys: the keyspace's layout, seen from partition 0 (each
+    /// consumer and plugin instance works in the partition of its stream).
     pub keyspace: Keyspace,
     /// Plugin log lines, rate-limited per plugin.
     pub plugin_logs: PluginLogs,
+    /// Told when a commit wrote to an outbox, so that the relay moves it at once.
+    pub outbox_written: Notify,
 }
 
 impl HostServices {
-    /// Bundles the services, with a fresh activity channel.
+    /// Bundles the services of the single layout, with a fresh activity channel.
     pub fn new(broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Self::for_keyspace(broker, metrics, Keyspace::single())
+    }
+
+    /// Bundles the services of a host of `keyspace`, with a fresh activity channel.
+    pub fn for_keyspace(
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+        keyspace: Keyspace,
+    ) -> Arc<Self> {
         let (activity, _) = broadcast::channel(1024);
         Arc::new(HostServices {
             broker,
             plugin_logs: PluginLogs::new(metrics.clone()),
             metrics,
             activity,
-            keyspace: Keyspace::single(),
+            keyspace: keyspace.at(0),
+            outbox_written: Notify::new(),
         })
     }
 }
@@ -291,6 +304,8 @@ pub struct PluginState {
     pub(crate) config: Arc<BTreeMap<String, String>>,
     /// Broker, metrics and activity feed.
     pub(crate) services: Arc<HostServices>,
+    /// The partition the instance works in: its key-value entries, journal and publishes.
+    pub(crate) keyspace: Keyspace,
     /// The budget of the running call: every write is checked against it.
     pub(crate) budget: CallBudget,
     /// Where the plugin's `wasi:logging` messages, stdout and stderr go.
@@ -307,6 +322,7 @@ impl PluginState {
         plugin: Arc<str>,
         config: Arc<BTreeMap<String, String>>,
         services: Arc<HostServices>,
+        keyspace: Keyspace,
         limits: StoreLimits,
         budget: CallBudget,
     ) -> Self {
@@ -326,6 +342,7 @@ impl PluginState {
             plugin,
             config,
             services,
+            keyspace,
             budget,
             log,
             stderr_tail,
@@ -335,12 +352,12 @@ impl PluginState {
 
     /// Key prefix of the plugin's key-value store (see [`Keyspace::kv_prefix`]).
     pub fn kv_prefix(&self) -> String {
-        self.services.keyspace.kv_prefix(&self.plugin)
+        self.keyspace.kv_prefix(&self.plugin)
     }
 
     /// The plugin's journal stream (see [`Keyspace::journal`]).
     pub fn journal_stream(&self) -> String {
-        self.services.keyspace.journal(&self.plugin)
+        self.keyspace.journal(&self.plugin)
     }
 }
 

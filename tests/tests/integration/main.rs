@@ -12,6 +12,7 @@ mod hot_swap;
 mod languages;
 mod loading;
 mod new;
+mod partitions;
 mod redis_url;
 mod retention;
 mod saga;

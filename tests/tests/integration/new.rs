@@ -67,7 +67,10 @@ async fn handles_its_test_event(name: &str, built: &Built, event: &[u8]) {
     );
     let ping = evhost::Event::new("Ping", "test", event.to_vec());
     broker
-        .add(&ping.stream(), &ping.to_fields())
+        .add(
+            &ping.stream_in(evhost::Keyspace::single()),
+            &ping.to_fields(),
+        )
         .await
         .expect("XADD");
     wait_for(&format!("the Pong of {name}"), TIMEOUT, || async {

@@ -381,7 +381,10 @@ async fn partition_keys_flow_through_the_saga() {
     );
     ended.set_extension(PARTITION_KEY, "a-1");
     broker
-        .add(&ended.stream(), &ended.to_fields())
+        .add(
+            &ended.stream_in(evhost::Keyspace::single()),
+            &ended.to_fields(),
+        )
         .await
         .expect("XADD");
     wait_for("a notification", TIMEOUT, || async {

@@ -59,6 +59,7 @@ pub async fn run_all(broker: &dyn Broker) {
     values::read_checks(broker, &prefix("read_checks")).await;
     values::counters(broker, &prefix("counters")).await;
     values::get_many(broker, &prefix("get_many")).await;
+    values::once_only(broker, &prefix("once_only")).await;
     trim(broker, &prefix("trim")).await;
 }
 
@@ -453,6 +454,18 @@ pub async fn group_creation(broker: &dyn Broker, prefix: &str) {
         ids_of(&later),
         ids,
         "{s}: entries added after the group was created"
+    );
+    assert!(ok(
+        "create_group",
+        broker
+            .create_group(&s, "after", GroupStart::After(ids[0]))
+            .await
+    ));
+    let after = read_new(&mut *reader, &s, "after", "c", 10).await;
+    assert_eq!(
+        ids_of(&after),
+        ids[1..],
+        "{s}: `After(id)` sees the entries after that id"
     );
 }
 

@@ -211,3 +211,42 @@ pub async fn get_many(broker: &dyn Broker, prefix: &str) {
     assert_eq!(values, [Some(Vec::new()), None, Some(b"1".to_vec())]);
     assert!(ok("get_many", broker.get_many(&[]).await).is_empty());
 }
+
+/// `set_if_absent` sets a key only the first time; `append_once` appends only while its mark
+/// lives, and appends again once the mark expired.
+pub async fn once_only(broker: &dyn Broker, prefix: &str) {
+    let key = format!("{prefix}setting");
+    assert!(ok("set_if_absent", broker.set_if_absent(&key, b"8").await));
+    assert!(!ok("set_if_absent", broker.set_if_absent(&key, b"4").await));
+    assert_eq!(
+        ok("get", broker.get(&key).await).as_deref(),
+        Some(&b"8"[..])
+    );
+
+    let stream = format!("{prefix}target");
+    let mark = format!("{prefix}mark");
+    let fields = vec![("n".to_string(), b"1".to_vec())];
+    let ttl = Duration::from_millis(300);
+    assert!(ok(
+        "append_once",
+        broker.append_once(&stream, &fields, &mark, ttl).await
+    ));
+    for _ in 0..3 {
+        assert!(!ok(
+            "append_once",
+            broker.append_once(&stream, &fields, &mark, ttl).await
+        ));
+    }
+    assert_eq!(ok("len", broker.len(&stream).await), 1);
+    let entries = ok(
+        "range",
+        broker.range(&stream, EntryId::ZERO, EntryId::MAX, 10).await,
+    );
+    assert_eq!(entries[0].fields, fields);
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(ok(
+        "append_once",
+        broker.append_once(&stream, &fields, &mark, ttl).await
+    ));
+    assert_eq!(ok("len", broker.len(&stream).await), 2);
+}

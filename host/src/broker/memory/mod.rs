@@ -126,6 +126,39 @@ impl Broker for MemoryBroker {
         Ok(self.with_state(|state| state.keys.get(key).cloned()))
     }
 
+    async fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, BrokerError> {
+        Ok(self.with_state(|state| {
+            if state.keys.contains_key(key) {
+                return false;
+            }
+            state.keys.insert(key.to_string(), value.to_vec());
+            true
+        }))
+    }
+
+    async fn append_once(
+        &self,
+        stream: &str,
+        fields: &Fields,
+        mark: &str,
+        mark_ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let now = Instant::now();
+        let appended = self.with_state(|state| {
+            state.marks.retain(|_, expires| *expires > now);
+            if state.marks.contains_key(mark) {
+                return Ok(false);
+            }
+            state.add(stream, fields, unix_ms())?;
+            state.marks.insert(mark.to_string(), now + mark_ttl);
+            Ok::<_, BrokerError>(true)
+        })?;
+        if appended {
+            self.wake_readers();
+        }
+        Ok(appended)
+    }
+
     async fn trim_before(&self, stream: &str, first_kept: EntryId) -> Result<u64, BrokerError> {
         Ok(self.with_state(|state| {
             let Some(found) = state.streams.get_mut(stream) else {

@@ -23,6 +23,8 @@ pub(super) struct State {
     pub(super) streams: BTreeMap<String, Stream>,
     /// String keys (`GET`/`SET`/`DEL`); sorted so that `scan_keys` pages are stable.
     pub(super) keys: BTreeMap<String, Vec<u8>>,
+    /// Marks of [`append_once`](crate::broker::Broker::append_once), with when they expire.
+    pub(super) marks: HashMap<String, Instant>,
 }
 
 /// One stream with its consumer groups.
@@ -117,6 +119,7 @@ impl State {
         let last_delivered = match start {
             GroupStart::Beginning => EntryId::ZERO,
             GroupStart::End => found.last_id,
+            GroupStart::After(id) => id,
         };
         found.groups.insert(
             group.to_string(),

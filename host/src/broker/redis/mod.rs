@@ -25,6 +25,15 @@ use super::{
 
 /// Applies a [`Commit`] atomically; the layout of `KEYS` and `ARGV` is explained in the script.
 const COMMIT_SCRIPT: &str = include_str!("../commit.lua");
+/// Appends `ARGV[2..]` (field/value pairs) to stream `KEYS[1]` unless mark `KEYS[2]` exists,
+/// creating the mark with a time to live of `ARGV[1]` ms; returns 1 when it appended.
+const APPEND_ONCE_SCRIPT: &str = r"
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+  return 1
+end
+return 0
+";
 /// The stream, group and entry ids of a commit made only of settlements without effects, all
 /// of one stream and group (the common batch); `None` for any other commit.
 fn plain_acks(commit: &Commit) -> Option<(&str, &str, Vec<String>)> {
@@ -57,6 +66,8 @@ pub struct RedisBroker {
     conn: ConnectionManager,
     /// The atomic commit script (see [`COMMIT_SCRIPT`]).
     commit_script: Arc<Script>,
+    /// The move-once script (see [`APPEND_ONCE_SCRIPT`]).
+    append_once_script: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -92,6 +103,7 @@ impl RedisBroker {
             client,
             conn,
             commit_script: Arc::new(Script::new(COMMIT_SCRIPT)),
+            append_once_script: Arc::new(Script::new(APPEND_ONCE_SCRIPT)),
         };
         // A cluster node answers commands on keys of other nodes with MOVED: refuse it with a
         // clear error instead of failing (or retrying) every command. A server that does not
@@ -220,8 +232,9 @@ impl Broker for RedisBroker {
         start: GroupStart,
     ) -> Result<bool, BrokerError> {
         let start = match start {
-            GroupStart::Beginning => "0",
-            GroupStart::End => "$",
+            GroupStart::Beginning => "0".to_string(),
+            GroupStart::End => "$".to_string(),
+            GroupStart::After(id) => id.to_string(),
         };
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
@@ -429,6 +442,40 @@ impl Broker for RedisBroker {
             Value::BulkString(bytes) => Ok(Some(bytes)),
             Value::SimpleString(text) => Ok(Some(text.into_bytes())),
             other => Err(unexpected("GET", &other)),
+        }
+    }
+
+    async fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, BrokerError> {
+        match self
+            .query(redis::cmd("SET").arg(key).arg(value).arg("NX"))
+            .await?
+        {
+            Value::Nil => Ok(false),
+            Value::Okay => Ok(true),
+            Value::SimpleString(text) if text == "OK" => Ok(true),
+            other => Err(unexpected("SET NX", &other)),
+        }
+    }
+
+    async fn append_once(
+        &self,
+        stream: &str,
+        fields: &Fields,
+        mark: &str,
+        mark_ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut invocation = self.append_once_script.prepare_invoke();
+        invocation
+            .key(stream)
+            .key(mark)
+            .arg(u64::try_from(mark_ttl.as_millis().max(1)).unwrap_or(u64::MAX));
+        for (name, value) in fields {
+            invocation.arg(name).arg(value);
+        }
+        let mut conn = self.conn.clone();
+        match invocation.invoke_async::<Value>(&mut conn).await? {
+            Value::Int(appended) => Ok(appended == 1),
+            other => Err(unexpected("append-once script", &other)),
         }
     }
 

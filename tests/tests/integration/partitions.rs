@@ -1,0 +1,410 @@
+//! Partitioned keyspaces on a real redis-server: the saga across partitions (co-partitioned
+//! state, publishes across partitions through the outbox), ingress from producers that know
+//! nothing of partitions, and exactly one copy of every moved entry after a relay crash.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use evhost::broker::{Broker, EntryId, Fields, GroupStart, Inspect as _, ReadFrom};
+use evhost::event::{Event, PARTITION_KEY};
+use evhost::partition;
+use evhost::relay::{GROUP, TARGET_FIELD};
+use evhost::{HostOptions, Keyspace};
+use evhost_tests::{
+    RedisServer, TestHost, example, fast_options, metric, probe, raw_connection, redis_broker,
+    wait_for, xadd,
+};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every event of `event_type` in every partition, with the partition it lies in.
+async fn events_in(broker: &dyn Broker, layout: Keyspace, event_type: &str) -> Vec<(u32, Event)> {
+    let mut events = Vec::new();
+    for keyspace in layout.each_partition() {
+        let stream = keyspace.event_stream(event_type);
+        for entry in broker
+            .range(&stream, EntryId::ZERO, EntryId::MAX, 100_000)
+            .await
+            .expect("XRANGE")
+        {
+            let event = Event::from_entry(&stream, entry.id, &entry.fields).expect("an event");
+            events.push((keyspace.partition(), event));
+        }
+    }
+    events
+}
+
+async fn count_in(broker: &dyn Broker, layout: Keyspace, event_type: &str) -> usize {
+    events_in(broker, layout, event_type).await.len()
+}
+
+fn data(event: &Event) -> Value {
+    serde_json::from_slice(&event.data).expect("JSON data")
+}
+
+/// Publishes `data` as `event_type` keyed by `key`, into the stream of its partition.
+async fn publish_keyed(
+    broker: &dyn Broker,
+    layout: Keyspace,
+    event_type: &str,
+    key: &str,
+    data: Value,
+) {
+    let mut event = Event::new(event_type, "test", data.to_string().into_bytes());
+    event.set_extension(PARTITION_KEY, key);
+    broker
+        .add(&event.stream_in(layout), &event.to_fields())
+        .await
+        .expect("XADD");
+}
+
+fn partitioned(options: HostOptions, layout: Keyspace) -> HostOptions {
+    HostOptions {
+        keyspace: layout,
+        ..options
+    }
+}
+
+/// The saga with 8 partitions: registrations keyed by bidder, auctions by auction; payment
+/// publishes `PaymentProcessed` keyed by bidder (mostly into another partition, through the
+/// outbox), so that notification finds the bidder in its partition's state. Exactly one
+/// payment per auction and one notification per payment and per registration; every key
+/// carries its partition's tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_runs_across_eight_partitions_once_per_event() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(8))
+        .await
+        .expect("8 partitions");
+    let plugins = ["payment", "notification", "audit", "metrics"]
+        .map(example)
+        .to_vec();
+    let host = TestHost::start(
+        broker.clone(),
+        partitioned(fast_options("p-host"), layout),
+        plugins,
+    )
+    .await;
+
+    const BIDDERS: usize = 12;
+    const AUCTIONS: usize = 40;
+    for bidder in 0..BIDDERS {
+        let id = format!("b-{bidder}");
+        let registration = json!({"bidder_id": id, "name": format!("Bidder {bidder}"), "email": format!("{id}@example.com")});
+        publish_keyed(
+            broker.as_ref(),
+            layout,
+            "BidderRegistered",
+            &id,
+            registration,
+        )
+        .await;
+    }
+    wait_for("the welcome notifications", TIMEOUT, || async {
+        count_in(broker.as_ref(), layout, "NotificationSent").await == BIDDERS
+    })
+    .await;
+    for auction in 0..AUCTIONS {
+        let id = format!("a-{auction}");
+        let bidder = format!("b-{}", auction % BIDDERS);
+        let ended =
+            json!({"auction_id": id, "winning_bidder_id": bidder, "winning_price": 100 + auction});
+        publish_keyed(broker.as_ref(), layout, "AuctionEnded", &id, ended).await;
+    }
+    wait_for("a notification per payment", TIMEOUT, || async {
+        count_in(broker.as_ref(), layout, "NotificationSent").await == BIDDERS + AUCTIONS
+    })
+    .await;
+
+    let payments = events_in(broker.as_ref(), layout, "PaymentProcessed").await;
+    let auctions: HashSet<String> = payments
+        .iter()
+        .map(|(_, payment)| {
+            data(payment)["auction_id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(payments.len(), AUCTIONS, "one payment per auction");
+    assert_eq!(auctions.len(), AUCTIONS, "no auction paid twice");
+    let mut crossed = 0;
+    for (partition, payment) in &payments {
+        let bidder = data(payment)["bidder_id"]
+            .as_str()
+            .expect("bidder")
+            .to_string();
+        assert_eq!(payment.extension(PARTITION_KEY), Some(bidder.as_str()));
+        assert_eq!(
+            *partition,
+            layout.for_key(&bidder).partition(),
+            "in its bidder's partition"
+        );
+        let auction = data(payment)["auction_id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        if layout.for_key(&auction).partition() != *partition {
+            crossed += 1;
+        }
+    }
+    assert!(
+        crossed > 0,
+        "some payments crossed partitions (through the outbox)"
+    );
+    let notifications = events_in(broker.as_ref(), layout, "NotificationSent").await;
+    let recipients: BTreeMap<String, usize> =
+        notifications
+            .iter()
+            .fold(BTreeMap::new(), |mut counts, (_, notification)| {
+                let recipient = data(notification)["recipient"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string();
+                *counts.entry(recipient).or_default() += 1;
+                counts
+            });
+    for bidder in 0..BIDDERS {
+        let email = format!("b-{bidder}@example.com");
+        let wins = (0..AUCTIONS)
+            .filter(|auction| auction % BIDDERS == bidder)
+            .count();
+        assert_eq!(
+            recipients.get(&email),
+            Some(&(1 + wins)),
+            "a welcome and one per win, found in the bidder's partition: {recipients:?}"
+        );
+    }
+
+    // Audit saw every event once, each in its partition's journal.
+    let expected = BIDDERS + AUCTIONS + AUCTIONS + BIDDERS + AUCTIONS;
+    wait_for("an audit record per event", TIMEOUT, || async {
+        let mut records = 0;
+        for keyspace in layout.each_partition() {
+            records += broker.len(&keyspace.journal("audit")).await.expect("XLEN");
+        }
+        records == expected as u64
+    })
+    .await;
+    for keyspace in layout.each_partition() {
+        let outbox = keyspace.outbox().expect("outbox");
+        assert_eq!(
+            broker.len(&outbox).await.expect("XLEN"),
+            0,
+            "{outbox} drained"
+        );
+    }
+    // Notifications are keyed by bidder like the payments that cause them: only payments
+    // crossed partitions.
+    assert_eq!(
+        metric(&host, "evhost_relay_moved_total{from=\"outbox\"}"),
+        crossed
+    );
+
+    // Every key of the keyspace carries a partition's tag, but the recorded count.
+    let mut conn = raw_connection(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    for key in &keys {
+        assert!(
+            key == "evhost:partitions"
+                || key.starts_with("evhost:started:")
+                || key.starts_with("evhost:{p"),
+            "a key outside the partitions: {key}"
+        );
+    }
+    host.stop().await;
+}
+
+/// The fields the relay writes for an ingress entry keyed by `key`.
+fn moved_fields(stream: &str, id: EntryId, fields: &Fields, key: &str) -> Fields {
+    let mut event = Event::from_entry(stream, id, fields).expect("an event");
+    event.set_extension(PARTITION_KEY, key);
+    event.to_fields()
+}
+
+/// Producers that know nothing of partitions write `events:AuctionEnded` in the seeds'
+/// formats; the relay moves each entry into the partition of its `auction_id` (the
+/// `--ingress-key`), once. A relay that died after moving an entry but before acknowledging
+/// it (its entries pending, one of them already moved), and an outbox entry it left the same
+/// way, are taken over: every entry ends up exactly once in its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_and_outbox_entries_are_moved_exactly_once_after_a_relay_crash() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(4))
+        .await
+        .expect("4 partitions");
+    let ingress = layout.ingress_stream("AuctionEnded");
+    for auction in 0..6 {
+        let payload = json!({"auction_id": format!("a-{auction}"), "winning_bidder_id": "b", "winning_price": 1, "action": "ok"}).to_string();
+        let fields: &[(&str, &str)] = match auction % 3 {
+            0 => &[("payload", &payload)],
+            1 => &[(
+                "data",
+                &format!(r#"{{"type":"AuctionEnded","data":{payload}}}"#),
+            )],
+            _ => &[
+                ("id", &format!("ce-{auction}")),
+                ("type", "AuctionEnded"),
+                ("specversion", "1.0"),
+                ("data", &payload),
+            ],
+        };
+        xadd(broker.as_ref(), &ingress, fields).await;
+    }
+    // A relay that read the first three entries, moved the first, and died.
+    broker
+        .create_group(&ingress, GROUP, GroupStart::Beginning)
+        .await
+        .expect("group");
+    let mut reader = broker.reader().await.expect("reader");
+    let taken = reader
+        .read(
+            &ingress,
+            GROUP,
+            "dead-relay",
+            ReadFrom::New { block: None },
+            3,
+        )
+        .await
+        .expect("read");
+    assert_eq!(taken.len(), 3);
+    let first = &taken[0].entry;
+    let first_target = layout.for_key("a-0");
+    let appended = broker
+        .append_once(
+            &first_target.event_stream("AuctionEnded"),
+            &moved_fields(&ingress, first.id, &first.fields, "a-0"),
+            &first_target.moved_mark(&ingress, &first.id.to_string()),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("moved before the crash");
+    assert!(appended);
+    // The same relay's outbox entry of partition 1, bound for partition 2, moved and not acked.
+    let outbox = layout.at(1).outbox().expect("outbox");
+    let ping = Event::new("ProbePing", "test", br#"{"action":"ok"}"#.to_vec());
+    let target = layout.at(2).event_stream("ProbePing");
+    let mut fields: Fields = vec![(TARGET_FIELD.to_string(), target.clone().into_bytes())];
+    fields.extend(ping.to_fields());
+    let outbox_id = broker.add(&outbox, &fields).await.expect("XADD outbox");
+    broker
+        .create_group(&outbox, GROUP, GroupStart::Beginning)
+        .await
+        .expect("group");
+    let taken = reader
+        .read(
+            &outbox,
+            GROUP,
+            "dead-relay",
+            ReadFrom::New { block: None },
+            10,
+        )
+        .await
+        .expect("read");
+    assert_eq!(taken.len(), 1);
+    broker
+        .append_once(
+            &target,
+            &ping.to_fields(),
+            &layout.at(2).moved_mark(&outbox, &outbox_id.to_string()),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("moved before the crash");
+
+    let mut options = partitioned(fast_options("p-host"), layout);
+    options.consumer.claim_idle = Duration::from_millis(300);
+    options.ingress_keys =
+        evhost::relay::IngressKeys::parse(&["AuctionEnded=auction_id".into()]).expect("rule");
+    // The entries were there before the plugin first ran: it reads from the beginning.
+    let mut ingest = probe("ingest", "AuctionEnded,ProbePing");
+    ingest.settings.start = GroupStart::Beginning;
+    let host = TestHost::start(broker.clone(), options, vec![ingest]).await;
+    wait_for("every ingress entry handled", TIMEOUT, || async {
+        let mut journal = 0;
+        for keyspace in layout.each_partition() {
+            journal += broker.len(&keyspace.journal("ingest")).await.expect("XLEN");
+        }
+        journal == 7
+    })
+    .await;
+    // Settled: nothing left pending for the relay, and nothing handled twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moved = events_in(broker.as_ref(), layout, "AuctionEnded").await;
+    assert_eq!(moved.len(), 6, "each ingress entry moved once: {moved:?}");
+    for (partition, event) in &moved {
+        let auction = data(event)["auction_id"].as_str().expect("id").to_string();
+        assert_eq!(event.extension(PARTITION_KEY), Some(auction.as_str()));
+        assert_eq!(*partition, layout.for_key(&auction).partition());
+    }
+    let event_ids: HashSet<&str> = moved.iter().map(|(_, event)| event.id.as_str()).collect();
+    assert_eq!(event_ids.len(), 6);
+    assert!(
+        event_ids.contains("ce-2") && event_ids.contains("ce-5"),
+        "ids kept"
+    );
+    assert_eq!(
+        broker.len(&target).await.expect("XLEN"),
+        1,
+        "one copy of the publish"
+    );
+    assert_eq!(
+        broker.len(&outbox).await.expect("XLEN"),
+        0,
+        "outbox drained"
+    );
+    for stream in [&ingress, &outbox] {
+        let groups = broker.groups(stream).await.expect("groups");
+        let relay = groups
+            .iter()
+            .find(|group| group.name == GROUP)
+            .expect("relay group");
+        assert_eq!(relay.pending, 0, "{stream}: nothing pending for the relay");
+    }
+    let journal_entries = {
+        let mut all = Vec::new();
+        for keyspace in layout.each_partition() {
+            all.extend(
+                broker
+                    .range(
+                        &keyspace.journal("ingest"),
+                        EntryId::ZERO,
+                        EntryId::MAX,
+                        100,
+                    )
+                    .await
+                    .expect("XRANGE"),
+            );
+        }
+        all
+    };
+    let handled: HashSet<Vec<u8>> = journal_entries
+        .iter()
+        .filter_map(|entry| {
+            entry
+                .fields
+                .iter()
+                .find(|(name, _)| name == "event_id")
+                .map(|(_, value)| value.clone())
+        })
+        .collect();
+    assert_eq!(handled.len(), 7, "every event handled exactly once");
+    assert_eq!(
+        metric(&host, "evhost_relay_moved_total{from=\"ingress\"}"),
+        5
+    );
+    assert_eq!(
+        metric(&host, "evhost_relay_moved_total{from=\"outbox\"}"),
+        0
+    );
+    host.stop().await;
+}
