@@ -457,8 +457,7 @@ impl Relay {
         fields: &Fields,
     ) -> Result<Moved, BrokerError> {
         let layout = self.services.keyspace;
-        let Some(((name, target), rest)) = fields.split_first().map(|(first, rest)| (first, rest))
-        else {
+        let Some(((name, target), rest)) = fields.split_first() else {
             return Ok(Moved::Unusable("the outbox entry has no fields".into()));
         };
         let target = String::from_utf8_lossy(target);
