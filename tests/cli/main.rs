@@ -1241,3 +1241,46 @@ fn new_scaffolds_a_project_and_refuses_bad_input() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid plugin name"));
 }
+
+/// `evhost init --partitions 4` fixes the count: asking for another one again, or running a
+/// host with another, is refused with both counts; `publish --key` writes into the key's
+/// partition, and `history` reads every partition's stream, merged by time.
+#[test]
+fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
+    let server = RedisServer::start();
+    let stdout = stdout_of(&evhost_on(&server, &["init", "--partitions", "4"]));
+    assert!(stdout.contains("has 4 partition(s)"), "{stdout}");
+    stdout_of(&evhost_on(&server, &["init", "--partitions", "4"]));
+    for refused in [
+        vec!["init", "--partitions", "8"],
+        vec!["run", "--partitions", "8", "--plugins", "."],
+    ] {
+        let output = evhost_on(&server, &refused);
+        assert_eq!(output.status.code(), Some(1), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("has 4 partition(s)") && stderr.contains("not the 8 asked for"),
+            "{refused:?}: {stderr}"
+        );
+    }
+    let layout = evhost::Keyspace::partitioned(std::num::NonZeroU32::new(4).expect("4"));
+    for auction in ["a1", "a2", "a3"] {
+        let data = format!(r#"{{"auction_id":"{auction}"}}"#);
+        stdout_of(&evhost_on(
+            &server,
+            &["publish", "AuctionEnded", &data, "--key", auction],
+        ));
+        let stream = layout.for_key(auction).event_stream("AuctionEnded");
+        assert!(xrange_len(&server, &stream) >= 1, "{auction} in {stream}");
+    }
+    assert_eq!(xrange_len(&server, &KEYS.event_stream("AuctionEnded")), 0);
+    let history = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &["history", "AuctionEnded", "--json"],
+    )));
+    let auctions: Vec<&str> = history
+        .iter()
+        .map(|line| line["data"]["auction_id"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(auctions, ["a1", "a2", "a3"], "merged by time: {history:?}");
+}
