@@ -33,6 +33,7 @@
 //! | dead letters of plugin `p`           | `evhost:{pN}:dlq:p`                  |
 //! | events re-driven to `p`              | `evhost:{pN}:redrive:p`              |
 //! | publishes bound for other partitions | `evhost:{pN}:outbox`                 |
+//! | the host consuming the partition     | `evhost:{pN}:lease`                  |
 //! | marks of entries moved in            | `evhost:{pN}:moved:<from>:<entry id>` |
 //!
 //! Producers that know nothing of partitions keep writing `events:T` (the single layout's
@@ -157,6 +158,23 @@ impl Keyspace {
     /// The key that records the keyspace's partition count: `evhost:partitions` (absent: 1).
     pub fn partitions_key(&self) -> &'static str {
         PARTITIONS
+    }
+
+    /// The lease of this partition (`evhost:{pN}:lease`): the host that consumes it now.
+    /// Commits of the partition are fenced with it (see [`crate::lease`]).
+    pub fn lease(&self) -> String {
+        self.tagged("lease")
+    }
+
+    /// The key by which host `consumer` says it is alive (`evhost:hosts:<consumer>`, with a
+    /// time to live), so that the hosts share the partitions fairly.
+    pub fn host_alive(&self, consumer: &str) -> String {
+        format!("{}{consumer}", self.hosts_prefix())
+    }
+
+    /// The prefix of the keys of [`Keyspace::host_alive`].
+    pub fn hosts_prefix(&self) -> &'static str {
+        "evhost:hosts:"
     }
 
     /// The key recording when `plugin` first ran on a partitioned keyspace
@@ -420,6 +438,7 @@ mod tests {
             third.redrive("payment"),
             third.outbox().expect("outbox"),
             third.moved_mark("evhost:{p1}:outbox", "1-0"),
+            third.lease(),
         ];
         assert!(one_slot(keys.iter().map(String::as_str)), "{keys:?}");
         assert!(keys.iter().all(|key| hash_tag(key) == Some("p3")));

@@ -14,6 +14,7 @@
 //! - [`registry`]: plugin name → current version, swappable atomically.
 //! - [`watch`]: watches the plugin directory; the host reloads changed files (hot swap).
 //! - [`consumer`]: one task per plugin × stream: read, dispatch, retry, commit.
+//! - [`lease`]: one host per partition, with fenced commits.
 //! - [`relay`]: moves outbox and ingress entries into their partitions, exactly once.
 //! - [`dlq`]: dead letters and their re-drive to one plugin.
 //! - [`retention`]: trims event streams by rules, never what a group still needs.
@@ -42,6 +43,7 @@ pub mod doctor;
 pub mod event;
 pub mod host;
 pub mod keyspace;
+pub mod lease;
 pub mod metrics;
 pub mod partition;
 pub mod plugin;

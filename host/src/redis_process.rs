@@ -96,11 +96,19 @@ fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Child, RedisProcessE
     }
 }
 
-/// Waits until the server on `port` answers; false if it exited or took over 10 s.
-fn wait_up(child: &mut Child, port: u16) -> bool {
+/// Waits until the server started in `dir` answers on `port`; false if it exited or took
+/// over 10 s.
+///
+/// A `PING` alone is not enough: when two servers race for one free port, the loser exits on
+/// its failed bind, and until then the winner answers its `PING` too. Only the server's own
+/// log, in its own directory, says that it is the one listening.
+fn wait_up(child: &mut Child, port: u16, dir: &Path) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let log = dir.join("redis.log");
     while Instant::now() < deadline {
-        if answers_ping(port) {
+        let ready = std::fs::read_to_string(&log)
+            .is_ok_and(|text| text.contains("Ready to accept connections"));
+        if ready && answers_ping(port) {
             return true;
         }
         if let Ok(Some(_)) = child.try_wait() {
@@ -129,7 +137,7 @@ impl RedisServer {
                 .map_err(RedisProcessError::TempDir)?;
             let port = free_port()?;
             let mut child = spawn(port, dir.path(), &extra)?;
-            if wait_up(&mut child, port) {
+            if wait_up(&mut child, port, dir.path()) {
                 return Ok(RedisServer {
                     child,
                     port,
@@ -165,8 +173,10 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         for _ in 0..50 {
+            // A fresh log, so that only the new process's line says it is ready.
+            let _ = std::fs::remove_file(self.dir.path().join("redis.log"));
             let mut child = spawn(self.port, self.dir.path(), &self.extra)?;
-            if wait_up(&mut child, self.port) {
+            if wait_up(&mut child, self.port, self.dir.path()) {
                 self.child = child;
                 return Ok(());
             }

@@ -24,10 +24,11 @@
 //! moves nothing it waits a little longer each time (up to [`MAX_IDLE`]), and a commit that
 //! wrote to an outbox wakes it at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -182,6 +183,9 @@ pub struct Relay {
     last_discovery: Option<Instant>,
     /// When other relays' idle entries were last looked for.
     last_claim: Instant,
+    /// The partitions whose outboxes this relay moves (`None`: every one); ingress streams
+    /// are moved by the holder of partition 0 alone, so that one relay keeps their order.
+    owned: Option<watch::Receiver<BTreeSet<u32>>>,
 }
 
 impl Relay {
@@ -194,6 +198,7 @@ impl Relay {
     pub async fn open(
         services: Arc<HostServices>,
         options: RelayOptions,
+        owned: Option<watch::Receiver<BTreeSet<u32>>>,
     ) -> Result<Option<Self>, BrokerError> {
         let layout = services.keyspace;
         if !layout.is_partitioned() {
@@ -219,11 +224,35 @@ impl Relay {
             sources,
             last_discovery: None,
             last_claim: Instant::now(),
+            owned,
         }))
     }
 
     fn broker(&self) -> &dyn Broker {
         self.services.broker.as_ref()
+    }
+
+    /// Whether this host moves the entries of source `index` now.
+    fn serves(&self, index: usize) -> bool {
+        let Some(owned) = &self.owned else {
+            return true;
+        };
+        let owned = owned.borrow();
+        let source = &self.sources[index];
+        match source.kind {
+            Kind::Outbox => owned.contains(&source.keyspace.partition()),
+            Kind::Ingress => owned.contains(&0),
+        }
+    }
+
+    /// The fence of a commit settling entries of source `index`: the lease of the outbox's
+    /// partition (ingress settlements are plain acknowledgements, in a slot of their own).
+    fn fence(&self, index: usize) -> Option<Op> {
+        let source = &self.sources[index];
+        (self.owned.is_some() && source.kind == Kind::Outbox).then(|| Op::Fence {
+            key: source.keyspace.lease(),
+            owner: self.options.consumer.clone(),
+        })
     }
 
     /// Moves entries until `cancel` is cancelled.
@@ -263,11 +292,15 @@ impl Relay {
         if self.last_claim.elapsed() >= self.options.claim_idle / 2 {
             self.last_claim = Instant::now();
             for index in 0..self.sources.len() {
-                settled += self.take_over(index).await?;
+                if self.serves(index) {
+                    settled += self.take_over(index).await?;
+                }
             }
         }
         for index in 0..self.sources.len() {
-            settled += self.drain(index).await?;
+            if self.serves(index) {
+                settled += self.drain(index).await?;
+            }
         }
         Ok(settled)
     }
@@ -352,7 +385,12 @@ impl Relay {
         if !source.group_exists {
             return Ok(0);
         }
-        let idle = self.options.claim_idle;
+        // With leases, another relay's entries of a partition this host holds are a previous
+        // owner's, whose commits are fenced: they are taken over at once.
+        let idle = match self.owned {
+            Some(_) if source.kind == Kind::Outbox => Duration::ZERO,
+            _ => self.options.claim_idle,
+        };
         let stale: Vec<EntryId> = match self
             .broker()
             .pending(&source.stream, GROUP, idle, self.options.batch_size)
@@ -434,7 +472,7 @@ impl Relay {
         let report = self
             .broker()
             .commit(&Commit {
-                ops: Vec::new(),
+                ops: self.fence(index).into_iter().collect(),
                 settlements,
             })
             .await?;

@@ -23,6 +23,9 @@
 --                                       later T of the commit (their effects keep their order)
 --   U <group> <consumer> <n> <id>...    n settlements without ops (the common case), in one
 --                                       op: acknowledged without the ownership check
+--   F <owner>                           fencing: KEYS[k] (a partition's lease) holds <owner>,
+--                                       else the whole commit fails with `FENCED <k>` before
+--                                       anything is written
 --
 -- The acks of a commit go out as one XACK per stream and group, at the end.
 --
@@ -48,7 +51,7 @@
 local function width(a)
   local op = ARGV[a]
   if op == 'A' then return 2 + 2 * tonumber(ARGV[a + 1])
-  elseif op == 'S' or op == 'R' or op == 'I' or op == 'E' then return 2
+  elseif op == 'S' or op == 'R' or op == 'I' or op == 'E' or op == 'F' then return 2
   elseif op == 'D' then return 1
   elseif op == 'T' then return 5
   elseif op == 'O' then return 6
@@ -112,11 +115,14 @@ end
 local nargs = #ARGV
 local a, k = 1, 1
 local present = {}
--- First pass: every group exists, or nothing is written.
+-- First pass: every group exists and every fence holds, or nothing is written.
 -- Consecutive ops mostly name the same stream and group: remember the last one checked.
 local last_stream, last_group
 while a <= nargs do
   local op = ARGV[a]
+  if op == 'F' and redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then
+    return redis.error_reply('FENCED ' .. k .. ' the lease ' .. KEYS[k] .. ' is not held by ' .. ARGV[a + 1])
+  end
   if op == 'T' or op == 'O' or op == 'U' then
     local stream, group = KEYS[k], ARGV[a + 1]
     if stream ~= last_stream or group ~= last_group then

@@ -115,6 +115,15 @@ pub enum Op {
         /// The entry.
         id: EntryId,
     },
+    /// Not a write but a condition of the whole commit (fencing): `key` (a partition's lease)
+    /// holds `owner`. When it does not, nothing of the commit is applied and it fails with
+    /// [`BrokerError::Fenced`], so that a host that lost its partition commits nothing.
+    Fence {
+        /// The lease key.
+        key: String,
+        /// Who must hold it.
+        owner: String,
+    },
 }
 
 impl Op {
@@ -122,7 +131,10 @@ impl Op {
     pub fn key(&self) -> &str {
         match self {
             Op::Add { stream, .. } | Op::Remove { stream, .. } => stream,
-            Op::Set { key, .. } | Op::Delete { key } | Op::Increment { key, .. } => key,
+            Op::Set { key, .. }
+            | Op::Delete { key }
+            | Op::Increment { key, .. }
+            | Op::Fence { key, .. } => key,
         }
     }
 
@@ -279,6 +291,16 @@ pub enum BrokerError {
     /// The broker answered something this code cannot interpret.
     #[error("unexpected reply from broker: {0}")]
     Protocol(String),
+    /// A commit's lease is not held by its committer (any more): nothing was applied.
+    #[error(
+        "commit refused: the lease {key} is not held by {owner} (another host took the partition over); nothing was applied"
+    )]
+    Fenced {
+        /// The lease key.
+        key: String,
+        /// The committer.
+        owner: String,
+    },
     /// The server is a Redis Cluster node, which this version does not run on.
     #[error(
         "this Redis is a Redis Cluster node (cluster_enabled:1), and evhost does not run on Redis Cluster yet: its commits and group reads need every key of a commit in one slot, which comes with partitioned keyspaces; use a standalone Redis (a primary with replicas is fine)"
@@ -341,6 +363,18 @@ pub trait Broker: Inspect {
     /// Sets `key` to `value` unless it exists (`SET NX`); returns whether it was set. Records
     /// a keyspace's settings once, whichever host comes first.
     async fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, BrokerError>;
+
+    /// Takes or renews the lease `key` for `owner` for `ttl`: sets it when nobody holds it,
+    /// extends it when `owner` does; returns whether `owner` holds it now.
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError>;
+
+    /// Gives the lease `key` up if `owner` holds it; returns whether it did.
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, BrokerError>;
 
     /// Appends an entry to `stream` unless `mark` exists, and creates `mark` (kept for
     /// `mark_ttl`), both atomically; returns whether it appended. Moving an entry between

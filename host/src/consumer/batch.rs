@@ -8,7 +8,7 @@
 
 use super::context::StreamContext;
 use crate::activity::Activity;
-use crate::broker::{Commit, Delivered, EntryId, Op, Settlement};
+use crate::broker::{BrokerError, Commit, Delivered, EntryId, Op, Settlement};
 use crate::dlq::GiveUp;
 use crate::plugin::{CallEffects, PendingPublish};
 
@@ -87,7 +87,7 @@ impl Batch {
             delivered.push(settled.delivered);
         }
         let commit = Commit {
-            ops: Vec::new(),
+            ops: context.fence().into_iter().collect(),
             settlements,
         };
         let outbox = context.keyspace.outbox();
@@ -132,6 +132,10 @@ impl Batch {
                 }
                 delivered.retain(|entry| report.conflicted.contains(&entry.entry.id));
                 delivered
+            }
+            Err(err @ BrokerError::Fenced { .. }) => {
+                tracing::warn!(plugin = %context.group, stream = %context.stream, entries, error = %err, "this host lost the partition; the batch was not committed and its entries are handled by the new owner");
+                Vec::new()
             }
             Err(err) => {
                 context

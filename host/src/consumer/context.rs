@@ -34,6 +34,8 @@ pub(super) struct StreamContext {
     /// The partition of the stream: where the plugin's state, journal, dead letters and
     /// publishes go.
     pub keyspace: Keyspace,
+    /// Who must hold the partition's lease for a commit to apply (partitioned keyspaces).
+    pub lease_owner: Option<String>,
 }
 
 impl StreamContext {
@@ -100,6 +102,14 @@ impl StreamContext {
             ops,
             expects: Vec::new(),
         }
+    }
+
+    /// The fence of this consumer's commits: its partition's lease held by its host.
+    pub fn fence(&self) -> Option<Op> {
+        self.lease_owner.as_ref().map(|owner| Op::Fence {
+            key: self.keyspace.lease(),
+            owner: owner.clone(),
+        })
     }
 
     /// The plugin's dead-letter stream.

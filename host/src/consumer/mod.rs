@@ -50,6 +50,16 @@ pub use options::ConsumerOptions;
 pub use retry::RetryPolicy;
 use source::{EntrySource, Read};
 
+/// The partition a consumer works in, and who must hold its lease for its commits to apply.
+#[derive(Debug, Clone)]
+pub struct PartitionScope {
+    /// The partition of the stream: where state, journal, dead letters and publishes go.
+    pub keyspace: Keyspace,
+    /// In a partitioned keyspace, the host holding the partition's lease: every commit is
+    /// fenced with it (see [`crate::lease`]); `None` for the single layout.
+    pub lease_owner: Option<String>,
+}
+
 /// A consumer of one stream for one plugin, ready to run.
 pub struct Consumer {
     context: Arc<StreamContext>,
@@ -60,11 +70,11 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Prepares a consumer of `stream` (of the partition `keyspace` names) for the plugin in
+    /// Prepares a consumer of `stream` (of the partition `scope` names) for the plugin in
     /// `slot`; [`Consumer::run`] does the work.
     pub fn new(
         slot: PluginSlot,
-        keyspace: Keyspace,
+        scope: PartitionScope,
         stream: String,
         start: GroupStart,
         services: Arc<HostServices>,
@@ -73,7 +83,7 @@ impl Consumer {
     ) -> Self {
         let group = slot.load().name.clone();
         let handler_metrics = services.metrics.handler_metrics(&group, &stream);
-        let redrive = stream == keyspace.redrive(&group);
+        let redrive = stream == scope.keyspace.redrive(&group);
         Consumer {
             context: Arc::new(StreamContext {
                 slot,
@@ -84,7 +94,8 @@ impl Consumer {
                 cancel,
                 handler_metrics,
                 redrive,
-                keyspace,
+                keyspace: scope.keyspace,
+                lease_owner: scope.lease_owner,
             }),
             start,
             group_exists: false,

@@ -160,6 +160,7 @@ impl RetrySchedule {
             policy: &policy,
             consumer: context.consumer(),
             claim_idle,
+            lease_owner: context.lease_owner.as_deref(),
             not_before: &self.not_before,
             now,
         }
@@ -210,12 +211,27 @@ struct ClaimFilter<'a> {
     consumer: &'a str,
     /// Other consumers' entries also wait this long.
     claim_idle: Duration,
+    /// In a partitioned keyspace, this host's name (the partition's lease holder): entries of
+    /// consumers of other hosts are a previous owner's, whose commits are fenced, and are
+    /// taken over once their backoff passed, without waiting for `claim_idle`.
+    lease_owner: Option<&'a str>,
     /// Plugin-requested delays.
     not_before: &'a HashMap<EntryId, Instant>,
     now: Instant,
 }
 
 impl ClaimFilter<'_> {
+    /// Whether `consumer` belongs to another host than this partition's lease holder (the
+    /// host's workers are `<host>` and `<host>#<n>`).
+    fn from_previous_owner(&self, consumer: &str) -> bool {
+        self.lease_owner.is_some_and(|owner| {
+            consumer != owner
+                && !consumer
+                    .strip_prefix(owner)
+                    .is_some_and(|rest| rest.starts_with('#'))
+        })
+    }
+
     /// Chooses, among `pending`, the entries to claim now; `holds` marks the entries this
     /// consumer has read and not handled yet.
     fn choose(&self, pending: &[PendingEntry], holds: impl Fn(EntryId) -> bool) -> Due {
@@ -230,7 +246,9 @@ impl ClaimFilter<'_> {
                 if entry.idle >= backoff && !delayed && !holds(entry.id) {
                     due.own.push(entry.id);
                 }
-            } else if entry.idle >= backoff.max(self.claim_idle) {
+            } else if entry.idle >= backoff.max(self.claim_idle)
+                || (self.from_previous_owner(&entry.consumer) && entry.idle >= backoff)
+            {
                 due.others.push(entry.id);
             }
         }
@@ -289,6 +307,7 @@ mod tests {
             policy: &policy,
             consumer: "me",
             claim_idle: Duration::from_secs(30),
+            lease_owner: None,
             not_before: &not_before,
             now,
         };
@@ -308,6 +327,34 @@ mod tests {
                 others: vec![EntryId::new(6, 0)],
             }
         );
+    }
+
+    /// With a partition lease, entries of another host's consumers (a previous owner's) are
+    /// taken over once their backoff passed; the host's own workers' still wait.
+    #[test]
+    fn a_partition_owner_takes_a_previous_owners_entries_over_at_once() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(10),
+        };
+        let not_before = HashMap::new();
+        let filter = ClaimFilter {
+            policy: &policy,
+            consumer: "me#2",
+            claim_idle: Duration::from_secs(30),
+            lease_owner: Some("me"),
+            not_before: &not_before,
+            now: Instant::now(),
+        };
+        let entries = [
+            pending(1, "old-host", 150, 1), // the previous owner's: due
+            pending(2, "me", 150, 1),       // this host's first worker: waits
+            pending(3, "meow", 150, 1),     // another host whose name starts alike: due
+            pending(4, "old-host", 10, 1),  // backoff not over
+        ];
+        let due = filter.choose(&entries, |_| false);
+        assert_eq!(due.others, vec![EntryId::new(1, 0), EntryId::new(3, 0)]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod reloads;
 mod status;
 mod supervisor;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::consumer::ConsumerOptions;
 use crate::keyspace::Keyspace;
+use crate::lease::Leases;
 use crate::metrics::Metrics;
 use crate::plugin::{HostServices, LoadError, PluginEngine, PluginVersion};
 use crate::registry::{Registry, RegistryError};
@@ -58,6 +60,9 @@ pub struct HostOptions {
     pub ingress_keys: IngressKeys,
     /// How long the relay keeps the mark of each moved entry (see [`crate::relay`]).
     pub move_mark_ttl: Duration,
+    /// How long a partition lease lasts without renewal (see [`crate::lease`]): how long the
+    /// partitions of a host that died wait for another one.
+    pub lease_ttl: Duration,
 }
 
 /// Default of [`HostOptions::max_streams_per_plugin`].
@@ -76,6 +81,7 @@ impl Default for HostOptions {
             keyspace: Keyspace::single(),
             ingress_keys: IngressKeys::default(),
             move_mark_ttl: RelayOptions::default().mark_ttl,
+            lease_ttl: crate::lease::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -293,7 +299,7 @@ impl Host {
 
     /// Runs the relay of a partitioned keyspace until the host stops (opening its connection
     /// again after a failure).
-    async fn relay(&self) {
+    async fn relay(&self, owned: Option<signal::Receiver<BTreeSet<u32>>>) {
         let consumer = &self.options.consumer;
         let options = RelayOptions {
             consumer: consumer.consumer.clone(),
@@ -304,7 +310,7 @@ impl Host {
             batch_size: consumer.batch_size,
         };
         while !self.cancel.is_cancelled() {
-            match Relay::open(self.services.clone(), options.clone()).await {
+            match Relay::open(self.services.clone(), options.clone(), owned.clone()).await {
                 Ok(Some(relay)) => relay.run(self.cancel.clone()).await,
                 Ok(None) => return,
                 Err(err) => {
@@ -321,12 +327,34 @@ impl Host {
     /// Runs the consumers until `shutdown` completes (or [`Host::stop`] is called), then stops
     /// reading, lets in-flight handlers finish and commit, and returns.
     pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let layout = self.services.keyspace;
+        let leases = layout.is_partitioned().then(|| {
+            Arc::new(Leases::new(
+                self.services.broker.clone(),
+                layout,
+                self.options.consumer.consumer.clone(),
+                self.options.lease_ttl,
+            ))
+        });
+        let owned = leases.as_ref().map(|leases| leases.subscribe());
+        // A first round before the first discovery pass, so that a lone host starts with
+        // every partition.
+        if let Some(leases) = &leases
+            && let Err(err) = leases.round().await
+        {
+            tracing::warn!(error = %err, "partition leases: first round failed; retrying");
+        }
+        let lease_task = leases.clone().map(|leases| {
+            let cancel = self.cancel.clone();
+            tokio::spawn(async move { leases.run(cancel).await })
+        });
         let supervisor = Supervisor::new(
             self.services.clone(),
             self.registry.clone(),
             &self.options,
             self.cancel.clone(),
             self.tracker.clone(),
+            owned.clone(),
         );
         let supervision =
             tokio::spawn(supervisor.run(self.plugins_changed.clone(), self.ready.clone()));
@@ -334,9 +362,10 @@ impl Host {
             let host = self.clone();
             tokio::spawn(async move { host.apply_retention().await })
         });
-        let relay = self.services.keyspace.is_partitioned().then(|| {
+        let relay = layout.is_partitioned().then(|| {
             let host = self.clone();
-            tokio::spawn(async move { host.relay().await })
+            let owned = owned.clone();
+            tokio::spawn(async move { host.relay(owned).await })
         });
         tokio::select! {
             () = shutdown => {}
@@ -357,6 +386,13 @@ impl Host {
             .is_err()
         {
             tracing::warn!(grace = ?self.options.shutdown_grace, "in-flight handlers did not finish in time; their events will be delivered again");
+        }
+        if let Some(lease_task) = lease_task {
+            let _ = lease_task.await;
+        }
+        // Once every consumer committed: the other hosts take the partitions at once.
+        if let Some(leases) = &leases {
+            leases.release_all().await;
         }
         tracing::info!("stopped");
     }

@@ -2,7 +2,7 @@
 //! the keyspace), runs one consumer task per plugin × stream × worker, and stops those of
 //! removed plugins and dropped subscriptions (their pending entries stay in Redis).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{BrokerError, EntryId, GroupStart};
-use crate::consumer::{Consumer, ConsumerOptions};
+use crate::consumer::{Consumer, ConsumerOptions, PartitionScope};
 use crate::keyspace::Keyspace;
 use crate::plugin::HostServices;
 use crate::registry::Registry;
@@ -21,6 +21,9 @@ use super::HostOptions;
 
 /// A consumer task: plugin, stream and worker index (`limits.concurrency` workers per stream).
 type ConsumerKey = (String, String, usize);
+
+/// How much earlier than a plugin's first run its `$` groups of a partitioned keyspace start.
+const START_MARGIN_MS: u64 = 1000;
 
 /// A consumer the plugins want: where its group starts if it must be created, and the
 /// partition of its stream.
@@ -60,6 +63,8 @@ pub(super) struct Supervisor {
     unserved: HashMap<String, usize>,
     /// When each plugin first ran on the (partitioned) keyspace, as an entry id.
     started: HashMap<String, EntryId>,
+    /// The partitions this host holds the leases of (`None`: the single layout, all of it).
+    owned: Option<signal::Receiver<BTreeSet<u32>>>,
 }
 
 impl Supervisor {
@@ -71,6 +76,7 @@ impl Supervisor {
         options: &HostOptions,
         cancel: CancellationToken,
         tracker: TaskTracker,
+        owned: Option<signal::Receiver<BTreeSet<u32>>>,
     ) -> Self {
         Supervisor {
             services,
@@ -85,6 +91,7 @@ impl Supervisor {
             max_streams: options.max_streams_per_plugin.max(1),
             unserved: HashMap::new(),
             started: HashMap::new(),
+            owned,
         }
     }
 
@@ -92,6 +99,7 @@ impl Supervisor {
     /// (a plugin was added, swapped or removed); every pass that succeeds marks the host
     /// `ready` (the first one counts).
     pub async fn run(mut self, changed: Arc<Notify>, ready: signal::Sender<bool>) {
+        let mut owned = self.owned.clone();
         loop {
             match self.pass().await {
                 Ok(()) => {
@@ -101,9 +109,20 @@ impl Supervisor {
                     tracing::warn!(error = %err, "stream discovery failed; retrying");
                 }
             }
+            let leases_changed = async {
+                match owned.as_mut() {
+                    Some(owned) => {
+                        if owned.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = self.cancel.cancelled() => return,
                 () = changed.notified() => {}
+                () = leases_changed => {}
                 () = tokio::time::sleep(self.discovery_interval) => {}
             }
         }
@@ -127,6 +146,12 @@ impl Supervisor {
         let previously_seen = self.seen_streams.as_ref();
         let mut wanted: HashMap<ConsumerKey, Wanted> = HashMap::new();
         let mut unserved = HashMap::new();
+        let owned: Option<BTreeSet<u32>> = self.owned.as_ref().map(|owned| owned.borrow().clone());
+        let serves = |keyspace: &Keyspace| {
+            owned
+                .as_ref()
+                .is_none_or(|owned| owned.contains(&keyspace.partition()))
+        };
         for (name, slot) in self.registry.slots() {
             let version = slot.load_full();
             let workers = version.settings.consumers_per_stream();
@@ -159,7 +184,7 @@ impl Supervisor {
                 }
             };
             let mut served: HashSet<String> = HashSet::new();
-            for keyspace in layout.each_partition() {
+            for keyspace in layout.each_partition().filter(|keyspace| serves(keyspace)) {
                 // Dead letters re-driven to this plugin alone.
                 let redrive = keyspace.redrive(&name);
                 if !partitioned || streams.contains(&redrive) {
@@ -188,8 +213,7 @@ impl Supervisor {
                 .filter(|stream| !served.contains(stream.as_str()))
                 .filter_map(|stream| {
                     let (keyspace, event_type) = layout.locate_event_stream(stream)?;
-                    version
-                        .subscribes_to(event_type)
+                    (serves(&keyspace) && version.subscribes_to(event_type))
                         .then_some((stream, keyspace))
                 })
                 .collect();
@@ -231,7 +255,12 @@ impl Supervisor {
                 .await?
                 .and_then(|value| String::from_utf8_lossy(&value).trim().parse::<u64>().ok())
                 .unwrap_or(now);
-            self.started.insert(name, EntryId::new(recorded, 0));
+            // Entries from a second before it: an entry of the same millisecond is not lost,
+            // nor one stamped by a Redis clock a little behind this host's.
+            self.started.insert(
+                name,
+                EntryId::new(recorded.saturating_sub(START_MARGIN_MS), 0),
+            );
         }
         Ok(())
     }
@@ -319,9 +348,13 @@ impl Supervisor {
         let cancel = self.cancel.child_token();
         let mut options = self.options.clone();
         options.consumer = worker_consumer_name(&options.consumer, *worker);
+        let scope = PartitionScope {
+            keyspace: wanted.keyspace,
+            lease_owner: self.owned.as_ref().map(|_| self.options.consumer.clone()),
+        };
         let mut consumer = Consumer::new(
             slot,
-            wanted.keyspace,
+            scope,
             stream.clone(),
             wanted.start,
             self.services.clone(),

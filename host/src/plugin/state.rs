@@ -263,7 +263,7 @@ impl Effects {
             Op::Delete { key } => {
                 self.call_overlay.insert(key.clone(), None);
             }
-            Op::Add { .. } | Op::Remove { .. } | Op::Increment { .. } => {}
+            Op::Add { .. } | Op::Remove { .. } | Op::Increment { .. } | Op::Fence { .. } => {}
         }
         self.call_ops.push(op);
     }

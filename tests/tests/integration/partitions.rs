@@ -216,6 +216,7 @@ async fn the_saga_runs_across_eight_partitions_once_per_event() {
         assert!(
             key == "evhost:partitions"
                 || key.starts_with("evhost:started:")
+                || key.starts_with("evhost:hosts:")
                 || key.starts_with("evhost:{p"),
             "a key outside the partitions: {key}"
         );
@@ -405,6 +406,221 @@ async fn ingress_and_outbox_entries_are_moved_exactly_once_after_a_relay_crash()
     assert_eq!(
         metric(&host, "evhost_relay_moved_total{from=\"outbox\"}"),
         0
+    );
+    host.stop().await;
+}
+
+/// The holder of each partition's lease, by partition.
+async fn lease_holders(broker: &dyn Broker, layout: Keyspace) -> Vec<Option<String>> {
+    let mut holders = Vec::new();
+    for keyspace in layout.each_partition() {
+        let holder = broker.get(&keyspace.lease()).await.expect("GET");
+        holders.push(holder.map(|value| String::from_utf8_lossy(&value).into_owned()));
+    }
+    holders
+}
+
+fn leased(consumer: &str, layout: Keyspace) -> HostOptions {
+    HostOptions {
+        lease_ttl: Duration::from_millis(900),
+        ..partitioned(fast_options(consumer), layout)
+    }
+}
+
+/// Two hosts share the partitions, one lease each; when one stops, the other takes its
+/// partitions over. Every event is handled exactly once (committed once), and the events of
+/// each key in the order they were published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_share_partitions_and_keep_each_keys_order_through_a_takeover() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(4))
+        .await
+        .expect("4 partitions");
+    let a = TestHost::start(
+        broker.clone(),
+        leased("host-a", layout),
+        vec![probe("keyed", "ProbeOrder")],
+    )
+    .await;
+    let b = TestHost::start(
+        broker.clone(),
+        leased("host-b", layout),
+        vec![probe("keyed", "ProbeOrder")],
+    )
+    .await;
+    wait_for("two partitions each", TIMEOUT, || async {
+        let holders = lease_holders(broker.as_ref(), layout).await;
+        let of = |host: &str| {
+            holders
+                .iter()
+                .filter(|holder| holder.as_deref() == Some(host))
+                .count()
+        };
+        of("host-a") == 2 && of("host-b") == 2
+    })
+    .await;
+
+    const KEYS: usize = 10;
+    let mut published: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut publish_round = |round: usize| {
+        let mut events = Vec::new();
+        for seq in 0..20 {
+            let key = format!("k-{}", seq % KEYS);
+            let mut event = Event::new(
+                "ProbeOrder",
+                "test",
+                json!({"action": "ok"}).to_string().into_bytes(),
+            );
+            event.set_extension(PARTITION_KEY, &key);
+            published.insert(event.id.clone(), (key, round * 20 + seq));
+            events.push(event);
+        }
+        events
+    };
+    for event in publish_round(0) {
+        broker
+            .add(&event.stream_in(layout), &event.to_fields())
+            .await
+            .expect("XADD");
+    }
+    let journal_len = || async {
+        let mut records = 0;
+        for keyspace in layout.each_partition() {
+            records += broker.len(&keyspace.journal("keyed")).await.expect("XLEN");
+        }
+        records
+    };
+    wait_for("the first round handled", TIMEOUT, || async {
+        journal_len().await == 20
+    })
+    .await;
+    b.stop().await;
+    for event in publish_round(1) {
+        broker
+            .add(&event.stream_in(layout), &event.to_fields())
+            .await
+            .expect("XADD");
+    }
+    wait_for("host-a holds every partition", TIMEOUT, || async {
+        lease_holders(broker.as_ref(), layout)
+            .await
+            .iter()
+            .all(|holder| holder.as_deref() == Some("host-a"))
+    })
+    .await;
+    wait_for("every event handled", TIMEOUT, || async {
+        journal_len().await == 40
+    })
+    .await;
+
+    let mut handled = HashSet::new();
+    let mut last_seq: BTreeMap<String, usize> = BTreeMap::new();
+    for keyspace in layout.each_partition() {
+        let records = broker
+            .range(
+                &keyspace.journal("keyed"),
+                EntryId::ZERO,
+                EntryId::MAX,
+                1000,
+            )
+            .await
+            .expect("XRANGE");
+        for record in records {
+            let event_id = record
+                .fields
+                .iter()
+                .find(|(name, _)| name == "event_id")
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+                .expect("event_id");
+            assert!(
+                handled.insert(event_id.clone()),
+                "{event_id} committed twice"
+            );
+            let (key, seq) = published.get(&event_id).expect("a published event").clone();
+            assert_eq!(layout.for_key(&key), keyspace, "{key} in its partition");
+            if let Some(last) = last_seq.insert(key.clone(), seq) {
+                assert!(last < seq, "{key}: event {seq} handled after {last}");
+            }
+        }
+    }
+    assert_eq!(handled.len(), 40);
+    a.stop().await;
+    assert_eq!(
+        lease_holders(broker.as_ref(), layout).await,
+        vec![None; 4],
+        "a host that stops gives its leases up"
+    );
+}
+
+/// A host whose lease was taken while it stalled commits nothing: the partition's lease is
+/// given to another owner under its feet; the event it then handles is refused at commit
+/// (fenced), and the host gives the partition up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_lost_its_lease_commits_nothing() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(2))
+        .await
+        .expect("2 partitions");
+    let options = HostOptions {
+        lease_ttl: Duration::from_secs(30),
+        ..partitioned(fast_options("stalled"), layout)
+    };
+    let host = TestHost::start(broker.clone(), options, vec![probe("fenced", "ProbeFence")]).await;
+    let first = layout.at(0);
+    // Where the stream exists and its consumer runs.
+    let mut warmup = Event::new("ProbeFence", "test", br#"{"action":"ok"}"#.to_vec());
+    let key = (0..)
+        .map(|n| format!("w-{n}"))
+        .find(|key| layout.for_key(key) == first)
+        .expect("a key");
+    warmup.set_extension(PARTITION_KEY, &key);
+    broker
+        .add(&warmup.stream_in(layout), &warmup.to_fields())
+        .await
+        .expect("XADD");
+    wait_for("the warm-up handled", TIMEOUT, || async {
+        broker.len(&first.journal("fenced")).await.expect("XLEN") == 1
+    })
+    .await;
+    // Another host took partition 0 while this one stalled.
+    let mut conn = raw_connection(&server).await;
+    let _: () = redis::cmd("SET")
+        .arg(first.lease())
+        .arg("other-host")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let mut late = Event::new("ProbeFence", "test", br#"{"action":"ok"}"#.to_vec());
+    late.set_extension(PARTITION_KEY, &key);
+    broker
+        .add(&late.stream_in(layout), &late.to_fields())
+        .await
+        .expect("XADD");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        broker.len(&first.journal("fenced")).await.expect("XLEN"),
+        1,
+        "nothing of the late event was committed"
+    );
+    let groups = broker
+        .groups(&first.event_stream("ProbeFence"))
+        .await
+        .expect("groups");
+    let group = groups
+        .iter()
+        .find(|group| group.name == "fenced")
+        .expect("group");
+    assert_eq!(
+        group.pending, 1,
+        "the late event waits for the partition's owner"
+    );
+    assert_eq!(
+        lease_holders(broker.as_ref(), layout).await,
+        vec![Some("other-host".to_string()), Some("stalled".to_string())]
     );
     host.stop().await;
 }

@@ -60,6 +60,7 @@ pub async fn run_all(broker: &dyn Broker) {
     values::counters(broker, &prefix("counters")).await;
     values::get_many(broker, &prefix("get_many")).await;
     values::once_only(broker, &prefix("once_only")).await;
+    values::leases(broker, &prefix("leases")).await;
     trim(broker, &prefix("trim")).await;
 }
 

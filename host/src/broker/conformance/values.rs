@@ -250,3 +250,48 @@ pub async fn once_only(broker: &dyn Broker, prefix: &str) {
     ));
     assert_eq!(ok("len", broker.len(&stream).await), 2);
 }
+
+/// Leases are taken when free, renewed by their owner only, given up by their owner only; a
+/// commit fenced by a lease its committer does not hold applies nothing.
+pub async fn leases(broker: &dyn Broker, prefix: &str) {
+    let lease = format!("{prefix}lease");
+    let ttl = Duration::from_secs(30);
+    assert!(ok("acquire", broker.acquire_lease(&lease, "a", ttl).await));
+    assert!(ok("renew", broker.acquire_lease(&lease, "a", ttl).await));
+    assert!(!ok("taken", broker.acquire_lease(&lease, "b", ttl).await));
+    assert!(!ok("not b's", broker.release_lease(&lease, "b").await));
+
+    let k = format!("{prefix}k");
+    let fenced = |owner: &str| Commit {
+        ops: vec![
+            Op::Fence {
+                key: lease.clone(),
+                owner: owner.to_string(),
+            },
+            set_op(&k, owner.as_bytes()),
+        ],
+        settlements: Vec::new(),
+    };
+    ok("a's commit", broker.commit(&fenced("a")).await);
+    assert_eq!(ok("get", broker.get(&k).await).as_deref(), Some(&b"a"[..]));
+    match broker.commit(&fenced("b")).await {
+        Err(crate::broker::BrokerError::Fenced { key, owner }) => {
+            assert_eq!((key.as_str(), owner.as_str()), (lease.as_str(), "b"));
+        }
+        other => panic!("b's commit must be fenced: {other:?}"),
+    }
+    assert_eq!(
+        ok("get", broker.get(&k).await).as_deref(),
+        Some(&b"a"[..]),
+        "nothing applied"
+    );
+    assert!(ok("release", broker.release_lease(&lease, "a").await));
+    assert!(matches!(
+        broker.commit(&fenced("a")).await,
+        Err(crate::broker::BrokerError::Fenced { .. })
+    ));
+    assert!(ok(
+        "free again",
+        broker.acquire_lease(&lease, "b", ttl).await
+    ));
+}

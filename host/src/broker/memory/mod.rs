@@ -136,6 +136,21 @@ impl Broker for MemoryBroker {
         }))
     }
 
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let now = Instant::now();
+        Ok(self.with_state(|state| state.acquire_lease(key, owner, ttl, now)))
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, BrokerError> {
+        let now = Instant::now();
+        Ok(self.with_state(|state| state.release_lease(key, owner, now)))
+    }
+
     async fn append_once(
         &self,
         stream: &str,

@@ -25,6 +25,8 @@ pub(super) struct State {
     pub(super) keys: BTreeMap<String, Vec<u8>>,
     /// Marks of [`append_once`](crate::broker::Broker::append_once), with when they expire.
     pub(super) marks: HashMap<String, Instant>,
+    /// When each lease (a string key) expires.
+    pub(super) lease_expiry: HashMap<String, Instant>,
 }
 
 /// One stream with its consumer groups.
@@ -261,6 +263,15 @@ impl State {
                     last_ids.insert(stream, id);
                     new_ids.push(id);
                 }
+                Op::Fence { key, owner } => {
+                    self.expire_leases(Instant::now());
+                    if self.keys.get(key).map(Vec::as_slice) != Some(owner.as_bytes()) {
+                        return Err(BrokerError::Fenced {
+                            key: key.clone(),
+                            owner: owner.clone(),
+                        });
+                    }
+                }
                 Op::Set { .. } | Op::Delete { .. } | Op::Increment { .. } | Op::Remove { .. } => {}
             }
         }
@@ -379,7 +390,52 @@ impl State {
                     found.entries.remove(id);
                 }
             }
+            Op::Fence { .. } => {}
         }
+    }
+
+    /// Drops the leases that expired by `now`.
+    pub(super) fn expire_leases(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .lease_expiry
+            .iter()
+            .filter(|(_, expires)| **expires <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.lease_expiry.remove(&key);
+            self.keys.remove(&key);
+        }
+    }
+
+    /// Takes or renews lease `key` for `owner` until `now + ttl`; whether `owner` holds it.
+    pub(super) fn acquire_lease(
+        &mut self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        now: Instant,
+    ) -> bool {
+        self.expire_leases(now);
+        match self.keys.get(key) {
+            Some(holder) if holder.as_slice() != owner.as_bytes() => false,
+            _ => {
+                self.keys.insert(key.to_string(), owner.as_bytes().to_vec());
+                self.lease_expiry.insert(key.to_string(), now + ttl);
+                true
+            }
+        }
+    }
+
+    /// Gives lease `key` up if `owner` holds it.
+    pub(super) fn release_lease(&mut self, key: &str, owner: &str, now: Instant) -> bool {
+        self.expire_leases(now);
+        if self.keys.get(key).map(Vec::as_slice) != Some(owner.as_bytes()) {
+            return false;
+        }
+        self.keys.remove(key);
+        self.lease_expiry.remove(key);
+        true
     }
 
     pub(super) fn scan_keys(&self, prefix: &str, cursor: u64) -> (Vec<String>, u64) {

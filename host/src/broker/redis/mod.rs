@@ -25,6 +25,24 @@ use super::{
 
 /// Applies a [`Commit`] atomically; the layout of `KEYS` and `ARGV` is explained in the script.
 const COMMIT_SCRIPT: &str = include_str!("../commit.lua");
+/// Takes or renews lease `KEYS[1]` for owner `ARGV[1]` for `ARGV[2]` ms; returns 1 when the
+/// owner holds it.
+const ACQUIRE_LEASE_SCRIPT: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+/// Deletes lease `KEYS[1]` if owner `ARGV[1]` holds it; returns 1 when it did.
+const RELEASE_LEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
 /// Appends `ARGV[2..]` (field/value pairs) to stream `KEYS[1]` unless mark `KEYS[2]` exists,
 /// creating the mark with a time to live of `ARGV[1]` ms; returns 1 when it appended.
 const APPEND_ONCE_SCRIPT: &str = r"
@@ -68,6 +86,8 @@ pub struct RedisBroker {
     commit_script: Arc<Script>,
     /// The move-once script (see [`APPEND_ONCE_SCRIPT`]).
     append_once_script: Arc<Script>,
+    /// The lease scripts (see [`ACQUIRE_LEASE_SCRIPT`], [`RELEASE_LEASE_SCRIPT`]).
+    lease_scripts: Arc<(Script, Script)>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -104,6 +124,10 @@ impl RedisBroker {
             conn,
             commit_script: Arc::new(Script::new(COMMIT_SCRIPT)),
             append_once_script: Arc::new(Script::new(APPEND_ONCE_SCRIPT)),
+            lease_scripts: Arc::new((
+                Script::new(ACQUIRE_LEASE_SCRIPT),
+                Script::new(RELEASE_LEASE_SCRIPT),
+            )),
         };
         // A cluster node answers commands on keys of other nodes with MOVED: refuse it with a
         // clear error instead of failing (or retrying) every command. A server that does not
@@ -306,6 +330,10 @@ impl Broker for RedisBroker {
                     invocation.key(stream).arg("R").arg(id.to_string());
                     groups_by_key.push(None);
                 }
+                Op::Fence { key, owner } => {
+                    invocation.key(key).arg("F").arg(owner);
+                    groups_by_key.push(None);
+                }
             }
         };
         for op in &commit.ops {
@@ -416,6 +444,16 @@ impl Broker for RedisBroker {
             }
             Ok(Value::Nil) => Ok(CommitReport::default()),
             Ok(other) => Err(unexpected("commit script", &other)),
+            Err(BrokerError::Redis(err)) if err.code() == Some("FENCED") => {
+                let fence = commit.ops.iter().find_map(|op| match op {
+                    Op::Fence { key, owner } => Some((key.clone(), owner.clone())),
+                    _ => None,
+                });
+                match fence {
+                    Some((key, owner)) => Err(BrokerError::Fenced { key, owner }),
+                    None => Err(BrokerError::Redis(err)),
+                }
+            }
             Err(BrokerError::Redis(err)) if err.code() == Some("NOGROUP") => {
                 // The script names the failing key (1-based).
                 let failed = err
@@ -454,6 +492,34 @@ impl Broker for RedisBroker {
             Value::Okay => Ok(true),
             Value::SimpleString(text) if text == "OK" => Ok(true),
             other => Err(unexpected("SET NX", &other)),
+        }
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut invocation = self.lease_scripts.0.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(owner)
+            .arg(u64::try_from(ttl.as_millis().max(1)).unwrap_or(u64::MAX));
+        let mut conn = self.conn.clone();
+        match invocation.invoke_async::<Value>(&mut conn).await? {
+            Value::Int(held) => Ok(held == 1),
+            other => Err(unexpected("lease script", &other)),
+        }
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, BrokerError> {
+        let mut invocation = self.lease_scripts.1.prepare_invoke();
+        invocation.key(key).arg(owner);
+        let mut conn = self.conn.clone();
+        match invocation.invoke_async::<Value>(&mut conn).await? {
+            Value::Int(released) => Ok(released == 1),
+            other => Err(unexpected("lease script", &other)),
         }
     }
 
