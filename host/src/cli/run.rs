@@ -92,6 +92,11 @@ pub struct RunArgs {
     /// others are spread by id.
     #[arg(long, value_name = "TYPE=FIELD")]
     pub ingress_key: Vec<String>,
+    /// In a partitioned keyspace, how long a partition lease lasts without renewal, in
+    /// milliseconds: how long the partitions of a host that died wait for another host
+    /// (renewed every third of it).
+    #[arg(long, default_value_t = 6000)]
+    pub lease_ttl_ms: u64,
     /// Do not watch the plugin directory for changes (no hot swap).
     #[arg(long)]
     pub no_watch: bool,
@@ -144,6 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         retention: evhost::retention::Retention::parse(&args.retain_len, &args.retain_age)
             .map_err(|err| super::UsageError(err.to_string()))?,
         keyspace,
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms.max(300)),
         ingress_keys: evhost::relay::IngressKeys::parse(&args.ingress_key)
             .map_err(super::UsageError)?,
         ..HostOptions::default()

@@ -223,7 +223,7 @@ struct ClaimFilter<'a> {
 impl ClaimFilter<'_> {
     /// Whether `consumer` belongs to another host than this partition's lease holder (the
     /// host's workers are `<host>` and `<host>#<n>`).
-    fn from_previous_owner(&self, consumer: &str) -> bool {
+    fn is_previous_owners(&self, consumer: &str) -> bool {
         self.lease_owner.is_some_and(|owner| {
             consumer != owner
                 && !consumer
@@ -247,7 +247,7 @@ impl ClaimFilter<'_> {
                     due.own.push(entry.id);
                 }
             } else if entry.idle >= backoff.max(self.claim_idle)
-                || (self.from_previous_owner(&entry.consumer) && entry.idle >= backoff)
+                || (self.is_previous_owners(&entry.consumer) && entry.idle >= backoff)
             {
                 due.others.push(entry.id);
             }
