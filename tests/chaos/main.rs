@@ -51,6 +51,18 @@ impl Workspace {
 
     /// Starts `evhost run` as consumer `consumer`, logging to `<consumer>-<n>.log`.
     fn host(&self, server: &RedisServer, consumer: &str, claim_idle_ms: u64, n: usize) -> Child {
+        self.host_with(server, consumer, claim_idle_ms, n, &[])
+    }
+
+    /// [`Workspace::host`] with more arguments for `evhost run`.
+    fn host_with(
+        &self,
+        server: &RedisServer,
+        consumer: &str,
+        claim_idle_ms: u64,
+        n: usize,
+        extra: &[&str],
+    ) -> Child {
         let log =
             std::fs::File::create(self.path(&format!("{consumer}-{n}.log"))).expect("log file");
         Command::new(env!("CARGO_BIN_EXE_evhost"))
@@ -71,7 +83,8 @@ impl Workspace {
             .arg(self.path("plugins"))
             .arg("--cache-dir")
             .arg(self.path("cache"))
-            .env("EVHOST_LOG", "warn,evhost::host=info")
+            .args(extra)
+            .env("EVHOST_LOG", "warn,evhost::host=info,evhost::lease=info")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null())
             .stderr(log)
@@ -107,9 +120,14 @@ fn connect(url: &str) -> Option<redis::Connection> {
 /// Publishes `AUCTIONS` auctions in the seed format at a steady pace, retrying each one until
 /// Redis takes it (Redis may be down for a moment).
 fn start_publisher(url: String, done: Arc<AtomicBool>) -> JoinHandle<()> {
+    start_publishing(url, AUCTIONS, done)
+}
+
+/// Publishes `auctions` auctions to `events:AuctionEnded`, as [`start_publisher`].
+fn start_publishing(url: String, auctions: usize, done: Arc<AtomicBool>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut conn = None;
-        for n in 0..AUCTIONS {
+        for n in 0..auctions {
             let payload = format!(
                 r#"{{"auction_id":"a-{n}","winning_bidder_id":"b-{}","winning_price":{}}}"#,
                 n % 50,
@@ -343,4 +361,166 @@ fn a_second_host_takes_over_a_dead_hosts_pending_entries() {
         .expect("XPENDING");
     assert!(pending.is_empty(), "nothing left with the dead host");
     stop(second);
+}
+
+/// The entries of `stream`, as (id, fields).
+fn entries(conn: &mut redis::Connection, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+    redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .expect("XRANGE")
+}
+
+/// The sum of the `pending` of every group of `stream`.
+fn pending_of(conn: &mut redis::Connection, stream: &str) -> u64 {
+    let groups: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query(conn)
+        .unwrap_or_default();
+    groups
+        .iter()
+        .map(|group| match group {
+            redis::Value::Array(fields) => fields
+                .chunks(2)
+                .filter_map(|pair| match pair {
+                    [redis::Value::BulkString(key), redis::Value::Int(value)]
+                        if key == b"pending" =>
+                    {
+                        Some(*value as u64)
+                    }
+                    _ => None,
+                })
+                .sum::<u64>(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Three hosts on 8 partitions while 5,000 auctions arrive on the plain `events:AuctionEnded`
+/// stream (moved into partitions by the relay): one host is killed with SIGKILL, another
+/// stopped with SIGSTOP past its lease and then resumed. The survivors take the partitions
+/// over, the stalled host's commits are refused: every auction is paid exactly once, nothing
+/// stays pending, every outbox is drained.
+#[test]
+fn partitioned_hosts_survive_a_kill_and_a_stall() {
+    const PARTITION_AUCTIONS: usize = 5_000;
+    let server = aof_server();
+    let workspace = Workspace::new();
+    let status = Command::new(env!("CARGO_BIN_EXE_evhost"))
+        .args(["init", "--partitions", "8", "--redis", &server.url()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("evhost init");
+    assert!(status.success());
+    let layout = evhost::Keyspace::partitioned(std::num::NonZeroU32::new(8).expect("8"));
+    let extra = [
+        "--ingress-key",
+        "AuctionEnded=auction_id",
+        "--lease-ttl-ms",
+        "1500",
+    ];
+    let mut killed = workspace.host_with(&server, "part-a", 1_000, 0, &extra);
+    let stalled = workspace.host_with(&server, "part-b", 1_000, 0, &extra);
+    let survivor = workspace.host_with(&server, "part-c", 1_000, 0, &extra);
+    let mut conn = connect(&server.url()).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hosts: Vec<String> = redis::cmd("KEYS")
+            .arg("evhost:hosts:*")
+            .query(&mut conn)
+            .expect("KEYS");
+        let leases: Vec<String> = redis::cmd("KEYS")
+            .arg("evhost:{p*}:lease")
+            .query(&mut conn)
+            .expect("KEYS");
+        if hosts.len() == 3 && leases.len() == 8 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 hosts holding 8 leases: {hosts:?} {leases:?}\n{}",
+            workspace.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let publisher = start_publishing(server.url(), PARTITION_AUCTIONS, done.clone());
+    std::thread::sleep(Duration::from_millis(1_000));
+    killed.kill().expect("SIGKILL");
+    let _ = killed.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(stalled.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("STOP");
+    std::thread::sleep(Duration::from_millis(4_000));
+    signal("CONT");
+    publisher.join().expect("publisher");
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut payments = 0;
+        let mut pending = pending_of(&mut conn, "events:AuctionEnded");
+        let mut outboxes = 0;
+        for keyspace in layout.each_partition() {
+            payments += redis::cmd("XLEN")
+                .arg(keyspace.event_stream("PaymentProcessed"))
+                .query::<usize>(&mut conn)
+                .unwrap_or(0);
+            for event_type in ["AuctionEnded", "PaymentProcessed"] {
+                pending += pending_of(&mut conn, &keyspace.event_stream(event_type));
+            }
+            outboxes += redis::cmd("XLEN")
+                .arg(keyspace.outbox().expect("outbox"))
+                .query::<usize>(&mut conn)
+                .unwrap_or(0);
+        }
+        if payments >= PARTITION_AUCTIONS && pending == 0 && outboxes == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done after 180 s: {payments} payments, {pending} pending, {outboxes} in outboxes\n{}",
+            workspace.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut auctions = HashSet::new();
+    for keyspace in layout.each_partition() {
+        for (_, fields) in entries(&mut conn, &keyspace.event_stream("PaymentProcessed")) {
+            let data = &fields
+                .iter()
+                .find(|(name, _)| name == "data")
+                .expect("data field")
+                .1;
+            let data: serde_json::Value = serde_json::from_str(data).expect("JSON");
+            let auction = data["auction_id"].as_str().expect("auction id").to_string();
+            assert!(
+                auctions.insert(auction.clone()),
+                "auction {auction} paid twice"
+            );
+        }
+    }
+    assert_eq!(auctions.len(), PARTITION_AUCTIONS, "every auction paid");
+    let letters: Vec<String> = redis::cmd("KEYS")
+        .arg("evhost:{p*}:dlq:*")
+        .query(&mut conn)
+        .expect("KEYS");
+    assert!(letters.is_empty(), "no dead letters: {letters:?}");
+    let log = std::fs::read_to_string(workspace.path("part-b-0.log")).unwrap_or_default();
+    assert!(
+        log.contains("lease lost") || log.contains("lost the partition"),
+        "the stalled host noticed it lost partitions:\n{}",
+        workspace.logs()
+    );
+    stop(stalled);
+    stop(survivor);
 }
