@@ -8,6 +8,7 @@ use super::batch::Batch;
 use super::context::StreamContext;
 use super::intake::{Intake, Unhandled};
 use super::lanes::{Call, Lanes};
+use super::ordered::OrderedRetries;
 use super::report::Report;
 use super::retry::RetrySchedule;
 use crate::activity::OutcomeKind;
@@ -25,6 +26,11 @@ pub(super) struct Dispatcher {
     /// Entries whose commit conflicted (a key their handler read changed meanwhile): still
     /// pending for this consumer, handled again before the next read.
     conflicted: Vec<Delivered>,
+    /// Blocked keys and the entries they hold back (`[retry] ordered`).
+    ordered: OrderedRetries,
+    /// Entries held back until now, released by the settlement of their key's blocking entry:
+    /// handled before the next read.
+    released: Vec<Delivered>,
 }
 
 /// The longest pause before entries that keep conflicting are handled again.
@@ -37,6 +43,8 @@ impl Dispatcher {
             retry: RetrySchedule::new(context.clone()),
             batch: Batch::default(),
             conflicted: Vec::new(),
+            ordered: OrderedRetries::default(),
+            released: Vec::new(),
             context,
         }
     }
@@ -56,7 +64,10 @@ impl Dispatcher {
         &mut self,
         holds: impl Fn(EntryId) -> bool,
     ) -> Result<Vec<Delivered>, BrokerError> {
-        self.retry.claim_due(holds).await
+        let ordered = &self.ordered;
+        self.retry
+            .claim_due(|id| holds(id) || ordered.holds(id))
+            .await
     }
 
     /// Handles the entries and commits them; entries that conflicted are handled again, with
@@ -72,6 +83,10 @@ impl Dispatcher {
         loop {
             self.handle(entries, rounds > 0).await;
             entries = std::mem::take(&mut self.conflicted);
+            if !self.released.is_empty() {
+                entries.append(&mut self.released);
+                entries.sort_by_key(|delivered| delivered.entry.id);
+            }
             if entries.is_empty() || self.context.cancel.is_cancelled() {
                 return;
             }
@@ -96,6 +111,16 @@ impl Dispatcher {
             self.give_up_unhandled(unhandled);
         }
         let mut work = intake.work;
+        let ordered = settings.ordered_retries;
+        if ordered {
+            // One key, one lane: its events run one after the other.
+            for item in &mut work {
+                item.key = u64::from(crate::partition::fnv1a32(
+                    crate::partition::key_of(&item.event).as_bytes(),
+                ));
+            }
+            work = self.ordered.admit(work);
+        }
         if one_lane {
             for item in &mut work {
                 item.key = 0;
@@ -120,9 +145,13 @@ impl Dispatcher {
             }
             let round = self.lanes.run_round(work).await;
             for call in round.calls {
-                self.settle(call);
+                self.settle(call, ordered);
             }
-            work = round.rest;
+            work = if ordered {
+                self.ordered.admit(round.rest)
+            } else {
+                round.rest
+            };
         }
         self.commit().await;
     }
@@ -174,15 +203,18 @@ impl Dispatcher {
         };
         self.batch
             .dead_letter(context, &attempt.delivered, &give_up);
+        let released = self.ordered.settled(attempt.id());
+        self.released.extend(released);
     }
 
     /// Turns a call's result into its settlement (effects and ack, dead letter, or nothing: a
     /// retry leaves the entry pending), and reports it.
-    fn settle(&mut self, call: Call) {
+    fn settle(&mut self, call: Call, ordered: bool) {
         let context = self.context.clone();
         let Call {
             attempt,
             event_id,
+            partition_key,
             result,
             started_at,
             elapsed,
@@ -208,6 +240,23 @@ impl Dispatcher {
             };
             batch.dead_letter(&context, delivered, &give_up);
         };
+        // Whether the entry stays pending for a retry (else it is settled: handled, rejected
+        // or dead-lettered).
+        let retried = match &result {
+            Ok(Outcome::Retry { .. }) | Err(_) => !last_attempt,
+            Ok(_) => false,
+        };
+        if ordered {
+            if retried {
+                let key = partition_key.as_deref().unwrap_or(&event_id);
+                if self.ordered.failed(key, id) {
+                    tracing::info!(plugin = %context.group, stream, entry_id, key, "ordered retries: later events of this key wait until this one succeeds or is dead-lettered");
+                }
+            } else {
+                let released = self.ordered.settled(id);
+                self.released.extend(released);
+            }
+        }
         let (outcome, detail) = match result {
             Ok(Outcome::Ok(effects)) => {
                 self.batch.handled(&context, attempt.delivered, effects);

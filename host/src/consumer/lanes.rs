@@ -20,6 +20,8 @@ use crate::plugin::{
 pub(super) struct Call {
     pub attempt: Attempt,
     pub event_id: String,
+    /// The event's `partitionkey` (`None`: its key is its id), for ordered retries.
+    pub partition_key: Option<String>,
     pub result: Result<Outcome, CallError>,
     pub started_at: SystemTime,
     pub elapsed: Duration,
@@ -188,6 +190,9 @@ impl Lane {
                 group: context.group.clone(),
             };
             let event_id = event.id.clone();
+            let partition_key = event
+                .extension(crate::event::PARTITION_KEY)
+                .map(str::to_string);
             let started_at = SystemTime::now();
             let started = Instant::now();
             let result = instance.handle(event, delivery, &mut self.overlay).await;
@@ -195,6 +200,7 @@ impl Lane {
             calls.push(Call {
                 attempt,
                 event_id,
+                partition_key,
                 result,
                 started_at,
                 elapsed: started.elapsed(),

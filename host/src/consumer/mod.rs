@@ -10,6 +10,7 @@
 //!   overlay (read-your-writes);
 //! - [`dispatch`]: settles each call and commits the batch ([`batch`]);
 //! - [`retry`]: the retry policy and which pending entries are claimed when;
+//! - [`ordered`]: ordered retries, a failing event holding back the later ones of its key;
 //! - [`report`]: metrics and the activity feed.
 //!
 //! # Delivery
@@ -31,6 +32,7 @@ mod dispatch;
 mod intake;
 mod lanes;
 mod options;
+mod ordered;
 mod report;
 mod retry;
 mod source;

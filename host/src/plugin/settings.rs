@@ -26,6 +26,8 @@
 //! max_attempts = 5       # then the event is dead-lettered
 //! base_ms = 500          # first retry delay; doubles with each attempt (with jitter)
 //! cap_ms = 60000         # longest retry delay
+//! ordered = false        # true: a failing event holds back the later events of its
+//!                        # partition key until it succeeds or is dead-lettered
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,6 +66,10 @@ pub struct PluginSettings {
     pub max_event_bytes: usize,
     /// Retries and dead-lettering.
     pub retry: RetryPolicy,
+    /// Ordered retries (`[retry] ordered`): an event that failed holds back the later events
+    /// of its partition key (its `partitionkey`, else its id) until it succeeds or is
+    /// dead-lettered; events of other keys flow.
+    pub ordered_retries: bool,
     /// Consumers per stream in this host (`None`: one, which keeps stream order; more handle
     /// a stream's events in parallel, like that many hosts would).
     pub concurrency: Option<std::num::NonZeroUsize>,
@@ -103,6 +109,7 @@ impl Default for PluginSettings {
             memory_bytes: mib(DEFAULT_MEMORY_MIB),
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             retry: RetryPolicy::default(),
+            ordered_retries: false,
             concurrency: None,
             partition_key: None,
             call_limits: CallLimits::default(),
@@ -149,6 +156,7 @@ struct RetrySection {
     max_attempts: Option<u32>,
     base_ms: Option<u64>,
     cap_ms: Option<u64>,
+    ordered: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +263,7 @@ impl PluginSettings {
                 .unwrap_or(defaults.call_limits.max_call_event_types),
         };
         Ok(PluginSettings {
+            ordered_retries: file.retry.ordered.unwrap_or(defaults.ordered_retries),
             concurrency,
             partition_key,
             call_limits,
@@ -366,6 +375,10 @@ mod tests {
 
     #[test]
     fn parses_the_retry_policy_and_backs_off() {
+        let ordered =
+            PluginSettings::parse("[retry]\nordered = true\n", Path::new("p.toml")).expect("valid");
+        assert!(ordered.ordered_retries);
+        assert!(!PluginSettings::default().ordered_retries);
         let text = "[retry]\nmax_attempts = 3\nbase_ms = 100\ncap_ms = 1000\n";
         let settings = PluginSettings::parse(text, Path::new("p.toml")).expect("valid");
         let policy = settings.retry;

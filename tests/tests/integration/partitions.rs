@@ -624,3 +624,62 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
     );
     host.stop().await;
 }
+
+/// Ordered retries: an event of key `k1` that fails twice holds back the later events of
+/// `k1`, which are handled after it, in order; the events of `k2` flow meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_retries_hold_a_keys_later_events_back() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let mut plugin = probe("ordered", "ProbeOrdered");
+    plugin.settings.ordered_retries = true;
+    plugin.settings.retry.base = Duration::from_millis(200);
+    plugin.settings.retry.cap = Duration::from_millis(400);
+    let host = TestHost::start(broker.clone(), fast_options("ordered-host"), vec![plugin]).await;
+    let layout = Keyspace::single();
+    let mut ids = BTreeMap::new();
+    for (name, key, data) in [
+        (
+            "first",
+            "k1",
+            json!({"action": "fail-until", "attempts": 3}),
+        ),
+        ("second", "k1", json!({"action": "ok"})),
+        ("other", "k2", json!({"action": "ok"})),
+        ("third", "k1", json!({"action": "ok"})),
+    ] {
+        let mut event = Event::new("ProbeOrdered", "test", data.to_string().into_bytes());
+        event.set_extension(PARTITION_KEY, key);
+        broker
+            .add(&event.stream_in(layout), &event.to_fields())
+            .await
+            .expect("XADD");
+        ids.insert(event.id.clone(), name);
+    }
+    let journal = layout.journal("ordered");
+    wait_for("every event handled", TIMEOUT, || async {
+        broker.len(&journal).await.expect("XLEN") == 4
+    })
+    .await;
+    let order: Vec<&str> = broker
+        .range(&journal, EntryId::ZERO, EntryId::MAX, 10)
+        .await
+        .expect("XRANGE")
+        .iter()
+        .map(|record| {
+            let event_id = record
+                .fields
+                .iter()
+                .find(|(name, _)| name == "event_id")
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+                .expect("event_id");
+            *ids.get(&event_id).expect("a published event")
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["other", "first", "second", "third"],
+        "k2 flowed, k1 in order"
+    );
+    host.stop().await;
+}
