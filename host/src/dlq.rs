@@ -3,11 +3,12 @@
 //!
 //! An entry is dead-lettered when the plugin rejects it, when it failed `max_attempts` times,
 //! when it cannot be parsed, or when it is larger than the plugin's `max_event_bytes`. It is
-//! appended to `evhost:dlq:<plugin>` and acknowledged in the same atomic commit, so it is never
-//! in both places or in neither.
+//! appended to `evhost:dlq:<plugin>` (in a partitioned keyspace, that of the entry's partition)
+//! and acknowledged in the same atomic commit, so it is never in both places or in neither.
 //!
-//! `evhost dlq retry` moves dead letters to `evhost:redrive:<plugin>`, a stream only that
-//! plugin's consumers read: the other groups of the original stream never see the event again.
+//! `evhost dlq retry` moves dead letters to `evhost:redrive:<plugin>` (of the same partition), a
+//! stream only that plugin's consumers read: the other groups of the original stream never see
+//! the event again.
 
 use jiff::Timestamp;
 
@@ -20,9 +21,6 @@ pub const ORIGIN_STREAM: &str = "evhost-origin-stream";
 pub const ORIGIN_ENTRY: &str = "evhost-origin-entry";
 /// Prefix of the original fields inside a dead letter.
 const FIELD_PREFIX: &str = "field:";
-
-/// The layout of the dead-letter and redrive streams (the single layout, today's names).
-const KEYSPACE: Keyspace = Keyspace::single();
 
 /// Why an entry was dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +50,13 @@ impl DeadLetterReason {
 /// Everything a dead letter records.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeadLetter {
-    /// Id of the dead letter in `evhost:dlq:<plugin>`.
+    /// Id of the dead letter in its stream.
     pub dlq_id: String,
+    /// The dead-letter stream it is in (`evhost:dlq:<plugin>`, or a partition's).
+    pub dlq_stream: String,
+    /// The partition of that stream.
+    #[serde(skip)]
+    pub partition: u32,
     /// The plugin that gave up.
     pub plugin: String,
     /// Its version at the time.
@@ -124,9 +127,11 @@ impl GiveUp<'_> {
     }
 }
 
-fn parse(dlq_id: EntryId, fields: Fields) -> DeadLetter {
+fn parse(keyspace: Keyspace, plugin: &str, dlq_id: EntryId, fields: Fields) -> DeadLetter {
     let mut letter = DeadLetter {
         dlq_id: dlq_id.to_string(),
+        dlq_stream: keyspace.dead_letters(plugin),
+        partition: keyspace.partition(),
         plugin: String::new(),
         plugin_version: String::new(),
         stream: String::new(),
@@ -162,56 +167,72 @@ fn parse(dlq_id: EntryId, fields: Fields) -> DeadLetter {
     letter
 }
 
-/// Up to `count` dead letters of `plugin`, oldest first.
+/// Up to `count` dead letters of `plugin`, oldest first, from every partition of `layout`.
 ///
 /// # Errors
 ///
 /// When the broker fails.
 pub async fn list(
     broker: &dyn Inspect,
+    layout: Keyspace,
     plugin: &str,
     count: usize,
 ) -> Result<Vec<DeadLetter>, BrokerError> {
-    Ok(broker
-        .range(
-            &KEYSPACE.dead_letters(plugin),
-            EntryId::ZERO,
-            EntryId::MAX,
-            count,
-        )
-        .await?
-        .into_iter()
-        .map(|entry| parse(entry.id, entry.fields))
-        .collect())
+    let mut letters = Vec::new();
+    for keyspace in layout.each_partition() {
+        let entries = broker
+            .range(
+                &keyspace.dead_letters(plugin),
+                EntryId::ZERO,
+                EntryId::MAX,
+                count,
+            )
+            .await?;
+        letters.extend(
+            entries
+                .into_iter()
+                .map(|entry| (entry.id, parse(keyspace, plugin, entry.id, entry.fields))),
+        );
+    }
+    letters.sort_by_key(|(id, _)| *id);
+    letters.truncate(count);
+    Ok(letters.into_iter().map(|(_, letter)| letter).collect())
 }
 
-/// One dead letter of `plugin`.
+/// The dead letter `id` of `plugin`, in whichever partition of `layout` holds it.
 ///
 /// # Errors
 ///
 /// When the broker fails.
 pub async fn get(
     broker: &dyn Inspect,
+    layout: Keyspace,
     plugin: &str,
     id: EntryId,
 ) -> Result<Option<DeadLetter>, BrokerError> {
-    Ok(broker
-        .range(&KEYSPACE.dead_letters(plugin), id, id, 1)
-        .await?
-        .into_iter()
-        .next()
-        .map(|entry| parse(entry.id, entry.fields)))
+    for keyspace in layout.each_partition() {
+        let found = broker
+            .range(&keyspace.dead_letters(plugin), id, id, 1)
+            .await?
+            .into_iter()
+            .next();
+        if let Some(entry) = found {
+            return Ok(Some(parse(keyspace, plugin, entry.id, entry.fields)));
+        }
+    }
+    Ok(None)
 }
 
 /// Re-drives dead letters to `plugin` alone: each moves, atomically, from the dead-letter
-/// stream to the plugin's redrive stream, where the running host delivers it again (attempts
-/// start over). Returns how many moved.
+/// stream to the plugin's redrive stream of the same partition, where the running host
+/// delivers it again (attempts start over). Returns how many moved.
 ///
 /// # Errors
 ///
 /// When the broker fails (letters moved before the failure stay moved).
 pub async fn redrive(
     broker: &dyn Broker,
+    layout: Keyspace,
     plugin: &str,
     letters: &[DeadLetter],
 ) -> Result<usize, BrokerError> {
@@ -220,16 +241,17 @@ pub async fn redrive(
         let Ok(dlq_id) = letter.dlq_id.parse::<EntryId>() else {
             continue;
         };
+        let keyspace = layout.at(letter.partition);
         let fields = redrive_fields(&letter.stream, &letter.entry_id, &letter.raw_fields);
         broker
             .commit(&Commit {
                 ops: vec![
                     Op::Add {
-                        stream: KEYSPACE.redrive(plugin),
+                        stream: keyspace.redrive(plugin),
                         fields,
                     },
                     Op::Remove {
-                        stream: KEYSPACE.dead_letters(plugin),
+                        stream: keyspace.dead_letters(plugin),
                         id: dlq_id,
                     },
                 ],
@@ -259,43 +281,56 @@ pub fn redrive_fields(origin_stream: &str, origin_entry: &str, fields: &Fields) 
 /// When the broker fails.
 pub async fn replay(
     broker: &dyn Broker,
+    layout: Keyspace,
     plugin: &str,
     stream: &str,
     entry: &StreamEntry,
 ) -> Result<EntryId, BrokerError> {
+    // The redrive stream of the entry's own partition: the plugin's state of its key is there.
+    let keyspace = layout
+        .locate_event_stream(stream)
+        .map_or(layout, |(keyspace, _)| keyspace);
     broker
         .add(
-            &KEYSPACE.redrive(plugin),
+            &keyspace.redrive(plugin),
             &redrive_fields(stream, &entry.id.to_string(), &entry.fields),
         )
         .await
 }
 
-/// Deletes dead letters of `plugin`; returns how many.
+/// Deletes dead letters of `plugin` (one commit per partition); returns how many.
 ///
 /// # Errors
 ///
 /// When the broker fails.
 pub async fn purge(
     broker: &dyn Broker,
+    layout: Keyspace,
     plugin: &str,
     letters: &[DeadLetter],
 ) -> Result<usize, BrokerError> {
-    let ops: Vec<Op> = letters
-        .iter()
-        .filter_map(|letter| letter.dlq_id.parse().ok())
-        .map(|id| Op::Remove {
-            stream: KEYSPACE.dead_letters(plugin),
-            id,
-        })
-        .collect();
-    let count = ops.len();
-    broker
-        .commit(&Commit {
-            ops,
-            settlements: Vec::new(),
-        })
-        .await?;
+    let mut count = 0;
+    for keyspace in layout.each_partition() {
+        let ops: Vec<Op> = letters
+            .iter()
+            .filter(|letter| letter.partition == keyspace.partition())
+            .filter_map(|letter| letter.dlq_id.parse().ok())
+            .map(|id| Op::Remove {
+                stream: keyspace.dead_letters(plugin),
+                id,
+            })
+            .collect();
+        if ops.is_empty() {
+            continue;
+        }
+        count += ops.len();
+        broker
+            .commit(&Commit {
+                ops,
+                settlements: Vec::new(),
+            })
+            .await?;
+    }
     Ok(count)
 }
 
@@ -336,7 +371,7 @@ mod tests {
             attempts: 2,
         }
         .dead_letter_fields(&fields);
-        let letter = parse(EntryId::new(9, 0), letter_fields);
+        let letter = parse(Keyspace::single(), "p", EntryId::new(9, 0), letter_fields);
         assert_eq!(letter.plugin, "payment");
         assert_eq!(letter.stream, "events:AuctionEnded");
         assert_eq!(letter.entry_id, "5-1");

@@ -100,15 +100,21 @@ fn print_table(letters: &[DeadLetter]) {
 /// When Redis cannot be reached, an id is invalid or unknown.
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let broker = connect_redis(&args.redis).await?;
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
     match args.command {
         DlqCommand::List { plugin, count } => {
-            let letters = dlq::list(broker.as_ref(), &plugin, count).await?;
+            let letters = dlq::list(broker.as_ref(), layout, &plugin, count).await?;
             if args.json {
                 json_line(&letters)?;
             } else if letters.is_empty() {
                 println!(
-                    "no dead letters for {plugin} (stream {})",
-                    Keyspace::single().dead_letters(&plugin)
+                    "no dead letters for {plugin} (stream {}{})",
+                    layout.dead_letters(&plugin),
+                    if layout.is_partitioned() {
+                        " and those of the other partitions"
+                    } else {
+                        ""
+                    }
                 );
             } else {
                 print_table(&letters);
@@ -116,18 +122,16 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
         }
         DlqCommand::Show { plugin, id } => {
             let id = parse_id(&id)?;
-            let letter = dlq::get(broker.as_ref(), &plugin, id)
+            let letter = dlq::get(broker.as_ref(), layout, &plugin, id)
                 .await?
                 .with_context(|| {
-                    format!(
-                        "no dead letter {id} in {}",
-                        Keyspace::single().dead_letters(&plugin)
-                    )
+                    format!("no dead letter {id} in {}", layout.dead_letters(&plugin))
                 })?;
             if args.json {
                 json_line(&letter)?;
             } else {
                 println!("id         {}", letter.dlq_id);
+                println!("in         {}", letter.dlq_stream);
                 println!("plugin     {} {}", letter.plugin, letter.plugin_version);
                 println!("stream     {}", letter.stream);
                 println!("entry      {}", letter.entry_id);
@@ -152,30 +156,27 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             .into());
         }
         DlqCommand::Retry(selection) => {
-            let letters = select(broker.as_ref(), &selection).await?;
-            let moved = dlq::redrive(broker.as_ref(), &selection.plugin, &letters).await?;
+            let letters = select(broker.as_ref(), layout, &selection).await?;
+            let moved = dlq::redrive(broker.as_ref(), layout, &selection.plugin, &letters).await?;
             report(
                 args.json,
                 "redriven",
                 moved,
                 &format!(
                     "to {} (read by {} only)",
-                    Keyspace::single().redrive(&selection.plugin),
+                    layout.redrive(&selection.plugin),
                     selection.plugin
                 ),
             );
         }
         DlqCommand::Purge(selection) => {
-            let letters = select(broker.as_ref(), &selection).await?;
-            let purged = dlq::purge(broker.as_ref(), &selection.plugin, &letters).await?;
+            let letters = select(broker.as_ref(), layout, &selection).await?;
+            let purged = dlq::purge(broker.as_ref(), layout, &selection.plugin, &letters).await?;
             report(
                 args.json,
                 "purged",
                 purged,
-                &format!(
-                    "from {}",
-                    Keyspace::single().dead_letters(&selection.plugin)
-                ),
+                &format!("from {}", layout.dead_letters(&selection.plugin)),
             );
         }
     }
@@ -191,19 +192,23 @@ fn report(json: bool, what: &str, count: usize, detail: &str) {
 }
 
 /// The dead letters named by `selection` (all of them with `--all`).
-async fn select(broker: &dyn Inspect, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
+async fn select(
+    broker: &dyn Inspect,
+    layout: Keyspace,
+    selection: &Selection,
+) -> anyhow::Result<Vec<DeadLetter>> {
     if selection.all {
-        return Ok(dlq::list(broker, &selection.plugin, 1_000_000).await?);
+        return Ok(dlq::list(broker, layout, &selection.plugin, 1_000_000).await?);
     }
     let mut letters = Vec::new();
     for text in &selection.ids {
         let id = parse_id(text)?;
-        let letter = dlq::get(broker, &selection.plugin, id)
+        let letter = dlq::get(broker, layout, &selection.plugin, id)
             .await?
             .with_context(|| {
                 format!(
                     "no dead letter {id} in {}",
-                    Keyspace::single().dead_letters(&selection.plugin)
+                    layout.dead_letters(&selection.plugin)
                 )
             })?;
         letters.push(letter);

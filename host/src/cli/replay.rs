@@ -124,7 +124,7 @@ async fn summarize(
         .iter()
         .map(|(_, origin)| origin.to_string())
         .collect();
-    summary.dead_lettered = dlq::list(broker, plugin, 1_000_000)
+    summary.dead_lettered = dlq::list(broker, Keyspace::single(), plugin, 1_000_000)
         .await?
         .into_iter()
         .filter(|letter| {
@@ -159,6 +159,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let stream = Keyspace::single().event_stream(&args.event_type);
     let broker = connect_redis(&args.redis).await?;
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    if layout.is_partitioned() {
+        anyhow::bail!(
+            "this keyspace has {} partitions, and `evhost replay` replays only a keyspace without partitions yet; nothing was replayed",
+            layout.partitions()
+        );
+    }
     let groups = broker.groups(&stream).await?;
     if !groups.iter().any(|group| group.name == args.plugin) {
         let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
@@ -187,7 +194,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot read {stream}"))?;
         for entry in &page {
-            let redrive_id = dlq::replay(broker.as_ref(), &args.plugin, &stream, entry)
+            let redrive_id = dlq::replay(broker.as_ref(), layout, &args.plugin, &stream, entry)
                 .await
                 .with_context(|| format!("cannot queue {} for {}", entry.id, args.plugin))?;
             queued.push((redrive_id, entry.id));

@@ -120,7 +120,7 @@ async fn each_budget_dimension_is_refused_and_nothing_of_the_call_is_committed()
     }
     bystander_handles_everything(broker.as_ref()).await;
     wait_for("every call over budget dead-lettered", TIMEOUT, || async {
-        evhost::dlq::list(broker.as_ref(), "spender", 100)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "spender", 100)
             .await
             .expect("dlq")
             .len()
@@ -128,7 +128,7 @@ async fn each_budget_dimension_is_refused_and_nothing_of_the_call_is_committed()
     })
     .await;
 
-    let letters = evhost::dlq::list(broker.as_ref(), "spender", 100)
+    let letters = evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "spender", 100)
         .await
         .expect("dlq");
     for (event, limit) in &over {
@@ -187,7 +187,7 @@ async fn each_budget_dimension_is_refused_and_nothing_of_the_call_is_committed()
         );
     }
     assert_eq!(
-        evhost::dlq::list(broker.as_ref(), "bystander", 10)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "bystander", 10)
             .await
             .expect("dlq")
             .len(),
@@ -233,7 +233,7 @@ async fn a_refusal_storm_gives_one_log_line() {
     })
     .await;
     wait_for("the storm dead-lettered", TIMEOUT, || async {
-        !evhost::dlq::list(broker.as_ref(), "stormer", 10)
+        !evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "stormer", 10)
             .await
             .expect("dlq")
             .is_empty()

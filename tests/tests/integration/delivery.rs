@@ -281,14 +281,14 @@ async fn malformed_and_rejected_entries_are_dead_lettered() {
     })
     .await;
     wait_for("three dead letters", TIMEOUT, || async {
-        evhost::dlq::list(broker.as_ref(), "strict", 100)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "strict", 100)
             .await
             .expect("dlq")
             .len()
             == 3
     })
     .await;
-    let letters = evhost::dlq::list(broker.as_ref(), "strict", 100)
+    let letters = evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "strict", 100)
         .await
         .expect("dlq");
     assert_eq!(letters[0].reason, "malformed");
@@ -402,7 +402,7 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
     )
     .await;
     wait_for("the dead letter", TIMEOUT, || async {
-        evhost::dlq::list(broker.as_ref(), "fixer", 10)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "fixer", 10)
             .await
             .expect("dlq")
             .len()
@@ -426,13 +426,18 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
             .contains("evhost_plugin_reloads_total{plugin=\"fixer\",result=\"ok\"} 2")
     })
     .await;
-    let letters = evhost::dlq::list(broker.as_ref(), "fixer", 10)
+    let letters = evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "fixer", 10)
         .await
         .expect("dlq");
     assert_eq!(
-        evhost::dlq::redrive(broker.as_ref(), "fixer", &letters)
-            .await
-            .expect("redrive"),
+        evhost::dlq::redrive(
+            broker.as_ref(),
+            evhost::Keyspace::single(),
+            "fixer",
+            &letters
+        )
+        .await
+        .expect("redrive"),
         1
     );
     wait_for("the redriven event", TIMEOUT, || async {
@@ -446,7 +451,7 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
         "the plugin sees the original stream"
     );
     assert!(
-        evhost::dlq::list(broker.as_ref(), "fixer", 10)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "fixer", 10)
             .await
             .expect("dlq")
             .is_empty()
@@ -465,7 +470,7 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
     // A failure that never heals: three attempts, then exactly one dead letter.
     let doomed = publish(broker.as_ref(), "ProbeRedrive", json!({"action": "fail"})).await;
     wait_for("the max-attempts dead letter", TIMEOUT, || async {
-        evhost::dlq::list(broker.as_ref(), "fixer", 10)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "fixer", 10)
             .await
             .expect("dlq")
             .len()
@@ -473,7 +478,7 @@ async fn dead_letters_are_redriven_to_one_plugin_only() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let letters = evhost::dlq::list(broker.as_ref(), "fixer", 10)
+    let letters = evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "fixer", 10)
         .await
         .expect("dlq");
     assert_eq!(letters.len(), 1, "exactly one dead letter");

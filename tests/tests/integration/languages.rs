@@ -80,7 +80,7 @@ async fn wait_dead_letters(broker: &dyn Broker, plugin: &str, count: usize) {
         &format!("{count} dead letters of {plugin}"),
         TIMEOUT,
         || async {
-            evhost::dlq::list(broker, plugin, 10)
+            evhost::dlq::list(broker, evhost::Keyspace::single(), plugin, 10)
                 .await
                 .expect("dlq")
                 .len()
@@ -163,10 +163,15 @@ async fn python_fraud_check_flags_suspicious_auctions() {
         verdicts[1]
     );
 
-    let letter = evhost::dlq::list(broker.as_ref(), "fraud-check", 10)
-        .await
-        .expect("dlq")
-        .remove(0);
+    let letter = evhost::dlq::list(
+        broker.as_ref(),
+        evhost::Keyspace::single(),
+        "fraud-check",
+        10,
+    )
+    .await
+    .expect("dlq")
+    .remove(0);
     assert_eq!(letter.reason, "rejected");
     assert_eq!(letter.event_id, bad.id);
     assert!(letter.error.contains("winning_price"), "{}", letter.error);
@@ -254,10 +259,15 @@ async fn javascript_webhook_formatter_formats_payments() {
             published["body"]
         );
     }
-    let letter = evhost::dlq::list(broker.as_ref(), "webhook-formatter", 10)
-        .await
-        .expect("dlq")
-        .remove(0);
+    let letter = evhost::dlq::list(
+        broker.as_ref(),
+        evhost::Keyspace::single(),
+        "webhook-formatter",
+        10,
+    )
+    .await
+    .expect("dlq")
+    .remove(0);
     assert_eq!(letter.reason, "rejected");
     assert_eq!(letter.event_id, bad.id);
     assert!(letter.error.contains("status"), "{}", letter.error);

@@ -683,3 +683,85 @@ async fn ordered_retries_hold_a_keys_later_events_back() {
     );
     host.stop().await;
 }
+
+/// Dead letters are kept in the partition of their event; listing gathers them from every
+/// partition, and a redrive puts each back into its own partition, where the plugin handles
+/// it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_stay_in_their_partition_and_are_redriven_there() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(4))
+        .await
+        .expect("4 partitions");
+    let host = TestHost::start(
+        broker.clone(),
+        partitioned(fast_options("dlq-host"), layout),
+        vec![probe("picky", "ProbePicky")],
+    )
+    .await;
+    let keys: Vec<String> = {
+        let mut keys: Vec<String> = Vec::new();
+        for n in 0.. {
+            let key = format!("key-{n}");
+            if keys
+                .iter()
+                .all(|other| layout.for_key(other) != layout.for_key(&key))
+            {
+                keys.push(key);
+            }
+            if keys.len() == 2 {
+                break;
+            }
+        }
+        keys
+    };
+    for key in &keys {
+        publish_keyed(
+            broker.as_ref(),
+            layout,
+            "ProbePicky",
+            key,
+            json!({"action": "reject"}),
+        )
+        .await;
+    }
+    wait_for("two dead letters", TIMEOUT, || async {
+        evhost::dlq::list(broker.as_ref(), layout, "picky", 10)
+            .await
+            .expect("list")
+            .len()
+            == 2
+    })
+    .await;
+    let letters = evhost::dlq::list(broker.as_ref(), layout, "picky", 10)
+        .await
+        .expect("list");
+    let streams: HashSet<String> = letters
+        .iter()
+        .map(|letter| letter.dlq_stream.clone())
+        .collect();
+    let expected: HashSet<String> = keys
+        .iter()
+        .map(|key| layout.for_key(key).dead_letters("picky"))
+        .collect();
+    assert_eq!(streams, expected, "each in its event's partition");
+    let moved = evhost::dlq::redrive(broker.as_ref(), layout, "picky", &letters)
+        .await
+        .expect("redrive");
+    assert_eq!(moved, 2);
+    for key in &keys {
+        let redrive = layout.for_key(key).redrive("picky");
+        assert_eq!(broker.len(&redrive).await.expect("XLEN"), 1, "{redrive}");
+    }
+    // Handled again there (and rejected again: back among the dead letters).
+    wait_for("the redriven events handled again", TIMEOUT, || async {
+        evhost::dlq::list(broker.as_ref(), layout, "picky", 10)
+            .await
+            .expect("list")
+            .len()
+            == 2
+    })
+    .await;
+    host.stop().await;
+}

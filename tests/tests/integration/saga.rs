@@ -241,14 +241,14 @@ async fn payment_charges_once_and_reports_failures() {
     );
     // The event lacking fields was rejected: dead-lettered with the reason, and acknowledged.
     wait_for("the dead letter", TIMEOUT, || async {
-        evhost::dlq::list(broker.as_ref(), "payment", 10)
+        evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "payment", 10)
             .await
             .expect("dlq")
             .len()
             == 1
     })
     .await;
-    let letter = evhost::dlq::list(broker.as_ref(), "payment", 10)
+    let letter = evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), "payment", 10)
         .await
         .expect("dlq")
         .remove(0);

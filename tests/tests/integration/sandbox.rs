@@ -132,7 +132,7 @@ async fn hostile_plugins_are_contained() {
             &format!("{name} ({action}) to be dead-lettered"),
             Duration::from_secs(30),
             || async {
-                evhost::dlq::list(broker.as_ref(), name, 10)
+                evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), name, 10)
                     .await
                     .expect("dlq")
                     .len()
@@ -140,7 +140,7 @@ async fn hostile_plugins_are_contained() {
             },
         )
         .await;
-        let letter = evhost::dlq::list(broker.as_ref(), name, 10)
+        let letter = evhost::dlq::list(broker.as_ref(), evhost::Keyspace::single(), name, 10)
             .await
             .expect("dlq")
             .remove(0);
