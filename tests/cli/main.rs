@@ -450,6 +450,8 @@ fn bench_runs_every_measurement_and_reports_json() {
             "--saga-concurrency",
             "3",
             "--saga-partitioned",
+            "--partitions",
+            "4",
             "--json",
         ])
         .output()
@@ -464,6 +466,14 @@ fn bench_runs_every_measurement_and_reports_json() {
     // partitioned by auction and bidder.
     assert_eq!(report["saga_concurrency"], 3, "{report}");
     assert_eq!(report["saga_partitioned"], true, "{report}");
+    // The saga also ran on 4 partitions, drained in every one.
+    assert_eq!(report["saga_partitions"]["partitions"], 4, "{report}");
+    assert!(
+        report["saga_partitions"]["ratio"]
+            .as_f64()
+            .is_some_and(|ratio| ratio > 0.0),
+        "{report}"
+    );
     for ratio in [&report["trivial"]["ratio"], &report["saga"]["ratio"]] {
         assert!(ratio.as_f64().is_some_and(|ratio| ratio > 0.0), "{report}");
     }

@@ -5,6 +5,7 @@
 //! with a plain redis-rs `XREADGROUP`/`XACK` loop on the same server in the same run.
 
 mod hot_key;
+mod partitioned;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -71,6 +72,8 @@ pub struct BenchOptions {
     pub hot_key_events: usize,
     /// Lanes racing on the hot key.
     pub hot_key_lanes: std::num::NonZeroUsize,
+    /// Also run the saga on a keyspace of this many partitions.
+    pub partitions: Option<std::num::NonZeroU32>,
 }
 
 /// Throughput of one measurement.
@@ -125,6 +128,8 @@ pub struct BenchReport {
     pub saga_concurrency: usize,
     /// Whether that concurrency was partitioned by a key of the event in one consumer.
     pub saga_partitioned: bool,
+    /// The saga on a partitioned keyspace (`--partitions`).
+    pub saga_partitions: Option<partitioned::PartitionedSaga>,
     /// Latencies by rate.
     pub latency: Vec<Latency>,
     /// One hot key: read-modify-write, increment and the hand-written loop.
@@ -323,7 +328,16 @@ async fn load(
     broker: Arc<dyn Broker>,
     plugins: Vec<(&str, Vec<u8>, PluginSettings)>,
 ) -> Result<Arc<Host>, BenchError> {
-    let host = Host::new(broker, options()).map_err(|err| BenchError::Host(err.to_string()))?;
+    load_with(broker, options(), plugins).await
+}
+
+/// A host of `options` with `plugins` loaded, not yet running.
+async fn load_with(
+    broker: Arc<dyn Broker>,
+    options: HostOptions,
+    plugins: Vec<(&str, Vec<u8>, PluginSettings)>,
+) -> Result<Arc<Host>, BenchError> {
+    let host = Host::new(broker, options).map_err(|err| BenchError::Host(err.to_string()))?;
     for (name, bytes, settings) in plugins {
         let version = host
             .engine()
@@ -502,6 +516,22 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     saga.stop().await;
     let raw_saga_per_sec = opts.saga_events as f64 / raw_saga.as_secs_f64();
     let saga_per_sec = opts.saga_events as f64 / saga_elapsed.as_secs_f64();
+    let saga_partitions = match opts.partitions {
+        Some(partitions) => {
+            eprintln!(
+                "bench: four saga plugins on {partitions} partitions, {} auctions",
+                opts.saga_events
+            );
+            flush(&mut admin).await?;
+            let measured =
+                partitioned::measure(broker.clone(), &url, opts, partitions, raw_saga_per_sec)
+                    .await?;
+            // The partition count goes with the keyspace: the next phases use one partition.
+            flush(&mut admin).await?;
+            Some(measured)
+        }
+        None => None,
+    };
 
     // Latency at fixed rates.
     let mut latency = Vec::new();
@@ -615,6 +645,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
         },
         saga_concurrency: opts.saga_concurrency.map_or(1, std::num::NonZeroUsize::get),
         saga_partitioned: opts.saga_partitioned,
+        saga_partitions,
         latency,
         hot_key,
         swap_ms,
@@ -757,6 +788,16 @@ impl BenchReport {
                 format!("{:.0}/s", t.evhost_per_sec),
                 format!("{:.2}", t.ratio),
                 target,
+            );
+        }
+        if let Some(partitioned) = &self.saga_partitions {
+            line(
+                &mut out,
+                &format!("saga on {} partitions", partitioned.partitions),
+                format!("{:.0}/s", self.saga.raw_per_sec),
+                format!("{:.0}/s", partitioned.evhost_per_sec),
+                format!("{:.2}", partitioned.ratio),
+                "",
             );
         }
         for latency in &self.latency {

@@ -10,7 +10,7 @@ use crate::bench::{self, BenchOptions};
 /// Arguments of `evhost bench`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16\n  evhost bench --saga-concurrency 16 --saga-partitioned"
+    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16\n  evhost bench --saga-concurrency 16 --saga-partitioned\n  evhost bench --partitions 8"
 )]
 pub struct BenchArgs {
     /// Measure against this Redis (it is FLUSHALLed!) instead of a private redis-server.
@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Events pushed through the four plugins before the second memory reading.
     #[arg(long, default_value_t = 1_000_000)]
     pub memory_events: usize,
+    /// Also run the saga on a keyspace of P partitions (auctions keyed by `auction_id`),
+    /// beside the one-partition saga and the raw loop.
+    #[arg(long, value_name = "P")]
+    pub partitions: Option<std::num::NonZeroU32>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +75,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         memory_events: args.memory_events.max(1),
         hot_key_events: args.hot_key_events.max(1),
         hot_key_lanes: args.hot_key_lanes,
+        partitions: args.partitions,
     };
     let report = bench::run(args.redis, &options).await?;
     if args.json {
