@@ -184,6 +184,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "the embedded in-memory broker (no Redis needed)".to_string(),
         ),
     };
+    // The demo reads and checks the plain streams of a keyspace without partitions.
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    if layout.is_partitioned() {
+        anyhow::bail!(
+            "{place} holds a keyspace of {} partitions, and the demo runs on a keyspace without partitions: use another Redis database (e.g. redis://127.0.0.1:6379/1) or the embedded broker (no --redis)",
+            layout.partitions()
+        );
+    }
     let options = HostOptions {
         consumer: ConsumerOptions {
             consumer: "evhost-demo".into(),
