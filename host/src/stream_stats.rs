@@ -129,14 +129,107 @@ pub async fn snapshot(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotE
 }
 
 async fn collect(broker: &dyn Broker) -> Result<Vec<StreamStats>, SnapshotError> {
-    let keyspace = Keyspace::single();
-    let mut names = broker.streams(&keyspace.event_stream_prefix()).await?;
-    names.extend(broker.streams(&keyspace.redrive_prefix()).await?);
+    let layout = crate::partition::recorded(broker)
+        .await
+        .map_err(|err| match err {
+            crate::partition::PartitionsError::Broker(err) => err,
+            other => BrokerError::Protocol(other.to_string()),
+        })?;
+    let single = Keyspace::single();
+    let mut names = broker.streams(&single.event_stream_prefix()).await?;
+    names.extend(broker.streams(&single.redrive_prefix()).await?);
+    if layout.is_partitioned() {
+        names.extend(
+            broker
+                .streams(layout.streams_prefix())
+                .await?
+                .into_iter()
+                .filter(|stream| {
+                    layout.locate_event_stream(stream).is_some()
+                        || layout
+                            .each_partition()
+                            .any(|keyspace| keyspace.redrive_plugin(stream).is_some())
+                }),
+        );
+        names.sort();
+    }
     let mut streams = Vec::with_capacity(names.len());
     for stream in names {
         streams.push(inspect(broker, &stream).await?);
     }
     Ok(streams)
+}
+
+/// The name of the sum of a stream over every partition: `evhost:{p3}:events:T` is
+/// `evhost:{p*}:events:T`; other names (plain and ingress streams) are kept.
+pub fn unpartitioned_name(stream: &str) -> String {
+    match stream
+        .strip_prefix("evhost:{p")
+        .and_then(|rest| rest.split_once("}:"))
+        .filter(|(number, _)| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Some((_, rest)) => format!("evhost:{{p*}}:{rest}"),
+        None => stream.to_string(),
+    }
+}
+
+/// The streams of each event type (and the redrive streams of each plugin) of every
+/// partition, summed into one: lengths, pending entries and lag added up, the oldest first and
+/// newest last entry, the largest consumer count (a host has one consumer per partition).
+pub fn sum_partitions(streams: Vec<StreamStats>) -> Vec<StreamStats> {
+    let mut summed: std::collections::BTreeMap<String, StreamStats> =
+        std::collections::BTreeMap::new();
+    let id = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|text| text.parse::<EntryId>().ok())
+    };
+    for stream in streams {
+        let name = unpartitioned_name(&stream.stream);
+        let Some(total) = summed.get_mut(&name) else {
+            summed.insert(
+                name.clone(),
+                StreamStats {
+                    stream: name,
+                    ..stream
+                },
+            );
+            continue;
+        };
+        total.length += stream.length;
+        if id(&stream.first_entry) < id(&total.first_entry) || total.first_entry.is_none() {
+            if stream.first_entry.is_some() {
+                total.first_entry = stream.first_entry;
+                total.first_time = stream.first_time;
+            }
+        }
+        if id(&stream.last_entry) > id(&total.last_entry) {
+            total.last_entry = stream.last_entry;
+            total.last_time = stream.last_time;
+        }
+        for group in stream.groups {
+            let Some(sum) = total.groups.iter_mut().find(|sum| sum.group == group.group) else {
+                total.groups.push(group);
+                continue;
+            };
+            sum.consumers = sum.consumers.max(group.consumers);
+            sum.pending += group.pending;
+            sum.lag = sum.lag.zip(group.lag).map(|(a, b)| a + b);
+            let delivered = |text: &str| text.parse::<EntryId>().ok();
+            if delivered(&group.last_delivered) > delivered(&sum.last_delivered) {
+                sum.last_delivered = group.last_delivered;
+            }
+            let older = match (id(&group.oldest_pending), id(&sum.oldest_pending)) {
+                (Some(candidate), Some(current)) => candidate < current,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if older {
+                sum.oldest_pending = group.oldest_pending;
+                sum.oldest_pending_idle_ms = group.oldest_pending_idle_ms;
+            }
+        }
+    }
+    summed.into_values().collect()
 }
 
 #[cfg(test)]
@@ -176,5 +269,54 @@ mod tests {
         assert_eq!(streams[0].groups[0].oldest_pending, None);
         assert!(streams[0].first_entry < streams[0].last_entry);
         assert!(streams[0].first_time.is_some());
+    }
+
+    /// The streams of a partitioned keyspace are in the snapshot, and summed per type they
+    /// add up.
+    #[tokio::test]
+    async fn partitions_are_listed_and_summed_per_type() {
+        let broker = MemoryBroker::new();
+        let layout = crate::partition::resolve(&broker, std::num::NonZeroU32::new(4))
+            .await
+            .expect("4 partitions");
+        let fields: Fields = vec![("data".into(), b"{}".to_vec())];
+        for partition in [1, 3, 3] {
+            let stream = layout.at(partition).event_stream("A");
+            broker.add(&stream, &fields).await.expect("add");
+            broker
+                .create_group(&stream, "g", GroupStart::Beginning)
+                .await
+                .expect("group");
+        }
+        broker
+            .add(&layout.at(2).redrive("g"), &fields)
+            .await
+            .expect("add");
+        let streams = snapshot(&broker).await.expect("snapshot");
+        let names: Vec<&str> = streams.iter().map(|s| s.stream.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "evhost:{p1}:events:A",
+                "evhost:{p2}:redrive:g",
+                "evhost:{p3}:events:A"
+            ]
+        );
+        let summed = sum_partitions(streams);
+        let names: Vec<&str> = summed.iter().map(|s| s.stream.as_str()).collect();
+        assert_eq!(names, ["evhost:{p*}:events:A", "evhost:{p*}:redrive:g"]);
+        assert_eq!(summed[0].length, 3);
+        assert_eq!(summed[0].groups.len(), 1);
+        assert_eq!(summed[0].groups[0].lag, Some(3));
+        assert!(summed[0].first_entry <= summed[0].last_entry);
+        assert_eq!(
+            unpartitioned_name("events:A"),
+            "events:A",
+            "ingress kept apart"
+        );
+        assert_eq!(
+            unpartitioned_name("evhost:{px}:events:A"),
+            "evhost:{px}:events:A"
+        );
     }
 }

@@ -1297,4 +1297,17 @@ fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
         .map(|line| line["data"]["auction_id"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(auctions, ["a1", "a2", "a3"], "merged by time: {history:?}");
+    // `stats` sums the partitions per type; `--partitions` shows each and its lease holder.
+    let summed = json_lines(&stdout_of(&evhost_on(&server, &["stats", "--json"])));
+    let streams = summed[0]["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 1, "{summed:?}");
+    assert_eq!(streams[0]["stream"], "evhost:{p*}:events:AuctionEnded");
+    assert_eq!(streams[0]["length"], 3);
+    let each = json_lines(&stdout_of(&evhost_on(
+        &server,
+        &["stats", "--partitions", "--json"],
+    )));
+    let streams = each[0]["streams"].as_array().expect("streams");
+    assert!(streams.len() > 1, "one row per partition's stream: {each:?}");
+    assert_eq!(each[0]["leases"], serde_json::json!([null, null, null, null]));
 }

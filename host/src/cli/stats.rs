@@ -12,12 +12,16 @@ use evhost::stream_stats::{self, StreamStats};
 /// Arguments of `evhost stats`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Lag needs Redis 7 (`-` when Redis cannot tell). Plugin counters come from a running host's admin endpoint and count since it started.\n\nExamples:\n  evhost stats\n  evhost stats 'Auction*'\n  evhost stats --json | jq '.streams[].groups[] | {group, lag, pending}'\n  evhost stats --admin http://127.0.0.1:9464"
+    after_help = "Lag needs Redis 7 (`-` when Redis cannot tell). Plugin counters come from a running host's admin endpoint and count since it started.\n\nExamples:\n  evhost stats\n  evhost stats 'Auction*'\n  evhost stats --json | jq '.streams[].groups[] | {group, lag, pending}'\n  evhost stats --admin http://127.0.0.1:9464\n  evhost stats --partitions       # a partitioned keyspace: each partition and its host"
 )]
 pub struct StatsArgs {
     /// Event types to show, a glob like `Auction*` (an `events:` prefix is allowed).
     #[arg(default_value = "*")]
     pub pattern: String,
+    /// In a partitioned keyspace, one row per partition's stream, and which host holds each
+    /// partition (without it: each type summed over the partitions).
+    #[arg(long)]
+    pub partitions: bool,
     /// One JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -33,6 +37,9 @@ pub struct StatsArgs {
 #[derive(Debug, Serialize)]
 struct Report {
     streams: Vec<StreamStats>,
+    /// The host holding each partition's lease (`None`: none), with `--partitions`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leases: Option<Vec<Option<String>>>,
     /// The running host's plugins; `None` when its admin endpoint did not answer.
     plugins: Option<Vec<PluginStatus>>,
     /// Why there are no plugin counters.
@@ -56,6 +63,20 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot inspect {stream}"))?,
         );
     }
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    let mut leases = None;
+    if layout.is_partitioned() {
+        if args.partitions {
+            let mut holders = Vec::new();
+            for keyspace in layout.each_partition() {
+                let holder = broker.get(&keyspace.lease()).await?;
+                holders.push(holder.map(|value| String::from_utf8_lossy(&value).into_owned()));
+            }
+            leases = Some(holders);
+        } else {
+            streams = stream_stats::sum_partitions(streams);
+        }
+    }
     let (plugins, admin_error) = match args
         .admin
         .client()
@@ -67,6 +88,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
     };
     let report = Report {
         streams,
+        leases,
         plugins,
         admin_error,
     };
@@ -147,6 +169,17 @@ fn print_report(report: &Report, pattern: &str) {
             }
         }
         groups.print();
+    }
+    if let Some(leases) = &report.leases {
+        println!();
+        let mut table = Table::new(&[("PARTITION", Align::Right), ("HELD BY", Align::Left)]);
+        for (partition, holder) in leases.iter().enumerate() {
+            table.row(vec![
+                partition.to_string().into(),
+                or_dash(holder.as_deref()).into(),
+            ]);
+        }
+        table.print();
     }
     println!();
     match (&report.plugins, &report.admin_error) {
