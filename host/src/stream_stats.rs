@@ -196,11 +196,11 @@ pub fn sum_partitions(streams: Vec<StreamStats>) -> Vec<StreamStats> {
             continue;
         };
         total.length += stream.length;
-        if id(&stream.first_entry) < id(&total.first_entry) || total.first_entry.is_none() {
-            if stream.first_entry.is_some() {
-                total.first_entry = stream.first_entry;
-                total.first_time = stream.first_time;
-            }
+        let first_is_older = stream.first_entry.is_some()
+            && (total.first_entry.is_none() || id(&stream.first_entry) < id(&total.first_entry));
+        if first_is_older {
+            total.first_entry = stream.first_entry;
+            total.first_time = stream.first_time;
         }
         if id(&stream.last_entry) > id(&total.last_entry) {
             total.last_entry = stream.last_entry;

@@ -1308,6 +1308,12 @@ fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
         &["stats", "--partitions", "--json"],
     )));
     let streams = each[0]["streams"].as_array().expect("streams");
-    assert!(streams.len() > 1, "one row per partition's stream: {each:?}");
-    assert_eq!(each[0]["leases"], serde_json::json!([null, null, null, null]));
+    assert!(
+        streams.len() > 1,
+        "one row per partition's stream: {each:?}"
+    );
+    assert_eq!(
+        each[0]["leases"],
+        serde_json::json!([null, null, null, null])
+    );
 }
