@@ -378,27 +378,34 @@ impl Relay {
         self.settle(index, entries).await
     }
 
-    /// Takes over the entries of source `index` that another relay left pending for longer
-    /// than `claim_idle` (its host died), and moves them.
+    /// Moves again the entries of source `index` left pending: this relay's own (a settlement
+    /// that failed, e.g. fenced while the partition was handed over, and the partition came
+    /// back), and another relay's once idle for `claim_idle` (its host died; at once for an
+    /// outbox of a partition this host holds, whose previous owner's commits are fenced). The
+    /// relay works one batch at a time, so none of its own pending entries is in flight here;
+    /// the marks make every repeated move a no-op.
     async fn take_over(&mut self, index: usize) -> Result<usize, BrokerError> {
         let source = &self.sources[index];
         if !source.group_exists {
             return Ok(0);
         }
-        // With leases, another relay's entries of a partition this host holds are a previous
-        // owner's, whose commits are fenced: they are taken over at once.
         let idle = match self.owned {
             Some(_) if source.kind == Kind::Outbox => Duration::ZERO,
             _ => self.options.claim_idle,
         };
         let stale: Vec<EntryId> = match self
             .broker()
-            .pending(&source.stream, GROUP, idle, self.options.batch_size)
+            .pending(
+                &source.stream,
+                GROUP,
+                Duration::ZERO,
+                self.options.batch_size,
+            )
             .await
         {
             Ok(pending) => pending
                 .into_iter()
-                .filter(|entry| entry.consumer != self.options.consumer)
+                .filter(|entry| entry.consumer == self.options.consumer || entry.idle >= idle)
                 .map(|entry| entry.id)
                 .collect(),
             Err(BrokerError::NoGroup { .. }) => return Ok(0),
@@ -409,9 +416,15 @@ impl Relay {
         }
         let claimed = self
             .broker()
-            .claim_entries(&source.stream, GROUP, &self.options.consumer, idle, &stale)
+            .claim_entries(
+                &source.stream,
+                GROUP,
+                &self.options.consumer,
+                Duration::ZERO,
+                &stale,
+            )
             .await?;
-        tracing::info!(stream = %source.stream, entries = claimed.len(), "relay: took over entries another host's relay left pending");
+        tracing::info!(stream = %source.stream, entries = claimed.len(), "relay: moving entries left pending again");
         self.settle(index, claimed).await
     }
 

@@ -197,6 +197,10 @@ impl Lane {
             let started = Instant::now();
             let result = instance.handle(event, delivery, &mut self.overlay).await;
             let failed = result.is_err();
+            // With ordered retries, the events after one that asked for a retry wait for the
+            // next round, where those of its key are held back.
+            let retried =
+                version.settings.ordered_retries && matches!(result, Ok(Outcome::Retry { .. }));
             calls.push(Call {
                 attempt,
                 event_id,
@@ -209,6 +213,12 @@ impl Lane {
             if failed {
                 // A trap or timeout leaves the instance in an unknown state.
                 self.instance = None;
+                return Round {
+                    calls,
+                    rest: items.collect(),
+                };
+            }
+            if retried {
                 return Round {
                     calls,
                     rest: items.collect(),
