@@ -328,8 +328,8 @@ pub enum BrokerError {
 /// ([`Broker::streams`]). Looking at streams without consuming them is [`Inspect`], which
 /// every broker also implements: a `&dyn Broker` is a `&dyn Inspect`.
 ///
-/// Every method is safe to call concurrently. Blocking reads go through a [`GroupReader`],
-/// which owns a dedicated connection so that a `BLOCK`ed read never delays other commands.
+/// Every method is safe to call concurrently. Group reads go through a [`GroupReader`], whose
+/// waiting for new entries never delays other commands.
 #[async_trait]
 pub trait Broker: Inspect {
     /// Creates `group` on `stream` (creating the stream if needed).
@@ -345,7 +345,8 @@ pub trait Broker: Inspect {
     /// Checks that the broker answers.
     async fn ping(&self) -> Result<(), BrokerError>;
 
-    /// Opens a reader with its own connection for blocking group reads.
+    /// Opens a reader for group reads. Readers are cheap: however many a host opens, a broker
+    /// keeps its connections few (the Redis broker shares a handful among all of them).
     async fn reader(&self) -> Result<Box<dyn GroupReader>, BrokerError>;
 
     /// Appends an entry to a stream and returns its id.

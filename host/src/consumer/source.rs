@@ -43,8 +43,7 @@ pub(super) struct EntrySource {
 }
 
 impl EntrySource {
-    /// Opens a reader (its own connection, for blocking reads) positioned at the consumer's
-    /// own pending entries.
+    /// Opens a reader positioned at the consumer's own pending entries.
     pub async fn open(context: Arc<StreamContext>) -> Result<Self, BrokerError> {
         let reader = context.broker().reader().await?;
         Ok(EntrySource {

@@ -3,9 +3,9 @@
 use super::{Finding, Level};
 use crate::broker::redis::RedisBroker;
 
-/// Connections a host opens per consumer at most: its blocking reads, and a second connection
-/// while it reads ahead during a backlog.
-const CONNECTIONS_PER_CONSUMER: u64 = 2;
+/// Connections a host opens, whatever it consumes: its command connection, the few that its
+/// group reads share, the one that waits for new entries, with room for its relay and a CLI.
+const CONNECTIONS_PER_HOST: u64 = 8;
 
 /// Runs every server check.
 pub async fn check(broker: &RedisBroker) -> Vec<Finding> {
@@ -171,21 +171,23 @@ async fn clients(broker: &RedisBroker) -> Finding {
         .ok()
         .and_then(|value| value.parse::<u64>().ok())
         .unwrap_or(0);
-    // What the hosts consuming this keyspace open: per consumer of every group, its reads.
-    let mut consumers = 0;
+    // What the hosts consuming this keyspace open: a few connections each. Every host has a
+    // consumer in each group it reads, so the largest group counts the hosts at most.
+    let mut hosts = 0;
     if let Ok(streams) = crate::stream_stats::snapshot(broker).await {
-        consumers = streams
+        hosts = streams
             .iter()
             .flat_map(|stream| &stream.groups)
             .map(|group| group.consumers)
-            .sum::<u64>();
+            .max()
+            .unwrap_or(0);
     }
-    let needed = connected.max(consumers * CONNECTIONS_PER_CONSUMER + 10);
+    let needed = connected.max(hosts * CONNECTIONS_PER_HOST + 10);
     let found = format!(
-        "maxclients {limit}, {connected} connected, about {needed} needed by the consumers of this keyspace"
+        "maxclients {limit}, {connected} connected, about {needed} needed by the hosts of this keyspace"
     );
     let fix = format!(
-        "CONFIG SET maxclients {} (redis.conf: maxclients {}), or run fewer consumers (--max-streams-per-plugin)",
+        "CONFIG SET maxclients {} (redis.conf: maxclients {}), or run fewer hosts",
         (needed * 4).max(10_000),
         (needed * 4).max(10_000)
     );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use evhost::broker::Inspect;
 use evhost_tests::{
     KEYS, LogCapture, RedisServer, TestHost, fast_options, journal, metric, probe, publish,
-    redis_broker, wait_for,
+    raw_connection, redis_broker, wait_for,
 };
 use serde_json::json;
 
@@ -62,5 +62,65 @@ async fn a_flood_of_event_types_opens_at_most_the_bound_of_consumers() {
     assert_eq!(consumed, 3, "groups (and consumers) on three streams only");
     let warnings = logs.lines_with("more streams than this host serves per plugin");
     assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
+    host.stop().await;
+}
+
+/// The number of clients connected to `server`.
+async fn connected_clients(server: &RedisServer) -> u64 {
+    let mut conn = raw_connection(server).await;
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO clients");
+    info.lines()
+        .find_map(|line| line.strip_prefix("connected_clients:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("connected_clients in INFO")
+}
+
+/// Connections do not grow with the streams consumed: forty streams cost the host its few
+/// shared connections. Reads wait 60 s and pending entries are looked at every 60 s, so events
+/// published while every consumer waits are handled at once only if the wake-ups work.
+#[tokio::test]
+async fn forty_streams_share_a_few_connections_and_wake_at_once() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let before = connected_clients(&server).await;
+    let mut options = fast_options("wide-host");
+    options.consumer.block = Duration::from_secs(60);
+    options.consumer.retry_interval = Duration::from_secs(60);
+    let host = TestHost::start(
+        broker.clone(),
+        options,
+        vec![probe("wide", "ProbeMany*"), probe("calm", "ProbeMany0")],
+    )
+    .await;
+    for round in 1..=2 {
+        for n in 0..40 {
+            publish(
+                broker.as_ref(),
+                &format!("ProbeMany{n}"),
+                json!({ "round": round }),
+            )
+            .await;
+        }
+        wait_for(
+            &format!("round {round}: every event handled"),
+            TIMEOUT,
+            || async {
+                journal(broker.as_ref(), "wide").await.len() == 40 * round
+                    && journal(broker.as_ref(), "calm").await.len() == round
+            },
+        )
+        .await;
+        // Every consumer waits again before the next round.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let opened = connected_clients(&server).await.saturating_sub(before);
+    assert!(
+        opened <= 8,
+        "41 consumers of 40 streams opened {opened} connections (expected a few shared ones)"
+    );
     host.stop().await;
 }

@@ -1,57 +1,36 @@
 //! The Redis Streams broker.
 //!
-//! Commands go through a [`ConnectionManager`] (reconnects by itself); every [`GroupReader`]
-//! owns a dedicated connection without response timeout so that `XREADGROUP ... BLOCK` is never
-//! cut short by the client, guarded instead by a timeout of its own a little longer than the
-//! block time (`reader.rs`). `reply.rs` turns Redis replies into the broker's types.
+//! Commands go through a [`ConnectionManager`] (reconnects by itself). Group reads share a
+//! few connections of their own (`reader.rs`) and never block them: a reader waiting for new
+//! entries waits for a wake-up, rung by one task per broker that blocks in a single `XREAD`
+//! over every stream waited on (`wakeups.rs`). So a host holds a handful of connections
+//! whatever the number of plugins, streams and partitions. `reply.rs` turns Redis replies
+//! into the broker's types.
 
+mod commit_call;
 mod reader;
 mod reply;
+mod scripts;
+mod wakeups;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script, Value};
+use redis::{Client, Value};
 
-use reader::{RedisFollower, RedisReader, with_delivery_counts};
+use commit_call::CommitCall;
+use reader::{ReadPool, RedisFollower, RedisReader, with_delivery_counts};
 use reply::*;
+use scripts::Scripts;
+use wakeups::Wakeups;
 
 use super::{
     Broker, BrokerError, Commit, CommitReport, Delivered, EntryId, Fields, GroupInfo, GroupReader,
-    GroupStart, Inspect, Op, PendingEntry, StreamEntry, StreamFollower,
+    GroupStart, Inspect, PendingEntry, StreamEntry, StreamFollower,
 };
 
-/// Applies a [`Commit`] atomically; the layout of `KEYS` and `ARGV` is explained in the script.
-const COMMIT_SCRIPT: &str = include_str!("../commit.lua");
-/// Takes or renews lease `KEYS[1]` for owner `ARGV[1]` for `ARGV[2]` ms; returns 1 when the
-/// owner holds it.
-const ACQUIRE_LEASE_SCRIPT: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-/// Deletes lease `KEYS[1]` if owner `ARGV[1]` holds it; returns 1 when it did.
-const RELEASE_LEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-";
-/// Appends `ARGV[2..]` (field/value pairs) to stream `KEYS[1]` unless mark `KEYS[2]` exists,
-/// creating the mark with a time to live of `ARGV[1]` ms; returns 1 when it appended.
-const APPEND_ONCE_SCRIPT: &str = r"
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
-  redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-  return 1
-end
-return 0
-";
 /// The stream, group and entry ids of a commit made only of settlements without effects, all
 /// of one stream and group (the common batch); `None` for any other commit.
 fn plain_acks(commit: &Commit) -> Option<(&str, &str, Vec<String>)> {
@@ -82,12 +61,12 @@ pub struct RedisBroker {
     client: Client,
     /// Shared, self-reconnecting connection for every non-blocking command.
     conn: ConnectionManager,
-    /// The atomic commit script (see [`COMMIT_SCRIPT`]).
-    commit_script: Arc<Script>,
-    /// The move-once script (see [`APPEND_ONCE_SCRIPT`]).
-    append_once_script: Arc<Script>,
-    /// The lease scripts (see [`ACQUIRE_LEASE_SCRIPT`], [`RELEASE_LEASE_SCRIPT`]).
-    lease_scripts: Arc<(Script, Script)>,
+    /// The Lua scripts of commits, moves and leases.
+    scripts: Arc<Scripts>,
+    /// The connections every group reader shares.
+    read_pool: Arc<ReadPool>,
+    /// Wakes readers waiting for new entries.
+    wakeups: Wakeups,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -120,14 +99,11 @@ impl RedisBroker {
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         let broker = RedisBroker {
+            read_pool: Arc::new(ReadPool::new(client.clone())),
+            wakeups: Wakeups::new(client.clone(), conn.clone()),
             client,
             conn,
-            commit_script: Arc::new(Script::new(COMMIT_SCRIPT)),
-            append_once_script: Arc::new(Script::new(APPEND_ONCE_SCRIPT)),
-            lease_scripts: Arc::new((
-                Script::new(ACQUIRE_LEASE_SCRIPT),
-                Script::new(RELEASE_LEASE_SCRIPT),
-            )),
+            scripts: Arc::new(Scripts::new()),
         };
         // A cluster node answers commands on keys of other nodes with MOVED: refuse it with a
         // clear error instead of failing (or retrying) every command. A server that does not
@@ -278,7 +254,10 @@ impl Broker for RedisBroker {
     }
 
     async fn reader(&self) -> Result<Box<dyn GroupReader>, BrokerError> {
-        Ok(Box::new(RedisReader::new(self.client.clone())))
+        Ok(Box::new(RedisReader::new(
+            self.read_pool.clone(),
+            self.wakeups.clone(),
+        )))
     }
 
     async fn add(&self, stream: &str, fields: &Fields) -> Result<EntryId, BrokerError> {
@@ -297,181 +276,9 @@ impl Broker for RedisBroker {
         if let Some((stream, group, ids)) = plain_acks(commit) {
             return self.ack_only(stream, group, &ids).await;
         }
-        // One script: it checks groups and ownership before writing anything, which
-        // MULTI/EXEC cannot do (XACK on a missing group answers 0, and EXEC never rolls back).
-        // `Script` sends EVALSHA and falls back to EVAL once if the server lacks the script.
-        let mut invocation = self.commit_script.prepare_invoke();
-        // (stream, group) of every key index that names a group, to explain a NOGROUP.
-        let mut groups_by_key: Vec<Option<(String, String)>> = Vec::new();
-        let encode = |invocation: &mut redis::ScriptInvocation<'_>,
-                      groups_by_key: &mut Vec<Option<(String, String)>>,
-                      op: &Op| {
-            match op {
-                Op::Add { stream, fields } => {
-                    invocation.key(stream).arg("A").arg(fields.len());
-                    for (name, value) in fields {
-                        invocation.arg(name).arg(value);
-                    }
-                    groups_by_key.push(None);
-                }
-                Op::Set { key, value } => {
-                    invocation.key(key).arg("S").arg(value);
-                    groups_by_key.push(None);
-                }
-                Op::Delete { key } => {
-                    invocation.key(key).arg("D");
-                    groups_by_key.push(None);
-                }
-                Op::Increment { key, delta } => {
-                    invocation.key(key).arg("I").arg(*delta);
-                    groups_by_key.push(None);
-                }
-                Op::Remove { stream, id } => {
-                    invocation.key(stream).arg("R").arg(id.to_string());
-                    groups_by_key.push(None);
-                }
-                Op::Fence { key, owner } => {
-                    invocation.key(key).arg("F").arg(owner);
-                    groups_by_key.push(None);
-                }
-            }
-        };
-        for op in &commit.ops {
-            encode(&mut invocation, &mut groups_by_key, op);
-        }
-        // One ownership lookup per (stream, group, consumer) instead of one per entry; only
-        // settlements with ops are checked (see `COMMIT_SCRIPT`).
-        let mut ranges: Vec<(&str, &str, &str, EntryId, EntryId, usize)> = Vec::new();
-        for settlement in commit.settlements.iter().filter(|s| !s.ops.is_empty()) {
-            let found = ranges.iter_mut().find(|(stream, group, consumer, ..)| {
-                *stream == settlement.stream
-                    && *group == settlement.group
-                    && *consumer == settlement.consumer
-            });
-            match found {
-                Some((_, _, _, min, max, count)) => {
-                    *min = (*min).min(settlement.id);
-                    *max = (*max).max(settlement.id);
-                    *count += 1;
-                }
-                None => ranges.push((
-                    &settlement.stream,
-                    &settlement.group,
-                    &settlement.consumer,
-                    settlement.id,
-                    settlement.id,
-                    1,
-                )),
-            }
-        }
-        for (stream, group, consumer, min, max, _) in &ranges {
-            invocation
-                .key(*stream)
-                .arg("O")
-                .arg(*group)
-                .arg(*consumer)
-                .arg(min.to_string())
-                .arg(max.to_string())
-                // Every pending entry of the consumer in the range (others may lie between).
-                .arg(1_000_000);
-            groups_by_key.push(Some((stream.to_string(), group.to_string())));
-        }
-        let settlements = &commit.settlements;
-        let mut index = 0;
-        while index < settlements.len() {
-            let settlement = &settlements[index];
-            // A run of settlements without ops on the same stream, group and consumer is one
-            // `U` op: most batches are only acknowledgements.
-            let run = settlements[index..]
-                .iter()
-                .take_while(|other| {
-                    other.ops.is_empty()
-                        && other.stream == settlement.stream
-                        && other.group == settlement.group
-                        && other.consumer == settlement.consumer
-                })
-                .count();
-            if run > 0 {
-                invocation
-                    .key(&settlement.stream)
-                    .arg("U")
-                    .arg(&settlement.group)
-                    .arg(&settlement.consumer)
-                    .arg(run);
-                for other in &settlements[index..index + run] {
-                    invocation.arg(other.id.to_string());
-                }
-                groups_by_key.push(Some((settlement.stream.clone(), settlement.group.clone())));
-                index += run;
-                continue;
-            }
-            index += 1;
-            invocation
-                .key(&settlement.stream)
-                .arg("T")
-                .arg(&settlement.group)
-                .arg(&settlement.consumer)
-                .arg(settlement.id.to_string())
-                .arg(settlement.expects.len() + settlement.ops.len());
-            groups_by_key.push(Some((settlement.stream.clone(), settlement.group.clone())));
-            for expect in &settlement.expects {
-                invocation
-                    .key(&expect.key)
-                    .arg("E")
-                    .arg(expect.digest.to_hex());
-                groups_by_key.push(None);
-            }
-            for op in &settlement.ops {
-                encode(&mut invocation, &mut groups_by_key, op);
-            }
-        }
+        let call = CommitCall::encode(&self.scripts.commit, commit);
         let mut conn = self.conn.clone();
-        match invocation
-            .invoke_async::<Value>(&mut conn)
-            .await
-            .map_err(BrokerError::from)
-        {
-            Ok(Value::Array(lists)) => {
-                let ids = |list: Option<&Value>| match list {
-                    Some(Value::Array(ids)) => ids.iter().map(parse_id).collect(),
-                    Some(other) => Err(unexpected("commit script", other)),
-                    None => Ok(Vec::new()),
-                };
-                Ok(CommitReport {
-                    skipped: ids(lists.first())?,
-                    conflicted: ids(lists.get(1))?,
-                })
-            }
-            Ok(Value::Nil) => Ok(CommitReport::default()),
-            Ok(other) => Err(unexpected("commit script", &other)),
-            Err(BrokerError::Redis(err)) if err.code() == Some("FENCED") => {
-                let fence = commit.ops.iter().find_map(|op| match op {
-                    Op::Fence { key, owner } => Some((key.clone(), owner.clone())),
-                    _ => None,
-                });
-                match fence {
-                    Some((key, owner)) => Err(BrokerError::Fenced { key, owner }),
-                    None => Err(BrokerError::Redis(err)),
-                }
-            }
-            Err(BrokerError::Redis(err)) if err.code() == Some("NOGROUP") => {
-                // The script names the failing key (1-based).
-                let failed = err
-                    .detail()
-                    .and_then(|detail| detail.split_whitespace().next()?.parse::<usize>().ok())
-                    .and_then(|position| {
-                        groups_by_key
-                            .get(position.checked_sub(1)?)
-                            .cloned()
-                            .flatten()
-                    });
-                match failed {
-                    Some((stream, group)) => Err(BrokerError::NoGroup { stream, group }),
-                    None => Err(BrokerError::Redis(err)),
-                }
-            }
-            Err(err) => Err(err),
-        }
+        call.invoke(&mut conn, commit).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
@@ -501,7 +308,7 @@ impl Broker for RedisBroker {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        let mut invocation = self.lease_scripts.0.prepare_invoke();
+        let mut invocation = self.scripts.acquire_lease.prepare_invoke();
         invocation
             .key(key)
             .arg(owner)
@@ -514,7 +321,7 @@ impl Broker for RedisBroker {
     }
 
     async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, BrokerError> {
-        let mut invocation = self.lease_scripts.1.prepare_invoke();
+        let mut invocation = self.scripts.release_lease.prepare_invoke();
         invocation.key(key).arg(owner);
         let mut conn = self.conn.clone();
         match invocation.invoke_async::<Value>(&mut conn).await? {
@@ -530,7 +337,7 @@ impl Broker for RedisBroker {
         mark: &str,
         mark_ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        let mut invocation = self.append_once_script.prepare_invoke();
+        let mut invocation = self.scripts.append_once.prepare_invoke();
         invocation
             .key(stream)
             .key(mark)

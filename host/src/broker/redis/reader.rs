@@ -1,7 +1,10 @@
-//! Connections for blocking reads: a consumer's [`GroupReader`] (`XREADGROUP`) and a
-//! [`StreamFollower`] (`XREAD`, for `evhost tail`), each on a connection of its own.
+//! Group reads of the consumers ([`RedisReader`], `XREADGROUP` over the broker's few shared
+//! connections, woken by [`Wakeups`]) and a [`StreamFollower`] (`XREAD BLOCK`, for
+//! `evhost tail`, on a connection of its own).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::reply::*;
+use super::wakeups::{Bell, Wakeups};
 use crate::broker::{
     BrokerError, Delivered, EntryId, GroupReader, ReadFrom, StreamEntry, StreamFollower,
 };
@@ -74,28 +78,147 @@ impl RedisFollower {
     }
 }
 
-/// A dedicated connection for blocking group reads; reconnects after a failure.
-pub(super) struct RedisReader {
-    /// Opens the connection.
+/// How many connections a broker's group reads share. Each connection parses its replies in
+/// its own task, so a few let the host parse on every core; more would only cost Redis clients.
+const READ_CONNECTIONS: usize = 4;
+
+/// The connections every [`RedisReader`] of a broker shares: a fixed few, whatever the number
+/// of plugins, streams and partitions. Reads on them never block (see [`Wakeups`]).
+pub(super) struct ReadPool {
     client: Client,
-    /// The connection, `None` before the first read and after a failure.
-    conn: Option<MultiplexedConnection>,
-    /// A second connection for [`GroupReader::read_backlog`], opened on its first use.
-    second: Option<MultiplexedConnection>,
+    /// Each connection with a generation, so that only the failure of the connection in place
+    /// replaces it (not a late failure of its predecessor).
+    slots: Vec<tokio::sync::Mutex<(u64, Option<MultiplexedConnection>)>>,
+    /// The slot the next reader starts at.
+    next: AtomicUsize,
 }
 
-impl RedisReader {
-    /// A reader that connects on its first read.
+impl ReadPool {
+    /// A pool of connections opened by `client` on first use.
     pub(super) fn new(client: Client) -> Self {
-        RedisReader {
+        ReadPool {
             client,
-            conn: None,
-            second: None,
+            slots: (0..READ_CONNECTIONS)
+                .map(|_| tokio::sync::Mutex::new((0, None)))
+                .collect(),
+            next: AtomicUsize::new(0),
         }
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, BrokerError> {
-        blocking_connection(&self.client, &mut self.conn).await
+    /// The slot of a new reader: round robin, so that readers spread over the connections.
+    fn assign(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+    }
+
+    /// The connection of slot `index` (opened if needed) and its generation.
+    async fn connection(&self, index: usize) -> Result<PooledConnection, BrokerError> {
+        let mut slot = self.slots[index % self.slots.len()].lock().await;
+        let (generation, conn) = &mut *slot;
+        let conn = blocking_connection(&self.client, conn).await?;
+        Ok(PooledConnection {
+            index,
+            generation: *generation,
+            conn,
+        })
+    }
+
+    /// Forgets `used` after it failed beyond repair; the next read opens a new one.
+    async fn forget(&self, used: &PooledConnection) {
+        let mut slot = self.slots[used.index % self.slots.len()].lock().await;
+        if slot.0 == used.generation {
+            slot.0 += 1;
+            slot.1 = None;
+        }
+    }
+}
+
+/// A connection of the [`ReadPool`] and where it came from.
+struct PooledConnection {
+    index: usize,
+    generation: u64,
+    conn: MultiplexedConnection,
+}
+
+/// A consumer's group reads over the broker's shared connections; a read that waits for new
+/// entries waits for its stream's bell instead of blocking a connection.
+pub(super) struct RedisReader {
+    pool: Arc<ReadPool>,
+    wakeups: Wakeups,
+    /// This reader's slot in the pool (the next one serves the second half of a backlog read).
+    slot: usize,
+    /// The bells of the streams read with a wait.
+    bells: HashMap<String, Bell>,
+}
+
+impl RedisReader {
+    /// A reader over `pool`, woken by `wakeups`.
+    pub(super) fn new(pool: Arc<ReadPool>, wakeups: Wakeups) -> Self {
+        let slot = pool.assign();
+        RedisReader {
+            pool,
+            wakeups,
+            slot,
+            bells: HashMap::new(),
+        }
+    }
+
+    /// One `XREADGROUP` that does not block, on the pool connection at `offset` from this
+    /// reader's slot; a connection that failed is replaced.
+    async fn read_now(
+        &self,
+        offset: usize,
+        seat: &Seat<'_>,
+        from: ReadFrom,
+        count: usize,
+    ) -> Result<(Vec<StreamEntry>, PooledConnection), BrokerError> {
+        let mut pooled = self.pool.connection(self.slot + offset).await?;
+        match xreadgroup(&mut pooled.conn, seat, from, count).await {
+            Ok(entries) => Ok((entries, pooled)),
+            Err(failure) => {
+                if failure.reconnect {
+                    self.pool.forget(&pooled).await;
+                }
+                Err(failure.error)
+            }
+        }
+    }
+
+    /// The bell of `stream`, following it on first use.
+    async fn bell(&mut self, stream: &str) -> Result<&mut Bell, BrokerError> {
+        if !self.bells.contains_key(stream) {
+            let bell = self.wakeups.bell(stream).await?;
+            self.bells.insert(stream.to_string(), bell);
+        }
+        self.bells
+            .get_mut(stream)
+            .ok_or_else(|| BrokerError::Protocol(format!("no bell for {stream}")))
+    }
+
+    /// New entries of `seat`, waiting up to `block` for some: read; if there are none, wait for
+    /// the stream's bell (marked before the read, so that an entry added meanwhile rings it),
+    /// then read once more.
+    async fn read_waiting(
+        &mut self,
+        seat: &Seat<'_>,
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        let now = ReadFrom::New { block: None };
+        let bell = self.bell(seat.stream).await?;
+        bell.borrow_and_update();
+        let mut bell = bell.clone();
+        let (entries, _) = self.read_now(0, seat, now, count).await?;
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+        let deadline = tokio::time::Instant::now() + block;
+        match tokio::time::timeout_at(deadline, bell.changed()).await {
+            Ok(Ok(())) => {}
+            // No bell any more: wait out the block time as a blocking read would.
+            Ok(Err(_)) => tokio::time::sleep_until(deadline).await,
+            Err(_) => {}
+        }
+        Ok(self.read_now(0, seat, now, count).await?.0)
     }
 }
 
@@ -196,14 +319,6 @@ fn first_deliveries(entries: Vec<StreamEntry>) -> Vec<Delivered> {
         .collect()
 }
 
-/// The error of a failed read; forgets the connection in `slot` when it must be replaced.
-fn failed_read(slot: &mut Option<MultiplexedConnection>, failure: ReadFailure) -> BrokerError {
-    if failure.reconnect {
-        *slot = None;
-    }
-    failure.error
-}
-
 #[async_trait]
 impl GroupReader for RedisReader {
     async fn read(
@@ -214,19 +329,21 @@ impl GroupReader for RedisReader {
         from: ReadFrom,
         count: usize,
     ) -> Result<Vec<Delivered>, BrokerError> {
-        let mut conn = self.connection().await?;
         let seat = Seat {
             stream,
             group,
             consumer,
         };
-        let entries = xreadgroup(&mut conn, &seat, from, count)
-            .await
-            .map_err(|failure| failed_read(&mut self.conn, failure))?;
         match from {
-            ReadFrom::New { .. } => Ok(first_deliveries(entries)),
+            ReadFrom::New { block: Some(block) } => Ok(first_deliveries(
+                self.read_waiting(&seat, block, count).await?,
+            )),
+            ReadFrom::New { block: None } => Ok(first_deliveries(
+                self.read_now(0, &seat, from, count).await?.0,
+            )),
             ReadFrom::Pending { .. } => {
-                with_delivery_counts(&mut conn, stream, group, consumer, entries).await
+                let (entries, mut pooled) = self.read_now(0, &seat, from, count).await?;
+                with_delivery_counts(&mut pooled.conn, stream, group, consumer, entries).await
             }
         }
     }
@@ -243,40 +360,25 @@ impl GroupReader for RedisReader {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivered>, BrokerError> {
-        if count < 2 {
-            return self
-                .read(
-                    stream,
-                    group,
-                    consumer,
-                    ReadFrom::New { block: None },
-                    count,
-                )
-                .await;
-        }
-        let mut first = self.connection().await?;
-        let mut second = blocking_connection(&self.client, &mut self.second).await?;
-        let half = count / 2;
+        let now = ReadFrom::New { block: None };
         let seat = Seat {
             stream,
             group,
             consumer,
         };
+        if count < 2 {
+            return Ok(first_deliveries(
+                self.read_now(0, &seat, now, count).await?.0,
+            ));
+        }
+        let half = count / 2;
         let (one, two) = tokio::join!(
-            xreadgroup(
-                &mut first,
-                &seat,
-                ReadFrom::New { block: None },
-                count - half
-            ),
-            xreadgroup(&mut second, &seat, ReadFrom::New { block: None }, half),
+            self.read_now(0, &seat, now, count - half),
+            self.read_now(1, &seat, now, half),
         );
         // Entries a failed half leaves behind are pending for this consumer: retried later.
-        // Both results are looked at, so that each dead connection is replaced.
-        let one = one.map_err(|failure| failed_read(&mut self.conn, failure));
-        let two = two.map_err(|failure| failed_read(&mut self.second, failure));
-        let mut entries = one?;
-        entries.extend(two?);
+        let mut entries = one?.0;
+        entries.extend(two?.0);
         entries.sort_unstable_by_key(|entry| entry.id);
         Ok(first_deliveries(entries))
     }
