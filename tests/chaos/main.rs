@@ -180,30 +180,7 @@ fn assert_exactly_once(server: &RedisServer, workspace: &Workspace) {
             .unwrap_or(0);
         let pending: u64 = ["events:AuctionEnded", "events:PaymentProcessed"]
             .iter()
-            .map(|stream| {
-                let groups: Vec<redis::Value> = redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(stream)
-                    .query(&mut conn)
-                    .unwrap_or_default();
-                groups
-                    .iter()
-                    .map(|group| match group {
-                        redis::Value::Array(fields) => fields
-                            .chunks(2)
-                            .filter_map(|pair| match pair {
-                                [redis::Value::BulkString(key), redis::Value::Int(value)]
-                                    if key == b"pending" =>
-                                {
-                                    Some(*value as u64)
-                                }
-                                _ => None,
-                            })
-                            .sum::<u64>(),
-                        _ => 0,
-                    })
-                    .sum::<u64>()
-            })
+            .map(|stream| pending_of(&mut conn, stream))
             .sum();
         if payments >= AUCTIONS && pending == 0 {
             break;

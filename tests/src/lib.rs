@@ -265,6 +265,16 @@ pub async fn journal(broker: &dyn Broker, plugin: &str) -> Vec<BTreeMap<String, 
         .collect()
 }
 
+/// The id of the event a journal record was written for.
+pub fn journal_event_id(record: &evhost::broker::StreamEntry) -> String {
+    record
+        .fields
+        .iter()
+        .find(|(name, _)| name == "event_id")
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .expect("a journal record names its event_id")
+}
+
 /// Pending entries of `group` on the stream of `event_type`.
 pub async fn pending_count(broker: &dyn Broker, event_type: &str, group: &str) -> u64 {
     broker

@@ -13,8 +13,8 @@ use evhost::partition;
 use evhost::relay::{GROUP, TARGET_FIELD};
 use evhost::{HostOptions, Keyspace};
 use evhost_tests::{
-    RedisServer, TestHost, example, fast_options, metric, probe, raw_connection, redis_broker,
-    wait_for, xadd,
+    RedisServer, TestHost, example, fast_options, journal_event_id, metric, probe, raw_connection,
+    redis_broker, wait_for, xadd,
 };
 use serde_json::{Value, json};
 
@@ -388,16 +388,7 @@ async fn ingress_and_outbox_entries_are_moved_exactly_once_after_a_relay_crash()
         }
         all
     };
-    let handled: HashSet<Vec<u8>> = journal_entries
-        .iter()
-        .filter_map(|entry| {
-            entry
-                .fields
-                .iter()
-                .find(|(name, _)| name == "event_id")
-                .map(|(_, value)| value.clone())
-        })
-        .collect();
+    let handled: HashSet<String> = journal_entries.iter().map(journal_event_id).collect();
     assert_eq!(handled.len(), 7, "every event handled exactly once");
     assert_eq!(
         metric(&host, "evhost_relay_moved_total{from=\"ingress\"}"),
@@ -527,12 +518,7 @@ async fn hosts_share_partitions_and_keep_each_keys_order_through_a_takeover() {
             .await
             .expect("XRANGE");
         for record in records {
-            let event_id = record
-                .fields
-                .iter()
-                .find(|(name, _)| name == "event_id")
-                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
-                .expect("event_id");
+            let event_id = journal_event_id(&record);
             assert!(
                 handled.insert(event_id.clone()),
                 "{event_id} committed twice"
@@ -667,12 +653,7 @@ async fn ordered_retries_hold_a_keys_later_events_back() {
         .expect("XRANGE")
         .iter()
         .map(|record| {
-            let event_id = record
-                .fields
-                .iter()
-                .find(|(name, _)| name == "event_id")
-                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
-                .expect("event_id");
+            let event_id = journal_event_id(record);
             *ids.get(&event_id).expect("a published event")
         })
         .collect();
