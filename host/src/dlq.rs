@@ -243,6 +243,7 @@ pub async fn redrive(
         };
         let keyspace = layout.at(letter.partition);
         let fields = redrive_fields(&letter.stream, &letter.entry_id, &letter.raw_fields);
+        crate::stream_registry::register(broker, layout, &[keyspace.redrive(plugin)]).await?;
         broker
             .commit(&Commit {
                 ops: vec![
@@ -290,6 +291,7 @@ pub async fn replay(
     let keyspace = layout
         .locate_event_stream(stream)
         .map_or(layout, |(keyspace, _)| keyspace);
+    crate::stream_registry::register(broker, layout, &[keyspace.redrive(plugin)]).await?;
     broker
         .add(
             &keyspace.redrive(plugin),

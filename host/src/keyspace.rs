@@ -166,15 +166,19 @@ impl Keyspace {
         self.tagged("lease")
     }
 
-    /// The key by which host `consumer` says it is alive (`evhost:hosts:<consumer>`, with a
-    /// time to live), so that the hosts share the partitions fairly.
-    pub fn host_alive(&self, consumer: &str) -> String {
-        format!("{}{consumer}", self.hosts_prefix())
+    /// The roll call of the hosts alive (`evhost:hosts`, a sorted set of consumer names scored
+    /// by when each one's time runs out), so that the hosts share the partitions fairly.
+    pub fn hosts(&self) -> &'static str {
+        "evhost:hosts"
     }
 
-    /// The prefix of the keys of [`Keyspace::host_alive`].
-    pub fn hosts_prefix(&self) -> &'static str {
-        "evhost:hosts:"
+    /// The registry of a partitioned keyspace's streams (`evhost:streams`, a set of stream
+    /// names): hosts look here for the streams to consume instead of walking the keyspace.
+    /// evhost's publishes, moves and re-drives register the streams they write to; a producer
+    /// that writes to a partition's stream itself adds the stream's name (or waits for the
+    /// host's occasional full scan).
+    pub fn stream_registry(&self) -> &'static str {
+        "evhost:streams"
     }
 
     /// The key recording when `plugin` first ran on a partitioned keyspace

@@ -1,8 +1,8 @@
 //! Partition leases: each partition of a partitioned keyspace is consumed by one host at a
 //! time, so that the events of one key are handled in order even with many hosts.
 //!
-//! Every host says it is alive (`evhost:hosts:<consumer>`, kept for the lease's time to live)
-//! and holds its share of the partitions, P divided by the hosts alive, rounded up. Each round
+//! Every host answers a roll call (`evhost:hosts`, where its name is kept for the lease's time
+//! to live, so that counting the hosts never walks the keyspace) and holds its share of the partitions, P divided by the hosts alive, rounded up. Each round
 //! (a third of the time to live) it renews the leases it holds (`evhost:{pN}:lease`), gives up
 //! those over its share and takes free ones up to it. A host that joins is given partitions
 //! within two rounds; a host that stops gives its leases up once its consumers have committed,
@@ -85,10 +85,10 @@ impl Leases {
     /// When the broker fails (what was done so far stays done).
     pub async fn round(&self) -> Result<(), BrokerError> {
         let broker = self.broker.as_ref();
-        broker
-            .acquire_lease(&self.layout.host_alive(&self.owner), &self.owner, self.ttl)
-            .await?;
-        let hosts = self.hosts_alive().await?.max(1);
+        let hosts = broker
+            .heartbeat(self.layout.hosts(), &self.owner, self.ttl)
+            .await?
+            .max(1);
         let partitions = self.layout.partitions();
         let share = partitions.div_ceil(hosts);
         let mut held = self.owned();
@@ -131,24 +131,7 @@ impl Leases {
         Ok(())
     }
 
-    /// How many hosts said they are alive within the time to live.
-    async fn hosts_alive(&self) -> Result<u32, BrokerError> {
-        let mut hosts = 0u32;
-        let mut cursor = 0;
-        loop {
-            let (keys, next) = self
-                .broker
-                .scan_keys(self.layout.hosts_prefix(), cursor)
-                .await?;
-            hosts = hosts.saturating_add(u32::try_from(keys.len()).unwrap_or(u32::MAX));
-            if next == 0 {
-                return Ok(hosts);
-            }
-            cursor = next;
-        }
-    }
-
-    /// Gives every lease up (and the host's alive key), so that other hosts take the
+    /// Gives every lease up (and leaves the roll call), so that other hosts take the
     /// partitions at their next round.
     pub async fn release_all(&self) {
         let held = self.owned();
@@ -158,10 +141,7 @@ impl Leases {
                 tracing::warn!(partition, error = %err, "cannot give the partition lease up; it expires by itself");
             }
         }
-        let _ = self
-            .broker
-            .release_lease(&self.layout.host_alive(&self.owner), &self.owner)
-            .await;
+        let _ = self.broker.leave(self.layout.hosts(), &self.owner).await;
         self.owned.send_replace(BTreeSet::new());
     }
 }

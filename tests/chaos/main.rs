@@ -408,10 +408,12 @@ fn partitioned_hosts_survive_a_kill_and_a_stall() {
     let mut conn = connect(&server.url()).expect("connect");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let hosts: Vec<String> = redis::cmd("KEYS")
-            .arg("evhost:hosts:*")
+        let hosts: Vec<String> = redis::cmd("ZRANGE")
+            .arg("evhost:hosts")
+            .arg(0)
+            .arg(-1)
             .query(&mut conn)
-            .expect("KEYS");
+            .expect("ZRANGE");
         let leases: Vec<String> = redis::cmd("KEYS")
             .arg("evhost:{p*}:lease")
             .query(&mut conn)

@@ -1316,4 +1316,64 @@ fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
         each[0]["leases"],
         serde_json::json!([null, null, null, null])
     );
+
+    // `replay` queues each partition's entries to the plugin's redrive stream there, and a host
+    // (which found the streams `publish` registered) delivers them.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    let (_, audit) = evhost::artifacts::examples()
+        .into_iter()
+        .find(|(name, _)| *name == "audit")
+        .expect("the audit example");
+    std::fs::write(plugins.join("audit.wasm"), audit).expect("write plugin");
+    let _host = RunningHost::start(&server, &plugins);
+    let mut conn = redis_conn(&server);
+    wait_until(
+        "audit's groups in the partitions",
+        Duration::from_secs(30),
+        || {
+            ["a1", "a2", "a3"].iter().all(|auction| {
+            let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+                redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(layout.for_key(auction).event_stream("AuctionEnded"))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+            groups.iter().any(|group| {
+                matches!(group.get("name"), Some(redis::Value::BulkString(name)) if name == b"audit")
+            })
+        })
+        },
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&evhost_on(
+        &server,
+        &[
+            "replay",
+            "AuctionEnded",
+            "--plugin",
+            "audit",
+            "--from",
+            "-",
+            "--wait-secs",
+            "30",
+            "--json",
+        ],
+    )))
+    .expect("JSON summary");
+    assert_eq!(summary["queued"], 3, "{summary}");
+    assert_eq!(summary["handled"], 3, "{summary}");
+    assert_eq!(summary["finished"], true, "{summary}");
+    for auction in ["a1", "a2", "a3"] {
+        let redrive = layout.for_key(auction).redrive("audit");
+        assert!(
+            xrange_len(&server, &redrive) >= 1,
+            "{auction} replayed in {redrive}"
+        );
+    }
+    let replayed: usize = layout
+        .each_partition()
+        .map(|keyspace| xrange_len(&server, &keyspace.redrive("audit")))
+        .sum();
+    assert_eq!(replayed, 3);
 }

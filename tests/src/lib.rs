@@ -77,6 +77,7 @@ pub fn fast_options(consumer: &str) -> HostOptions {
             claim_idle: Duration::from_secs(30),
         },
         discovery_interval: Duration::from_millis(100),
+        full_scan_interval: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(10),
         cache_dir: None,
         ..HostOptions::default()

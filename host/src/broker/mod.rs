@@ -389,6 +389,22 @@ pub trait Broker: Inspect {
         mark_ttl: Duration,
     ) -> Result<bool, BrokerError>;
 
+    /// Adds `members` to the set `key` (`SADD`). The registry of a partitioned keyspace's
+    /// streams is such a set: hosts find the streams to consume in it instead of walking the
+    /// keyspace.
+    async fn add_members(&self, key: &str, members: &[String]) -> Result<(), BrokerError>;
+
+    /// The members of the set `key` (`SMEMBERS`), sorted; empty when there is no such set.
+    async fn members(&self, key: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// Records that `member` is alive for `ttl` in the roll call `key` (a sorted set scored by
+    /// expiry, on the server's clock), forgets the members whose time ran out, and returns how
+    /// many are alive, `member` included. Hosts count each other with it.
+    async fn heartbeat(&self, key: &str, member: &str, ttl: Duration) -> Result<u32, BrokerError>;
+
+    /// Takes `member` off the roll call `key` at once.
+    async fn leave(&self, key: &str, member: &str) -> Result<(), BrokerError>;
+
     /// Reads several keys in one round trip (`MGET`), values in the order of `keys`.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BrokerError>;
 

@@ -152,6 +152,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         let broker = connect_redis(&args.redis).await?;
         let layout = evhost::partition::recorded(broker.as_ref()).await?;
         let stream = event.stream_in(layout);
+        evhost::stream_registry::register(broker.as_ref(), layout, std::slice::from_ref(&stream))
+            .await
+            .with_context(|| format!("cannot register {stream}"))?;
         let entry_id = broker
             .add(&stream, &event.to_fields())
             .await
@@ -166,6 +169,12 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let events = read_file(path, &args)?;
     let broker = connect_redis(&args.redis).await?;
     let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    let mut streams: Vec<String> = events.iter().map(|event| event.stream_in(layout)).collect();
+    streams.sort();
+    streams.dedup();
+    evhost::stream_registry::register(broker.as_ref(), layout, &streams)
+        .await
+        .context("cannot register the streams published to")?;
     let mut progress = Progress::new();
     for (index, event) in events.iter().enumerate() {
         let stream = event.stream_in(layout);

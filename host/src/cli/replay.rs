@@ -6,6 +6,10 @@
 //! group on `events:<TYPE>` is not moved. The running host delivers them (attempts start over,
 //! with the plugin's retry policy and dead-letter stream); `replay` then watches the redrive
 //! group and the dead-letter stream and prints what became of them.
+//!
+//! On a partitioned keyspace each partition's entries go to the plugin's redrive stream of the
+//! same partition (`evhost:{pN}:redrive:<plugin>`), where the plugin's state of their keys is;
+//! the range applies to each partition's stream.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -75,62 +79,69 @@ struct Summary {
     finished: bool,
 }
 
-/// The state of the queued entries, from the redrive group and the dead-letter stream.
+/// One partition's share of a replay: its event stream, the plugin's redrive stream there,
+/// and the entries queued (redrive id, origin id).
+struct Part {
+    stream: String,
+    redrive: String,
+    queued: Vec<(EntryId, EntryId)>,
+}
+
+/// The state of the queued entries, from the redrive groups and the dead-letter streams.
 async fn summarize(
     broker: &dyn Broker,
+    layout: Keyspace,
     plugin: &str,
-    stream: &str,
-    queued: &[(EntryId, EntryId)],
+    parts: &[Part],
     since: EntryId,
 ) -> anyhow::Result<Summary> {
-    let redrive = Keyspace::single().redrive(plugin);
-    let group = broker
-        .groups(&redrive)
-        .await?
-        .into_iter()
-        .find(|group| group.name == plugin);
-    let Some(group) = group else {
-        return Ok(Summary {
-            queued: queued.len(),
-            undelivered: queued.len(),
-            ..Summary::default()
-        });
-    };
-    let pending: HashSet<EntryId> = if group.pending > 0 {
-        broker
-            .pending(&redrive, plugin, Duration::ZERO, 1_000_000)
+    let mut summary = Summary::default();
+    let mut settled = 0;
+    for part in parts.iter().filter(|part| !part.queued.is_empty()) {
+        summary.queued += part.queued.len();
+        let group = broker
+            .groups(&part.redrive)
             .await?
             .into_iter()
-            .map(|entry| entry.id)
-            .collect()
-    } else {
-        HashSet::new()
-    };
-    let mut summary = Summary {
-        queued: queued.len(),
-        ..Summary::default()
-    };
-    let mut settled = 0;
-    for (redrive_id, _) in queued {
-        if *redrive_id > group.last_delivered {
-            summary.undelivered += 1;
-        } else if pending.contains(redrive_id) {
-            summary.pending += 1;
+            .find(|group| group.name == plugin);
+        let Some(group) = group else {
+            summary.undelivered += part.queued.len();
+            continue;
+        };
+        let pending: HashSet<EntryId> = if group.pending > 0 {
+            broker
+                .pending(&part.redrive, plugin, Duration::ZERO, 1_000_000)
+                .await?
+                .into_iter()
+                .map(|entry| entry.id)
+                .collect()
         } else {
-            settled += 1;
+            HashSet::new()
+        };
+        for (redrive_id, _) in &part.queued {
+            if *redrive_id > group.last_delivered {
+                summary.undelivered += 1;
+            } else if pending.contains(redrive_id) {
+                summary.pending += 1;
+            } else {
+                settled += 1;
+            }
         }
     }
-    let origins: HashSet<String> = queued
+    let origins: HashSet<(&str, String)> = parts
         .iter()
-        .map(|(_, origin)| origin.to_string())
+        .flat_map(|part| {
+            part.queued
+                .iter()
+                .map(|(_, origin)| (part.stream.as_str(), origin.to_string()))
+        })
         .collect();
-    summary.dead_lettered = dlq::list(broker, Keyspace::single(), plugin, 1_000_000)
+    summary.dead_lettered = dlq::list(broker, layout, plugin, 1_000_000)
         .await?
         .into_iter()
         .filter(|letter| {
             letter.dlq_id.parse::<EntryId>().is_ok_and(|id| id >= since)
-                && letter.stream == stream
-                && origins.contains(&letter.entry_id)
+                && origins.contains(&(letter.stream.as_str(), letter.entry_id.clone()))
         })
         .count()
         .min(settled);
@@ -157,26 +168,48 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if from > to {
         return Err(UsageError(format!("--from {from} is after --to {to}")).into());
     }
-    let stream = Keyspace::single().event_stream(&args.event_type);
     let broker = connect_redis(&args.redis).await?;
     let layout = evhost::partition::recorded(broker.as_ref()).await?;
-    if layout.is_partitioned() {
-        anyhow::bail!(
-            "this keyspace has {} partitions, and `evhost replay` replays only a keyspace without partitions yet; nothing was replayed",
-            layout.partitions()
-        );
+    // What the messages call the stream and the redrive stream: one name per partition.
+    let (stream, redrive) = if layout.is_partitioned() {
+        (
+            format!("evhost:{{p*}}:events:{}", args.event_type),
+            format!("evhost:{{p*}}:redrive:{}", args.plugin),
+        )
+    } else {
+        (
+            layout.event_stream(&args.event_type),
+            layout.redrive(&args.plugin),
+        )
+    };
+    let mut parts: Vec<Part> = layout
+        .each_partition()
+        .map(|keyspace| Part {
+            stream: keyspace.event_stream(&args.event_type),
+            redrive: keyspace.redrive(&args.plugin),
+            queued: Vec::new(),
+        })
+        .collect();
+    let mut groups_seen: Vec<String> = Vec::new();
+    let mut subscribed = false;
+    for part in &parts {
+        let groups = broker.groups(&part.stream).await?;
+        subscribed |= groups.iter().any(|group| group.name == args.plugin);
+        for group in groups {
+            if !groups_seen.contains(&group.name) {
+                groups_seen.push(group.name);
+            }
+        }
     }
-    let groups = broker.groups(&stream).await?;
-    if !groups.iter().any(|group| group.name == args.plugin) {
-        let names: Vec<&str> = groups.iter().map(|group| group.name.as_str()).collect();
+    if !subscribed {
         anyhow::bail!(
             "plugin {:?} has no consumer group on {stream}, so it does not handle {} events (groups there: {}); check the name with `evhost plugins list`",
             args.plugin,
             args.event_type,
-            if names.is_empty() {
+            if groups_seen.is_empty() {
                 "none".to_string()
             } else {
-                names.join(", ")
+                groups_seen.join(", ")
             }
         );
     }
@@ -186,28 +219,36 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         0,
     );
     let mut progress = Progress::new();
-    let mut queued: Vec<(EntryId, EntryId)> = Vec::new();
-    let mut start = from;
-    loop {
-        let page = broker
-            .range(&stream, start, to, PAGE)
-            .await
-            .with_context(|| format!("cannot read {stream}"))?;
-        for entry in &page {
-            let redrive_id = dlq::replay(broker.as_ref(), layout, &args.plugin, &stream, entry)
+    let mut queued = 0;
+    for part in &mut parts {
+        let mut start = from;
+        loop {
+            let page = broker
+                .range(&part.stream, start, to, PAGE)
                 .await
-                .with_context(|| format!("cannot queue {} for {}", entry.id, args.plugin))?;
-            queued.push((redrive_id, entry.id));
-        }
-        progress.update(&format!("queued {} event(s)", queued.len()));
-        match page.last() {
-            Some(last) if page.len() == PAGE && last.id < to => start = last.id.next(),
-            _ => break,
+                .with_context(|| format!("cannot read {}", part.stream))?;
+            for entry in &page {
+                let redrive_id =
+                    dlq::replay(broker.as_ref(), layout, &args.plugin, &part.stream, entry)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "cannot queue {} of {} for {}",
+                                entry.id, part.stream, args.plugin
+                            )
+                        })?;
+                part.queued.push((redrive_id, entry.id));
+                queued += 1;
+            }
+            progress.update(&format!("queued {queued} event(s)"));
+            match page.last() {
+                Some(last) if page.len() == PAGE && last.id < to => start = last.id.next(),
+                _ => break,
+            }
         }
     }
     progress.finish();
-    let redrive = Keyspace::single().redrive(&args.plugin);
-    if queued.is_empty() {
+    if queued == 0 {
         if args.json {
             json_line(&Summary {
                 finished: true,
@@ -220,11 +261,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     if args.no_wait {
         if args.json {
-            json_line(&serde_json::json!({ "queued": queued.len() }))?;
+            json_line(&serde_json::json!({ "queued": queued }))?;
         } else {
             println!(
-                "queued {} event(s) of {stream} to {redrive} (delivered to {} only by a running host)",
-                queued.len(),
+                "queued {queued} event(s) of {stream} to {redrive} (delivered to {} only by a running host)",
                 args.plugin
             );
         }
@@ -232,15 +272,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     if !args.json {
         eprintln!(
-            "queued {} event(s) of {stream} to {redrive}; waiting up to {}s for {} to handle them",
-            queued.len(),
-            args.wait_secs,
-            args.plugin
+            "queued {queued} event(s) of {stream} to {redrive}; waiting up to {}s for {} to handle them",
+            args.wait_secs, args.plugin
         );
     }
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let summary = loop {
-        let summary = summarize(broker.as_ref(), &args.plugin, &stream, &queued, since).await?;
+        let summary = summarize(broker.as_ref(), layout, &args.plugin, &parts, since).await?;
         if summary.finished || Instant::now() >= deadline {
             break summary;
         }

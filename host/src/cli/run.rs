@@ -52,9 +52,14 @@ pub struct RunArgs {
     /// over (a crashed host), in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub claim_idle_ms: u64,
-    /// How often new `events:*` streams are looked for, in milliseconds.
+    /// How often new streams are looked for, in milliseconds (`SCAN events:*`; the registry
+    /// of streams on a partitioned keyspace).
     #[arg(long, default_value_t = 1000)]
     pub discovery_interval_ms: u64,
+    /// On a partitioned keyspace, how often the keyspace is walked for streams nobody
+    /// registered and for new plain `events:*` ingress streams, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub full_scan_interval_ms: u64,
     /// How long shutdown waits for in-flight handlers, in seconds.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -143,6 +148,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             claim_idle: Duration::from_millis(args.claim_idle_ms.max(100)),
         },
         discovery_interval: Duration::from_millis(args.discovery_interval_ms.max(10)),
+        full_scan_interval: Duration::from_millis(args.full_scan_interval_ms.max(100)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         max_streams_per_plugin: args.max_streams_per_plugin.max(1),

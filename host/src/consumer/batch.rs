@@ -98,6 +98,10 @@ impl Batch {
                 .flat_map(|settlement| &settlement.ops)
                 .any(|op| op.key() == outbox)
         });
+        if let Err(err) = context.services.streams.register_written(&commit).await {
+            // The host's occasional full scan finds what this missed.
+            tracing::debug!(plugin = %context.group, stream = %context.stream, error = %err, "cannot register the streams of a commit");
+        }
         match context.broker().commit(&commit).await {
             Ok(report) => {
                 if wrote_outbox {

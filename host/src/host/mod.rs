@@ -40,8 +40,12 @@ use supervisor::Supervisor;
 pub struct HostOptions {
     /// Consumer tunables.
     pub consumer: ConsumerOptions,
-    /// How often `SCAN` looks for new event streams.
+    /// How often the host looks for new event streams: `SCAN` in the single layout, the
+    /// registry of streams when partitioned (see [`crate::stream_registry`]).
     pub discovery_interval: Duration,
+    /// How often a host of a partitioned keyspace walks the keyspace (`SCAN`) for streams no
+    /// one registered, and for new plain ingress streams.
+    pub full_scan_interval: Duration,
     /// How long shutdown waits for in-flight handlers.
     pub shutdown_grace: Duration,
     /// Where compiled components are cached (`None`: no cache).
@@ -73,6 +77,7 @@ impl Default for HostOptions {
         HostOptions {
             consumer: ConsumerOptions::default(),
             discovery_interval: Duration::from_secs(1),
+            full_scan_interval: crate::stream_registry::FULL_SCAN_INTERVAL,
             shutdown_grace: Duration::from_secs(30),
             cache_dir: None,
             max_streams_per_plugin: DEFAULT_MAX_STREAMS_PER_PLUGIN,
@@ -307,6 +312,7 @@ impl Host {
             mark_ttl: self.options.move_mark_ttl,
             claim_idle: consumer.claim_idle,
             discovery_interval: self.options.discovery_interval,
+            ingress_scan_interval: self.options.full_scan_interval,
             batch_size: consumer.batch_size,
         };
         while !self.cancel.is_cancelled() {

@@ -1,5 +1,5 @@
 //! Consumer supervision: finds the streams each plugin subscribes to (in every partition of
-//! the keyspace), runs one consumer task per plugin × stream × worker, and stops those of
+//! the keyspace, from its registry of streams), runs one consumer task per plugin × stream × worker, and stops those of
 //! removed plugins and dropped subscriptions (their pending entries stay in Redis).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -65,6 +65,10 @@ pub(super) struct Supervisor {
     started: HashMap<String, EntryId>,
     /// The partitions this host holds the leases of (`None`: the single layout, all of it).
     owned: Option<signal::Receiver<BTreeSet<u32>>>,
+    /// How often a partitioned keyspace is walked for streams no one registered.
+    full_scan_interval: Duration,
+    /// When it last was.
+    last_full_scan: Option<tokio::time::Instant>,
 }
 
 impl Supervisor {
@@ -92,6 +96,8 @@ impl Supervisor {
             unserved: HashMap::new(),
             started: HashMap::new(),
             owned,
+            full_scan_interval: options.full_scan_interval,
+            last_full_scan: None,
         }
     }
 
@@ -291,13 +297,7 @@ impl Supervisor {
         if self.cancel.is_cancelled() {
             return Ok(());
         }
-        let streams: HashSet<String> = self
-            .services
-            .broker
-            .streams(self.services.keyspace.streams_prefix())
-            .await?
-            .into_iter()
-            .collect();
+        let streams = self.find_streams().await?;
         self.record_starts().await?;
         let (wanted, unserved) = self.wanted(&streams);
         self.report_unserved(unserved);
@@ -331,6 +331,41 @@ impl Supervisor {
             .get_or_insert_with(HashSet::new)
             .extend(streams);
         Ok(())
+    }
+
+    /// The streams that exist: in the single layout a `SCAN` of the keyspace; when partitioned,
+    /// the registry of streams, with a `SCAN` only every `full_scan_interval` (whose finds it
+    /// registers, for the other hosts).
+    async fn find_streams(&mut self) -> Result<HashSet<String>, BrokerError> {
+        let layout = self.services.keyspace;
+        let broker = self.services.broker.as_ref();
+        if !layout.is_partitioned() {
+            return Ok(broker
+                .streams(layout.streams_prefix())
+                .await?
+                .into_iter()
+                .collect());
+        }
+        let mut streams: HashSet<String> = self
+            .services
+            .streams
+            .registered()
+            .await?
+            .into_iter()
+            .collect();
+        let scan_due = self
+            .last_full_scan
+            .is_none_or(|last| last.elapsed() >= self.full_scan_interval);
+        if scan_due {
+            let scanned = broker.streams(layout.streams_prefix()).await?;
+            self.services
+                .streams
+                .register(scanned.iter().map(String::as_str))
+                .await?;
+            streams.extend(scanned);
+            self.last_full_scan = Some(tokio::time::Instant::now());
+        }
+        Ok(streams)
     }
 
     /// Creates the consumer's group, then starts its task (after its predecessor of the same

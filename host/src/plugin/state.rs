@@ -15,6 +15,7 @@ use crate::activity::Activity;
 use crate::broker::{Broker, Expect, Op, ValueDigest};
 use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
+use crate::stream_registry::StreamRegistry;
 
 /// Services every plugin instance reaches through its capabilities.
 pub struct HostServices {
@@ -31,6 +32,8 @@ pub struct HostServices {
     pub plugin_logs: PluginLogs,
     /// Told when a commit wrote to an outbox, so that the relay moves it at once.
     pub outbox_written: Notify,
+    /// The registry of the keyspace's streams, which commits and moves register in.
+    pub streams: StreamRegistry,
 }
 
 impl HostServices {
@@ -47,6 +50,7 @@ impl HostServices {
     ) -> Arc<Self> {
         let (activity, _) = broadcast::channel(1024);
         Arc::new(HostServices {
+            streams: StreamRegistry::new(broker.clone(), keyspace.at(0)),
             broker,
             plugin_logs: PluginLogs::new(metrics.clone()),
             metrics,

@@ -67,8 +67,10 @@ pub struct RelayOptions {
     pub mark_ttl: Duration,
     /// How long an entry stays pending for another relay before this one takes it over.
     pub claim_idle: Duration,
-    /// How often ingress streams are looked for (and the lag measured).
+    /// How often the lag is measured.
     pub discovery_interval: Duration,
+    /// How often new ingress streams are looked for (a `SCAN` of the keyspace).
+    pub ingress_scan_interval: Duration,
     /// Most entries read from one source at a time.
     pub batch_size: usize,
 }
@@ -81,6 +83,7 @@ impl Default for RelayOptions {
             mark_ttl: Duration::from_secs(24 * 60 * 60),
             claim_idle: Duration::from_secs(30),
             discovery_interval: Duration::from_secs(1),
+            ingress_scan_interval: crate::stream_registry::FULL_SCAN_INTERVAL,
             batch_size: 100,
         }
     }
@@ -125,6 +128,8 @@ pub struct Relay {
     sources: Vec<Source>,
     /// When ingress streams were last looked for.
     last_discovery: Option<Instant>,
+    /// When ingress streams were last looked for.
+    last_ingress_scan: Option<Instant>,
     /// When other relays' idle entries were last looked for.
     last_claim: Instant,
     /// The partitions whose outboxes this relay moves (`None`: every one); ingress streams
@@ -167,6 +172,7 @@ impl Relay {
             reader,
             sources,
             last_discovery: None,
+            last_ingress_scan: None,
             last_claim: Instant::now(),
             owned,
         }))
@@ -249,8 +255,33 @@ impl Relay {
         Ok(settled)
     }
 
-    /// Looks for ingress streams not known yet, and measures the lag of every source.
+    /// Looks for ingress streams not known yet (now and then: it walks the keyspace), and
+    /// measures the lag of every source.
     async fn discover(&mut self) -> Result<(), BrokerError> {
+        let scan_due = self
+            .last_ingress_scan
+            .is_none_or(|last| last.elapsed() >= self.options.ingress_scan_interval);
+        if scan_due {
+            self.scan_ingress().await?;
+            self.last_ingress_scan = Some(Instant::now());
+        }
+        let mut lag: HashMap<Kind, u64> = HashMap::from([(Kind::Outbox, 0), (Kind::Ingress, 0)]);
+        for source in &self.sources {
+            let groups = self.broker().groups(&source.stream).await?;
+            let behind = groups
+                .iter()
+                .find(|group| group.name == GROUP)
+                .map_or(0, |group| group.lag.unwrap_or(0) + group.pending);
+            *lag.entry(source.kind).or_default() += behind;
+        }
+        for (kind, entries) in lag {
+            self.services.metrics.set_relay_lag(kind.as_str(), entries);
+        }
+        Ok(())
+    }
+
+    /// Adds the plain ingress streams (`events:<type>`) not known yet to the sources.
+    async fn scan_ingress(&mut self) -> Result<(), BrokerError> {
         let layout = self.services.keyspace;
         let ingress_prefix = layout.ingress_stream("");
         for stream in self.broker().streams(&ingress_prefix).await? {
@@ -265,18 +296,6 @@ impl Relay {
                     pending_read: false,
                 });
             }
-        }
-        let mut lag: HashMap<Kind, u64> = HashMap::from([(Kind::Outbox, 0), (Kind::Ingress, 0)]);
-        for source in &self.sources {
-            let groups = self.broker().groups(&source.stream).await?;
-            let behind = groups
-                .iter()
-                .find(|group| group.name == GROUP)
-                .map_or(0, |group| group.lag.unwrap_or(0) + group.pending);
-            *lag.entry(source.kind).or_default() += behind;
-        }
-        for (kind, entries) in lag {
-            self.services.metrics.set_relay_lag(kind.as_str(), entries);
         }
         Ok(())
     }
@@ -468,6 +487,7 @@ impl Relay {
             )));
         };
         let mark = to.moved_mark(&source.stream, &id.to_string());
+        self.services.streams.register([target.as_ref()]).await?;
         let appended = self
             .broker()
             .append_once(&target, &rest.to_vec(), &mark, self.options.mark_ttl)
@@ -509,6 +529,7 @@ impl Relay {
             return Ok(false);
         };
         let mark = to_keyspace.moved_mark(&source.stream, &id.to_string());
+        self.services.streams.register([to.as_str()]).await?;
         self.broker()
             .append_once(&to, &moved_fields, &mark, self.options.mark_ttl)
             .await

@@ -205,7 +205,8 @@ async fn the_saga_runs_across_eight_partitions_once_per_event() {
         crossed
     );
 
-    // Every key of the keyspace carries a partition's tag, but the recorded count.
+    // Every key of the keyspace carries a partition's tag, but the keyspace-wide records: the
+    // partition count, plugin starts, the roll call of hosts and the registry of streams.
     let mut conn = raw_connection(&server).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
@@ -216,7 +217,8 @@ async fn the_saga_runs_across_eight_partitions_once_per_event() {
         assert!(
             key == "evhost:partitions"
                 || key.starts_with("evhost:started:")
-                || key.starts_with("evhost:hosts:")
+                || key == "evhost:hosts"
+                || key == "evhost:streams"
                 || key.starts_with("evhost:{p"),
             "a key outside the partitions: {key}"
         );
@@ -744,5 +746,67 @@ async fn dead_letters_stay_in_their_partition_and_are_redriven_there() {
             == 2
     })
     .await;
+    host.stop().await;
+}
+
+/// The calls of `command` the server answered since its statistics were last reset.
+async fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let mut conn = raw_connection(server).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A partitioned host finds its streams in the registry, not by walking the keyspace: a stream
+/// registered after the host started is consumed at once, and passes every 100 ms (discovery,
+/// relay, leases) send no `SCAN` between the occasional full scans (60 s here).
+#[tokio::test]
+async fn partitioned_hosts_find_streams_in_the_registry_without_scanning() {
+    let server = RedisServer::start();
+    let broker = redis_broker(&server).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(4))
+        .await
+        .expect("4 partitions");
+    let mut options = partitioned(fast_options("registry-host"), layout);
+    options.full_scan_interval = Duration::from_secs(60);
+    let host = TestHost::start(broker.clone(), options, vec![probe("idle", "ProbeLate")]).await;
+    // Past the host's first full scan: only the registry can tell it about this stream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut event = Event::new("ProbeLate", "test", b"{}".to_vec());
+    event.set_extension(PARTITION_KEY, "k-1");
+    let stream = event.stream_in(layout);
+    evhost::stream_registry::register(broker.as_ref(), layout, std::slice::from_ref(&stream))
+        .await
+        .expect("register");
+    broker.add(&stream, &event.to_fields()).await.expect("XADD");
+    let journal = layout.for_key("k-1").journal("idle");
+    wait_for("the registered stream consumed", TIMEOUT, || async {
+        broker.len(&journal).await.expect("XLEN") == 1
+    })
+    .await;
+
+    let mut conn = raw_connection(&server).await;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("CONFIG RESETSTAT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        command_calls(&server, "smembers").await >= 5,
+        "the host read the registry on its passes"
+    );
+    assert_eq!(
+        command_calls(&server, "scan").await,
+        0,
+        "no pass walked the keyspace"
+    );
     host.stop().await;
 }

@@ -61,6 +61,7 @@ pub async fn run_all(broker: &dyn Broker) {
     values::get_many(broker, &prefix("get_many")).await;
     values::once_only(broker, &prefix("once_only")).await;
     values::leases(broker, &prefix("leases")).await;
+    values::members(broker, &prefix("members")).await;
     trim(broker, &prefix("trim")).await;
 }
 

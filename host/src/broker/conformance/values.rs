@@ -295,3 +295,55 @@ pub async fn leases(broker: &dyn Broker, prefix: &str) {
         broker.acquire_lease(&lease, "b", ttl).await
     ));
 }
+
+/// Sets and roll calls: the registry of streams, and how hosts count each other.
+pub async fn members(broker: &dyn Broker, prefix: &str) {
+    let set = format!("{prefix}set");
+    assert!(ok("no set", broker.members(&set).await).is_empty());
+    ok(
+        "add",
+        broker
+            .add_members(&set, &["b".to_string(), "a".to_string()])
+            .await,
+    );
+    ok(
+        "add again",
+        broker.add_members(&set, &["a".to_string()]).await,
+    );
+    ok("add nothing", broker.add_members(&set, &[]).await);
+    assert_eq!(ok("members", broker.members(&set).await), ["a", "b"]);
+
+    let roll_call = format!("{prefix}hosts");
+    let long = Duration::from_secs(30);
+    assert_eq!(
+        ok("first", broker.heartbeat(&roll_call, "h1", long).await),
+        1
+    );
+    assert_eq!(
+        ok("second", broker.heartbeat(&roll_call, "h2", long).await),
+        2
+    );
+    assert_eq!(
+        ok("renewed", broker.heartbeat(&roll_call, "h1", long).await),
+        2
+    );
+    assert_eq!(
+        ok(
+            "short",
+            broker
+                .heartbeat(&roll_call, "h3", Duration::from_millis(50))
+                .await
+        ),
+        3
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        ok("h3 expired", broker.heartbeat(&roll_call, "h1", long).await),
+        2
+    );
+    ok("leave", broker.leave(&roll_call, "h2").await);
+    assert_eq!(
+        ok("h2 left", broker.heartbeat(&roll_call, "h1", long).await),
+        1
+    );
+}

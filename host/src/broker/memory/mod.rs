@@ -27,6 +27,7 @@
 //! `state.rs` holds the streams, groups and keys and every operation on them; this file shares
 //! them behind the mutex and implements the broker traits.
 
+mod members;
 mod state;
 
 use std::pin::pin;
@@ -149,6 +150,25 @@ impl Broker for MemoryBroker {
     async fn release_lease(&self, key: &str, owner: &str) -> Result<bool, BrokerError> {
         let now = Instant::now();
         Ok(self.with_state(|state| state.release_lease(key, owner, now)))
+    }
+
+    async fn add_members(&self, key: &str, members: &[String]) -> Result<(), BrokerError> {
+        self.with_state(|state| state.members.add(key, members));
+        Ok(())
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self.with_state(|state| state.members.of(key)))
+    }
+
+    async fn heartbeat(&self, key: &str, member: &str, ttl: Duration) -> Result<u32, BrokerError> {
+        let now = Instant::now();
+        Ok(self.with_state(|state| state.members.heartbeat(key, member, ttl, now)))
+    }
+
+    async fn leave(&self, key: &str, member: &str) -> Result<(), BrokerError> {
+        self.with_state(|state| state.members.leave(key, member));
+        Ok(())
     }
 
     async fn append_once(

@@ -27,6 +27,8 @@ pub(super) struct State {
     pub(super) marks: HashMap<String, Instant>,
     /// When each lease (a string key) expires.
     pub(super) lease_expiry: HashMap<String, Instant>,
+    /// Sets and roll calls.
+    pub(super) members: super::members::Members,
 }
 
 /// One stream with its consumer groups.

@@ -330,6 +330,50 @@ impl Broker for RedisBroker {
         }
     }
 
+    async fn add_members(&self, key: &str, members: &[String]) -> Result<(), BrokerError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        self.query(redis::cmd("SADD").arg(key).arg(members)).await?;
+        Ok(())
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<String>, BrokerError> {
+        let values = match self.query(redis::cmd("SMEMBERS").arg(key)).await? {
+            // RESP2 answers an array, RESP3 a set.
+            Value::Array(values) | Value::Set(values) => values,
+            other => return Err(unexpected("SMEMBERS", &other)),
+        };
+        let mut members: Vec<String> = values
+            .iter()
+            .filter_map(|value| match value {
+                Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                Value::SimpleString(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    async fn heartbeat(&self, key: &str, member: &str, ttl: Duration) -> Result<u32, BrokerError> {
+        let mut invocation = self.scripts.heartbeat.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(member)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let mut conn = self.conn.clone();
+        match invocation.invoke_async::<Value>(&mut conn).await? {
+            Value::Int(alive) => Ok(u32::try_from(alive).unwrap_or(u32::MAX)),
+            other => Err(unexpected("heartbeat script", &other)),
+        }
+    }
+
+    async fn leave(&self, key: &str, member: &str) -> Result<(), BrokerError> {
+        self.query(redis::cmd("ZREM").arg(key).arg(member)).await?;
+        Ok(())
+    }
+
     async fn append_once(
         &self,
         stream: &str,

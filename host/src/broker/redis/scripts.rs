@@ -32,6 +32,18 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
 end
 return 0
 ";
+/// Scores member `ARGV[1]` of roll call `KEYS[1]` with the server's time plus `ARGV[2]` ms,
+/// removes the members whose score passed, and returns how many remain; the roll call itself
+/// expires with its last member.
+const HEARTBEAT_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local latest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], latest[2])
+return redis.call('ZCARD', KEYS[1])
+";
 
 /// The scripts, loaded by redis-rs on first use (and again after a `NOSCRIPT`).
 pub(super) struct Scripts {
@@ -43,6 +55,8 @@ pub(super) struct Scripts {
     pub acquire_lease: Script,
     /// [`RELEASE_LEASE_SCRIPT`].
     pub release_lease: Script,
+    /// [`HEARTBEAT_SCRIPT`].
+    pub heartbeat: Script,
 }
 
 impl Scripts {
@@ -52,6 +66,7 @@ impl Scripts {
             append_once: Script::new(APPEND_ONCE_SCRIPT),
             acquire_lease: Script::new(ACQUIRE_LEASE_SCRIPT),
             release_lease: Script::new(RELEASE_LEASE_SCRIPT),
+            heartbeat: Script::new(HEARTBEAT_SCRIPT),
         }
     }
 }
