@@ -940,6 +940,22 @@ impl Drop for RunningHost {
     }
 }
 
+/// `evhost replay TYPE --plugin audit --from -` waiting up to 30 s, and its JSON summary.
+fn replay_to_audit(server: &RedisServer, event_type: &str) -> serde_json::Value {
+    let args = [
+        "replay",
+        event_type,
+        "--plugin",
+        "audit",
+        "--from",
+        "-",
+        "--wait-secs",
+        "30",
+        "--json",
+    ];
+    serde_json::from_str(&stdout_of(&evhost_on(server, &args))).expect("JSON summary")
+}
+
 /// Waits up to `timeout` for `check`.
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -1030,21 +1046,7 @@ fn replay_reaches_only_the_named_plugin() {
         "{list}"
     );
 
-    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&evhost_on(
-        &server,
-        &[
-            "replay",
-            "CliReplay",
-            "--plugin",
-            "audit",
-            "--from",
-            "-",
-            "--wait-secs",
-            "30",
-            "--json",
-        ],
-    )))
-    .expect("JSON summary");
+    let summary = replay_to_audit(&server, "CliReplay");
     assert_eq!(summary["queued"], 3, "{summary}");
     assert_eq!(summary["handled"], 3, "{summary}");
     assert_eq!(summary["dead_lettered"], 0, "{summary}");
@@ -1346,21 +1348,7 @@ fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
         })
         },
     );
-    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&evhost_on(
-        &server,
-        &[
-            "replay",
-            "AuctionEnded",
-            "--plugin",
-            "audit",
-            "--from",
-            "-",
-            "--wait-secs",
-            "30",
-            "--json",
-        ],
-    )))
-    .expect("JSON summary");
+    let summary = replay_to_audit(&server, "AuctionEnded");
     assert_eq!(summary["queued"], 3, "{summary}");
     assert_eq!(summary["handled"], 3, "{summary}");
     assert_eq!(summary["finished"], true, "{summary}");

@@ -194,6 +194,16 @@ pub async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConn
         .expect("connect")
 }
 
+/// The text of `INFO <section>` of a test server.
+pub async fn server_info(server: &RedisServer, section: &str) -> String {
+    let mut conn = raw_connection(server).await;
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut conn)
+        .await
+        .expect("INFO")
+}
+
 /// Polls `check` every 20 ms until it returns true; panics after `timeout` naming `what`.
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where

@@ -14,7 +14,7 @@ use evhost::relay::{GROUP, TARGET_FIELD};
 use evhost::{HostOptions, Keyspace};
 use evhost_tests::{
     RedisServer, TestHost, example, fast_options, journal_event_id, metric, probe, raw_connection,
-    redis_broker, wait_for, xadd,
+    redis_broker, server_info, wait_for, xadd,
 };
 use serde_json::{Value, json};
 
@@ -751,14 +751,10 @@ async fn dead_letters_stay_in_their_partition_and_are_redriven_there() {
 
 /// The calls of `command` the server answered since its statistics were last reset.
 async fn command_calls(server: &RedisServer, command: &str) -> u64 {
-    let mut conn = raw_connection(server).await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("INFO commandstats");
     let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
+    server_info(server, "commandstats")
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use evhost::broker::Inspect;
 use evhost_tests::{
     KEYS, LogCapture, RedisServer, TestHost, fast_options, journal, metric, probe, publish,
-    raw_connection, redis_broker, wait_for,
+    redis_broker, server_info, wait_for,
 };
 use serde_json::json;
 
@@ -67,13 +67,9 @@ async fn a_flood_of_event_types_opens_at_most_the_bound_of_consumers() {
 
 /// The number of clients connected to `server`.
 async fn connected_clients(server: &RedisServer) -> u64 {
-    let mut conn = raw_connection(server).await;
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query_async(&mut conn)
+    server_info(server, "clients")
         .await
-        .expect("INFO clients");
-    info.lines()
+        .lines()
         .find_map(|line| line.strip_prefix("connected_clients:"))
         .and_then(|count| count.trim().parse().ok())
         .expect("connected_clients in INFO")
