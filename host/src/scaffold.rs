@@ -224,7 +224,9 @@ impl Language {
                 "JavaScript",
                 "Needs Node.js 18+ with npm. The first build installs the ComponentizeJS pinned \
                  in `package-lock.json` from npm (`npm ci`); a build takes about 20 s and makes a \
-                 component of about 12 MB.",
+                 component of about 12 MB. ComponentizeJS has no `Intl` (`Intl.NumberFormat`, \
+                 `toLocaleString` with a locale): such a call traps, so format by hand, as \
+                 `formatThousands` in `src/plugin.js` does.",
                 "`src/plugin.js`",
             ),
             Language::C => (

@@ -13,6 +13,17 @@ const NAME = '{{name}}';
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/**
+ * Formats an integer with thousands separators, `1234567` as `1,234,567`. ComponentizeJS has
+ * no `Intl`: `Intl.NumberFormat`, `Intl.DateTimeFormat` and `toLocaleString(locale, options)`
+ * throw, and the call traps. Format numbers and dates by hand like this (or with
+ * `Date.prototype.toISOString`).
+ */
+function formatThousands(value) {
+  const digits = String(Math.abs(Math.trunc(value))).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  return value < 0 ? `-${digits}` : digits;
+}
+
 /** The `evhost:plugin/handler` export. */
 export const handler = {
   describe() {
@@ -46,6 +57,6 @@ export const handler = {
       const reason = err && Object.hasOwn(err, 'payload') ? JSON.stringify(err.payload) : String(err);
       throw { tag: 'retry', val: { reason: `host capability: ${reason}`, delayMs: undefined } };
     }
-    log('info', NAME, `ping ${count} answered`);
+    log('info', NAME, `ping ${formatThousands(count)} answered`);
   },
 };
