@@ -1365,3 +1365,100 @@ fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
         .sum();
     assert_eq!(replayed, 3);
 }
+
+/// `evhost test` runs a plugin on events without Redis: seeded key-value state, outcomes and
+/// effects printed one JSON object per event, and `--expect` passing on matching results and
+/// failing, with the field named, on a difference.
+#[test]
+fn test_runs_a_plugin_on_events_and_checks_expected_results() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, notification) = evhost::artifacts::examples()
+        .into_iter()
+        .find(|(name, _)| *name == "notification")
+        .expect("the notification example");
+    let plugin = dir.path().join("notification.wasm");
+    std::fs::write(&plugin, notification).expect("write plugin");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"type":"PaymentProcessed","data":{"auction_id":"a1","bidder_id":"b1","amount":120,"status":"succeeded"}}"#,
+            "\n",
+            r#"{"type":"BidderRegistered","data":{"bidder_id":"b2","name":"Bo","email":"bo@example.com"}}"#,
+            "\n",
+            r#"{"type":"PaymentProcessed","data":{"auction_id":"a2","bidder_id":"b2","amount":7,"status":"succeeded"}}"#,
+            "\n",
+            r#"{"type":"PaymentProcessed","data":"not an object"}"#,
+            "\n",
+        ),
+    )
+    .expect("write events");
+    let kv = dir.path().join("kv.json");
+    std::fs::write(
+        &kv,
+        r#"{"bidder:b1": {"name": "Ada", "email": "ada@example.com"}}"#,
+    )
+    .expect("write kv");
+    let run = |extra: &[&str]| {
+        let mut command = evhost();
+        command
+            .arg("test")
+            .arg(&plugin)
+            .arg("--events")
+            .arg(&events)
+            .arg("--kv")
+            .arg(&kv)
+            .arg("--json")
+            .args(extra);
+        command.output().expect("run evhost test")
+    };
+    let results = json_lines(&stdout_of(&run(&[])));
+    assert_eq!(results.len(), 4, "{results:?}");
+    let outcomes: Vec<&str> = results
+        .iter()
+        .map(|result| result["outcome"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(outcomes, ["handled", "handled", "handled", "rejected"]);
+    // The seeded bidder, then the one registered by the second event, are found.
+    let recipients: Vec<&str> = [0, 2]
+        .iter()
+        .map(|n| {
+            results[*n]["publishes"][0]["data"]["recipient"]
+                .as_str()
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(recipients, ["ada@example.com", "bo@example.com"]);
+    assert_eq!(results[1]["kv"][0]["op"], "set");
+    assert_eq!(results[1]["kv"][0]["key"], "bidder:b2");
+    assert_eq!(results[3]["event"], "test-4");
+
+    let expect = dir.path().join("expected.jsonl");
+    let expected: Vec<String> = results
+        .iter()
+        .map(|result| {
+            serde_json::json!({"outcome": result["outcome"], "publishes": result["publishes"]})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&expect, expected.join("\n")).expect("write expectations");
+    let matching = run(&["--expect", expect.to_str().expect("utf-8 path")]);
+    assert!(
+        matching.status.success(),
+        "{}",
+        String::from_utf8_lossy(&matching.stderr)
+    );
+
+    let mut wrong = expected.clone();
+    wrong[3] = r#"{"outcome": "handled"}"#.to_string();
+    std::fs::write(&expect, wrong.join("\n")).expect("write expectations");
+    let differing = run(&["--expect", expect.to_str().expect("utf-8 path")]);
+    assert_eq!(differing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&differing.stderr);
+    assert!(
+        stderr
+            .contains(r#"event 4 (PaymentProcessed): outcome: expected "handled", got "rejected""#)
+            && stderr.contains("1 result(s) differ"),
+        "{stderr}"
+    );
+}

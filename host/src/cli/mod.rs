@@ -20,6 +20,7 @@ mod replay;
 mod run;
 mod stats;
 mod tail;
+mod test;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ pub use replay::ReplayArgs;
 pub use run::RunArgs;
 pub use stats::StatsArgs;
 pub use tail::TailArgs;
+pub use test::TestArgs;
 
 /// evhost: run WebAssembly event handlers on Redis Streams.
 #[derive(Debug, Parser)]
@@ -93,6 +95,8 @@ pub enum Command {
     Plugins(PluginsArgs),
     /// Re-deliver past events of one type to one plugin only.
     Replay(ReplayArgs),
+    /// Run a plugin on events without Redis or a host and print what it would commit.
+    Test(TestArgs),
     /// Run the auction saga with the example plugins, on an in-memory broker or on Redis.
     Demo(DemoArgs),
     /// Write the example plugins (payment, notification, audit, metrics) into a directory.
@@ -128,6 +132,7 @@ impl Command {
             | Command::Stats(_)
             | Command::Plugins(_)
             | Command::Replay(_)
+            | Command::Test(_)
             | Command::New(_)
             | Command::Bindgen(_)
             | Command::Componentize(_) => "warn",
@@ -218,6 +223,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Stats(args) => stats::run(args).await,
         Command::Plugins(args) => plugins::run(args).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::Test(args) => test::run(args).await,
         Command::New(args) => new::run(args),
         Command::Bindgen(args) => bindgen::run(args),
         Command::Componentize(args) => componentize::run(args),

@@ -124,6 +124,17 @@ fn read_file(path: &Path, args: &PublishArgs) -> anyhow::Result<Vec<Event>> {
         std::fs::read_to_string(path)
             .map_err(|err| UsageError(format!("cannot read {}: {err}", path.display())))?
     };
+    Ok(parse_lines(&text, path, args, "nothing was published")?)
+}
+
+/// The events of the JSON Lines `text` read from `path`, every line checked: an error names
+/// the line, and ends with `consequence`.
+pub(super) fn parse_lines(
+    text: &str,
+    path: &Path,
+    args: &PublishArgs,
+    consequence: &str,
+) -> Result<Vec<Event>, UsageError> {
     let mut events = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -131,7 +142,7 @@ fn read_file(path: &Path, args: &PublishArgs) -> anyhow::Result<Vec<Event>> {
         }
         let event = parse_line(line, args.event_type.as_deref(), args).map_err(|reason| {
             UsageError(format!(
-                "{}:{}: {reason}; nothing was published",
+                "{}:{}: {reason}; {consequence}",
                 path.display(),
                 index + 1
             ))
