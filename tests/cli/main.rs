@@ -1432,6 +1432,39 @@ fn test_runs_a_plugin_on_events_and_checks_expected_results() {
     assert_eq!(results[1]["kv"][0]["op"], "set");
     assert_eq!(results[1]["kv"][0]["key"], "bidder:b2");
     assert_eq!(results[3]["event"], "test-4");
+    // The metric samples a call changed.
+    let (_, metrics) = evhost::artifacts::examples()
+        .into_iter()
+        .find(|(name, _)| *name == "metrics")
+        .expect("the metrics example");
+    let metrics_plugin = dir.path().join("metrics.wasm");
+    std::fs::write(&metrics_plugin, metrics).expect("write plugin");
+    let counted = json_lines(&stdout_of(
+        &evhost()
+            .arg("test")
+            .arg(&metrics_plugin)
+            .arg("--events")
+            .arg(&events)
+            .arg("--json")
+            .output()
+            .expect("run evhost test"),
+    ));
+    assert_eq!(
+        counted[1]["metrics"],
+        serde_json::json!([
+            r#"evhost_plugin_events_total{plugin="metrics",type="BidderRegistered"} 1.0"#
+        ]),
+        "{counted:?}"
+    );
+    let samples = counted[2]["metrics"].as_array().expect("samples");
+    assert!(
+        samples.contains(&serde_json::json!(
+            r#"evhost_plugin_events_total{plugin="metrics",type="PaymentProcessed"} 2.0"#
+        )) && samples
+            .iter()
+            .all(|sample| !sample.to_string().contains("_bucket")),
+        "{samples:?}"
+    );
 
     let expect = dir.path().join("expected.jsonl");
     let expected: Vec<String> = results

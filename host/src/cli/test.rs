@@ -1,5 +1,6 @@
 //! `evhost test`: runs a plugin on events without Redis or a host, and prints, for each event,
-//! its outcome and the effects the host would commit (publishes, key-value writes, journal).
+//! its outcome and the effects the host would commit (publishes, key-value writes, journal),
+//! and the metric samples it changed.
 //! `--expect FILE` compares them with expected results, so that a plugin's CI can run it.
 //!
 //! The events are handled one after the other by one instance, as one consumer would, on an
@@ -32,7 +33,7 @@ use evhost::plugin::{
 /// Arguments of `evhost test`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Each result is one JSON object with --json: {\"type\", \"event\", \"outcome\" (handled, retry, rejected, trapped, timed-out), \"error\", \"publishes\" [{\"type\", \"data\", \"key\"}], \"kv\" [{\"op\": \"set\"|\"delete\"|\"increment\", \"key\", ...}], \"journal\" [...]}. An --expect file holds one such object per event, with only the fields to compare.\n\nExamples:\n  evhost test my-plugin.wasm --events event.json\n  evhost test payment.wasm --events auctions.jsonl --kv state.json --json\n  evhost test payment.wasm --events auctions.jsonl --expect expected.jsonl\n  evhost test audit.wasm --history AuctionEnded --count 20 --redis redis://127.0.0.1:6379"
+    after_help = "Each result is one JSON object with --json: {\"type\", \"event\", \"outcome\" (handled, retry, rejected, trapped, timed-out), \"error\", \"publishes\" [{\"type\", \"data\", \"key\"}], \"kv\" [{\"op\": \"set\"|\"delete\"|\"increment\", \"key\", ...}], \"journal\" [...], \"metrics\" [samples]}. An --expect file holds one such object per event, with only the fields to compare.\n\nExamples:\n  evhost test my-plugin.wasm --events event.json\n  evhost test payment.wasm --events auctions.jsonl --kv state.json --json\n  evhost test payment.wasm --events auctions.jsonl --expect expected.jsonl\n  evhost test audit.wasm --history AuctionEnded --count 20 --redis redis://127.0.0.1:6379"
 )]
 pub struct TestArgs {
     /// The plugin component (its sidecar `.toml` beside it is read too).
@@ -80,6 +81,8 @@ struct Trial {
     publishes: Vec<Value>,
     kv: Vec<Value>,
     journal: Vec<Value>,
+    /// The plugin's metric samples the call changed, as `/metrics` shows them.
+    metrics: Vec<String>,
 }
 
 /// The plugin under test, with its instance and the in-memory state it works on.
@@ -87,6 +90,7 @@ struct Bench {
     version: Arc<PluginVersion>,
     instance: Option<PluginInstance>,
     broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
     keyspace: Keyspace,
     /// Events handled so far (the synthetic entry ids).
     handled: u64,
@@ -95,13 +99,15 @@ struct Bench {
 impl Bench {
     async fn load(plugin: &Path) -> anyhow::Result<Self> {
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-        let services = HostServices::new(broker.clone(), Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        let services = HostServices::new(broker.clone(), metrics.clone());
         let engine = PluginEngine::new(services, super::run::default_cache_dir())?;
         let version = engine.load_file(plugin).await?;
         Ok(Bench {
             version,
             instance: None,
             broker,
+            metrics,
             keyspace: Keyspace::single(),
             handled: 0,
         })
@@ -154,7 +160,9 @@ impl Bench {
             publishes: Vec::new(),
             kv: Vec::new(),
             journal: Vec::new(),
+            metrics: Vec::new(),
         };
+        let samples_before = self.plugin_samples();
         let delivery = DeliveryInfo {
             stream: self.keyspace.event_stream(&event.event_type),
             entry_id: EntryId::new(self.handled, 0).to_string(),
@@ -189,7 +197,31 @@ impl Bench {
                 trial.error = Some(err.to_string());
             }
         }
+        trial.metrics = self
+            .plugin_samples()
+            .into_iter()
+            .filter(|sample| !samples_before.contains(sample))
+            .collect();
         Ok(trial)
+    }
+
+    /// The metric samples labelled with the plugin's name (what it records, and what the host
+    /// counts for it), as `/metrics` renders them; of a histogram its sum and count, not its
+    /// buckets.
+    fn plugin_samples(&self) -> Vec<String> {
+        let label = format!("plugin=\"{}\"", self.version.name);
+        self.metrics
+            .render()
+            .lines()
+            .filter(|line| !line.starts_with('#') && line.contains(&label))
+            .filter(|line| {
+                !line
+                    .split('{')
+                    .next()
+                    .is_some_and(|name| name.ends_with("_bucket"))
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// Sorts the writes of a handled call into publishes, key-value writes and journal.
@@ -362,6 +394,9 @@ fn print_trial(trial: &Trial) {
     }
     for record in &trial.journal {
         println!("      journal  {record}");
+    }
+    for sample in &trial.metrics {
+        println!("      metric   {sample}");
     }
 }
 
