@@ -53,6 +53,7 @@ pub mod relay;
 pub mod retention;
 pub mod stream_registry;
 pub mod stream_stats;
+pub mod trial;
 pub mod watch;
 
 pub use broker::{Broker, Inspect, memory::MemoryBroker, redis::RedisBroker};

@@ -1,34 +1,21 @@
-//! `evhost test`: runs a plugin on events without Redis or a host, and prints, for each event,
-//! its outcome and the effects the host would commit (publishes, key-value writes, journal),
-//! and the metric samples it changed.
-//! `--expect FILE` compares them with expected results, so that a plugin's CI can run it.
-//!
-//! The events are handled one after the other by one instance, as one consumer would, on an
-//! in-memory broker: each handled event's effects are applied before the next one runs, so
-//! key-value state carries over (and can be seeded with `--kv`). A failed call is reported, not
-//! retried; a trap or a timeout discards the instance, and the next event gets a fresh one.
+//! `evhost test`: runs a plugin on events without Redis or a host (see [`evhost::trial`]), and
+//! prints, for each event, its outcome, the effects the host would commit (publishes, key-value
+//! writes, journal) and the metric samples it changed. `--expect FILE` compares them with
+//! expected results, so that a plugin's CI can run it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::UsageError;
 use super::common::{DEFAULT_REDIS_URL, connect_redis};
 use super::output::json_line;
 use super::publish::{PublishArgs, parse_lines};
-use evhost::broker::memory::MemoryBroker;
-use evhost::broker::{Broker, Commit, EntryId, Op};
-use evhost::event::{Event, PARTITION_KEY};
-use evhost::keyspace::Keyspace;
-use evhost::metrics::Metrics;
-use evhost::plugin::{
-    BatchOverlay, CallEffects, CallError, DeliveryInfo, HostServices, Outcome, PluginEngine,
-    PluginInstance, PluginVersion,
-};
+use evhost::broker::EntryId;
+use evhost::event::Event;
+use evhost::trial::{Trial, TrialRunner};
 
 /// Arguments of `evhost test`.
 #[derive(Debug, Args)]
@@ -67,213 +54,6 @@ pub struct TestArgs {
     /// Print one JSON object per event.
     #[arg(long)]
     pub json: bool,
-}
-
-/// What became of one event.
-#[derive(Debug, Serialize)]
-struct Trial {
-    #[serde(rename = "type")]
-    event_type: String,
-    event: String,
-    outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    publishes: Vec<Value>,
-    kv: Vec<Value>,
-    journal: Vec<Value>,
-    /// The plugin's metric samples the call changed, as `/metrics` shows them.
-    metrics: Vec<String>,
-}
-
-/// The plugin under test, with its instance and the in-memory state it works on.
-struct Bench {
-    version: Arc<PluginVersion>,
-    instance: Option<PluginInstance>,
-    broker: Arc<dyn Broker>,
-    metrics: Arc<Metrics>,
-    keyspace: Keyspace,
-    /// Events handled so far (the synthetic entry ids).
-    handled: u64,
-}
-
-impl Bench {
-    async fn load(plugin: &Path) -> anyhow::Result<Self> {
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-        let metrics = Arc::new(Metrics::new());
-        let services = HostServices::new(broker.clone(), metrics.clone());
-        let engine = PluginEngine::new(services, super::run::default_cache_dir())?;
-        let version = engine.load_file(plugin).await?;
-        Ok(Bench {
-            version,
-            instance: None,
-            broker,
-            metrics,
-            keyspace: Keyspace::single(),
-            handled: 0,
-        })
-    }
-
-    /// Seeds the plugin's key-value store with the object in `path`.
-    async fn seed(&self, path: &Path) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| UsageError(format!("cannot read {}: {err}", path.display())))?;
-        let Ok(Value::Object(entries)) = serde_json::from_str::<Value>(&text) else {
-            return Err(UsageError(format!(
-                "{}: expected one JSON object of key to value",
-                path.display()
-            ))
-            .into());
-        };
-        let ops = entries
-            .into_iter()
-            .map(|(key, value)| Op::Set {
-                key: self.keyspace.kv_key(&self.version.name, &key),
-                value: match value {
-                    Value::String(text) => text.into_bytes(),
-                    other => other.to_string().into_bytes(),
-                },
-            })
-            .collect();
-        self.broker
-            .commit(&Commit {
-                ops,
-                settlements: Vec::new(),
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Handles `event` and applies what a handled event commits.
-    async fn handle(&mut self, event: Event) -> anyhow::Result<Trial> {
-        let mut instance = match self.instance.take() {
-            Some(instance) => instance,
-            None => self.version.instantiate().await.map_err(|err| {
-                anyhow::anyhow!("cannot instantiate {}: {err:#}", self.version.name)
-            })?,
-        };
-        self.handled += 1;
-        let mut trial = Trial {
-            event_type: event.event_type.clone(),
-            event: event.id.clone(),
-            outcome: "handled",
-            error: None,
-            publishes: Vec::new(),
-            kv: Vec::new(),
-            journal: Vec::new(),
-            metrics: Vec::new(),
-        };
-        let samples_before = self.plugin_samples();
-        let delivery = DeliveryInfo {
-            stream: self.keyspace.event_stream(&event.event_type),
-            entry_id: EntryId::new(self.handled, 0).to_string(),
-            attempt: 1,
-            group: self.version.name.clone(),
-        };
-        let mut overlay = BatchOverlay::default();
-        match instance.handle(event, delivery, &mut overlay).await {
-            Ok(Outcome::Ok(effects)) => {
-                self.instance = Some(instance);
-                self.describe(&effects, &mut trial);
-                self.broker
-                    .commit(&Commit {
-                        ops: effects.ops,
-                        settlements: Vec::new(),
-                    })
-                    .await?;
-            }
-            Ok(Outcome::Retry { reason, .. }) => {
-                self.instance = Some(instance);
-                (trial.outcome, trial.error) = ("retry", Some(reason));
-            }
-            Ok(Outcome::Reject { reason }) => {
-                self.instance = Some(instance);
-                (trial.outcome, trial.error) = ("rejected", Some(reason));
-            }
-            Err(err) => {
-                trial.outcome = match err {
-                    CallError::Trap(_) => "trapped",
-                    CallError::Timeout(_) => "timed-out",
-                };
-                trial.error = Some(err.to_string());
-            }
-        }
-        trial.metrics = self
-            .plugin_samples()
-            .into_iter()
-            .filter(|sample| !samples_before.contains(sample))
-            .collect();
-        Ok(trial)
-    }
-
-    /// The metric samples labelled with the plugin's name (what it records, and what the host
-    /// counts for it), as `/metrics` renders them; of a histogram its sum and count, not its
-    /// buckets.
-    fn plugin_samples(&self) -> Vec<String> {
-        let label = format!("plugin=\"{}\"", self.version.name);
-        self.metrics
-            .render()
-            .lines()
-            .filter(|line| !line.starts_with('#') && line.contains(&label))
-            .filter(|line| {
-                !line
-                    .split('{')
-                    .next()
-                    .is_some_and(|name| name.ends_with("_bucket"))
-            })
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Sorts the writes of a handled call into publishes, key-value writes and journal.
-    fn describe(&self, effects: &CallEffects, trial: &mut Trial) {
-        let plugin = &self.version.name;
-        let kv_prefix = self.keyspace.kv_prefix(plugin);
-        let journal = self.keyspace.journal(plugin);
-        let kv_key = |key: &str| {
-            key.strip_prefix(kv_prefix.as_str())
-                .unwrap_or(key)
-                .to_string()
-        };
-        for op in &effects.ops {
-            match op {
-                Op::Add { stream, fields } if *stream == journal => {
-                    let record: Map<String, Value> = fields
-                        .iter()
-                        .map(|(name, value)| (name.clone(), text_or_json(value)))
-                        .collect();
-                    trial.journal.push(Value::Object(record));
-                }
-                Op::Add { stream, fields } => {
-                    match Event::from_entry(stream, EntryId::ZERO, fields) {
-                        Ok(published) => trial.publishes.push(json!({
-                            "type": published.event_type,
-                            "data": text_or_json(&published.data),
-                            "key": published.extension(PARTITION_KEY),
-                        })),
-                        Err(_) => trial.publishes.push(json!({ "stream": stream })),
-                    }
-                }
-                Op::Set { key, value } => trial.kv.push(json!({
-                    "op": "set",
-                    "key": kv_key(key),
-                    "value": String::from_utf8_lossy(value),
-                })),
-                Op::Delete { key } => trial.kv.push(json!({ "op": "delete", "key": kv_key(key) })),
-                Op::Increment { key, delta } => trial.kv.push(json!({
-                    "op": "increment",
-                    "key": kv_key(key),
-                    "by": delta,
-                })),
-                Op::Remove { .. } | Op::Fence { .. } => {}
-            }
-        }
-    }
-}
-
-/// `bytes` as the JSON value they hold, else as text.
-fn text_or_json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The events of `path`: JSON Lines, or one JSON document. Lines (or the document) are the
@@ -316,6 +96,20 @@ fn read_events(
         key: None,
     };
     Ok(parse_lines(&text, path, &args, "nothing was run")?)
+}
+
+/// The key-value entries of the JSON object in `path`.
+fn read_kv(path: &Path) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| UsageError(format!("cannot read {}: {err}", path.display())))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(entries)) => Ok(entries),
+        _ => Err(UsageError(format!(
+            "{}: expected one JSON object of key to value",
+            path.display()
+        ))
+        .into()),
+    }
 }
 
 /// The newest `count` events of `event_type` in Redis, oldest first, from every partition.
@@ -406,9 +200,9 @@ fn print_trial(trial: &Trial) {
 ///
 /// When the plugin or an input file cannot be used, or a result differs from `--expect`.
 pub async fn run(args: TestArgs) -> anyhow::Result<()> {
-    let mut bench = Bench::load(&args.plugin).await?;
-    let default_type = bench
-        .version
+    let mut runner = TrialRunner::load(&args.plugin, super::run::default_cache_dir()).await?;
+    let default_type = runner
+        .plugin()
         .subscriptions
         .iter()
         .find_map(|subscription| subscription.exact_type().map(str::to_string));
@@ -428,7 +222,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(path) = &args.kv {
-        bench.seed(path).await?;
+        runner.seed(read_kv(path)?).await?;
     }
     let expected: Option<Vec<Value>> = match &args.expect {
         Some(path) => {
@@ -456,7 +250,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
     let total = events.len();
     let mut handled = 0;
     for (index, event) in events.into_iter().enumerate() {
-        let trial = bench.handle(event).await?;
+        let trial = runner.handle(event).await?;
         if trial.outcome == "handled" {
             handled += 1;
         }
@@ -520,6 +314,8 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@ use evhost::RedisBroker;
 use evhost::broker::Broker;
 use evhost::event::Event;
 use evhost::plugin::PluginSettings;
+use evhost::trial::TrialRunner;
 use evhost_tests::script_build::{self, Built};
 use evhost_tests::{
     PluginSpec, RedisServer, TestHost, events_of, example, fast_options, pending_count, publish,
@@ -371,4 +372,38 @@ async fn large_components_load_from_the_compile_cache() {
         })
         .count();
     assert_eq!(cached, 2, "one compiled file per component");
+}
+
+/// The runner of `evhost test` on the Python plugin, without Redis or a host: the outcome of
+/// each event and the effects a host would commit, the state of one event seen by the next.
+#[tokio::test]
+async fn python_fraud_check_runs_in_a_trial_without_redis() {
+    let component = built(script_build::fraud_check).await;
+    let mut runner = TrialRunner::load(&component.path, None)
+        .await
+        .expect("load the Python plugin");
+    let auction = |id: &str| {
+        let data = json!({"auction_id": id, "winning_bidder_id": "b1", "winning_price": 100});
+        Event::new("AuctionEnded", "test", data.to_string().into_bytes())
+    };
+    let checked = runner.handle(auction("a1")).await.expect("a trial");
+    assert_eq!(checked.outcome, "handled", "{checked:?}");
+    assert_eq!(checked.publishes.len(), 1, "{checked:?}");
+    assert_eq!(checked.publishes[0]["type"], "FraudCheckCompleted");
+    assert_eq!(checked.publishes[0]["data"]["auction_id"], "a1");
+    assert!(
+        checked.kv.iter().any(|write| write["key"] == "checked:a1"),
+        "{checked:?}"
+    );
+    // The repeated auction finds what the first call stored, and is not checked again.
+    let repeated = runner.handle(auction("a1")).await.expect("a trial");
+    assert_eq!(repeated.outcome, "handled", "{repeated:?}");
+    assert!(repeated.publishes.is_empty(), "{repeated:?}");
+    let unusable = Event::new("AuctionEnded", "test", br#"{"auction_id":"a4"}"#.to_vec());
+    let failed = runner.handle(unusable).await.expect("a trial");
+    assert_ne!(failed.outcome, "handled", "{failed:?}");
+    assert!(
+        failed.error.is_some() && failed.publishes.is_empty(),
+        "{failed:?}"
+    );
 }
