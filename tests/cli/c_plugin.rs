@@ -4,9 +4,10 @@
 //!
 //! A missing C toolchain fails the tests with the packages to install; they never skip.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{KEYS, RedisServer, RunningHost, evhost, stdout_of, wait_until, xrange_len};
 
@@ -274,4 +275,86 @@ fn c_json_reader_is_memory_safe_on_mutated_input() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(String::from_utf8_lossy(&run.stdout).contains("all checks passed"));
+}
+
+/// `evhost dev` on a project made by `evhost new --lang c`: it builds the project, runs it on
+/// the embedded broker and sends `event.json`, whose `Pong` it prints; a saved change of the
+/// handler is built, swapped in and sent again, and the new version's publish is printed.
+#[test]
+fn dev_builds_runs_and_swaps_a_project_on_save() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("dev-c");
+    stdout_of(
+        &evhost()
+            .args(["new", "dev-c", "--lang", "c", "--dir"])
+            .arg(&project)
+            .output()
+            .expect("run evhost new"),
+    );
+    let mut child = evhost()
+        .arg("dev")
+        .arg(&project)
+        .arg("--send")
+        .arg(project.join("event.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evhost dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let mut wait = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} within 60 s:\n{log}"
+            );
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+    };
+    wait("[dev] watching the sources");
+    let pong = wait("published Pong");
+    assert!(pong.contains(r#""count":1"#), "{pong}");
+    let handler = project.join("handler.c");
+    let source = std::fs::read_to_string(&handler).expect("handler.c");
+    assert!(source.contains(r#"evhost_publish_json("Pong""#));
+    std::fs::write(
+        &handler,
+        source.replace(
+            r#"evhost_publish_json("Pong""#,
+            r#"evhost_publish_json("Pang""#,
+        ),
+    )
+    .expect("edit handler.c");
+    wait("[dev] dev-c swapped");
+    let pang = wait("published Pang");
+    assert!(pang.contains(r#""count":2"#), "state carried over: {pang}");
+    // SIGTERM stops it as Ctrl-C would: the host stops and its work folder is removed.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("evhost dev did not stop within 15 s of SIGTERM:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

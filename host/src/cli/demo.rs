@@ -124,7 +124,7 @@ impl Tally {
 }
 
 /// Prints the activity feed until the channel closes.
-async fn print_activity(mut feed: broadcast::Receiver<Activity>) {
+pub(super) async fn print_activity(mut feed: broadcast::Receiver<Activity>) {
     loop {
         match feed.recv().await {
             Ok(Activity::Published {

@@ -6,6 +6,7 @@ mod common;
 mod componentize;
 mod config_file;
 mod demo;
+mod dev;
 mod dlq;
 mod doctor;
 mod event_view;
@@ -35,6 +36,7 @@ pub use common::redact_url;
 pub use componentize::ComponentizeArgs;
 pub use config_file::ConfigFileError;
 pub use demo::DemoArgs;
+pub use dev::DevArgs;
 pub use dlq::DlqArgs;
 pub use doctor::DoctorArgs;
 pub use examples::ExamplesArgs;
@@ -97,6 +99,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run a plugin on events without Redis or a host and print what it would commit.
     Test(TestArgs),
+    /// Build a plugin project, run it on the embedded broker, rebuild and swap it on each save.
+    Dev(DevArgs),
     /// Run the auction saga with the example plugins, on an in-memory broker or on Redis.
     Demo(DemoArgs),
     /// Write the example plugins (payment, notification, audit, metrics) into a directory.
@@ -133,6 +137,7 @@ impl Command {
             | Command::Plugins(_)
             | Command::Replay(_)
             | Command::Test(_)
+            | Command::Dev(_)
             | Command::New(_)
             | Command::Bindgen(_)
             | Command::Componentize(_) => "warn",
@@ -224,6 +229,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plugins(args) => plugins::run(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Test(args) => test::run(args).await,
+        Command::Dev(args) => dev::run(args).await,
         Command::New(args) => new::run(args),
         Command::Bindgen(args) => bindgen::run(args),
         Command::Componentize(args) => componentize::run(args),

@@ -56,20 +56,37 @@ pub struct TestArgs {
     pub json: bool,
 }
 
-/// The events of `path`: JSON Lines, or one JSON document. Lines (or the document) are the
-/// data of `explicit_type` when given; else `{"type", "data"}` objects when they look like
-/// that, else the data of `default_type`.
-fn read_events(
+/// The events of `path`: JSON Lines, or one JSON document (see [`events_from_text`]).
+pub(super) fn read_events(
     path: &Path,
     explicit_type: Option<String>,
     default_type: Option<String>,
 ) -> anyhow::Result<Vec<Event>> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| UsageError(format!("cannot read {}: {err}", path.display())))?;
+    Ok(events_from_text(&text, path, explicit_type, default_type)?)
+}
+
+/// The event of one typed line (see [`events_from_text`]).
+pub(super) fn parse_typed_line(line: &str, default_type: Option<String>) -> Result<Event, String> {
+    let mut events =
+        events_from_text(line, Path::new("stdin"), None, default_type).map_err(|err| err.0)?;
+    events.pop().ok_or_else(|| "an empty line".to_string())
+}
+
+/// The events of `text` read from `path`: JSON Lines, or one JSON document. Lines (or the
+/// document) are the data of `explicit_type` when given; else `{"type", "data"}` objects when
+/// they look like that, else the data of `default_type`.
+fn events_from_text(
+    text: &str,
+    path: &Path,
+    explicit_type: Option<String>,
+    default_type: Option<String>,
+) -> Result<Vec<Event>, UsageError> {
     // A document over several lines (a pretty-printed `event.json`) is one line's worth.
-    let text = match serde_json::from_str::<Value>(&text) {
+    let text = match serde_json::from_str::<Value>(text) {
         Ok(document) if text.trim().lines().count() > 1 => document.to_string(),
-        _ => text,
+        _ => text.to_string(),
     };
     let typed_lines = text
         .lines()
@@ -81,7 +98,7 @@ fn read_events(
         None if typed_lines => None,
         None => Some(default_type.ok_or_else(|| {
             UsageError(
-                "the events hold only data and the plugin subscribes to no exact type: give --type"
+                "the events hold only data and the plugin subscribes to no exact type: give the type"
                     .into(),
             )
         })?),
@@ -95,7 +112,7 @@ fn read_events(
         correlation_id: None,
         key: None,
     };
-    Ok(parse_lines(&text, path, &args, "nothing was run")?)
+    parse_lines(&text, path, &args, "nothing was run")
 }
 
 /// The key-value entries of the JSON object in `path`.

@@ -1,0 +1,385 @@
+//! `evhost dev [DIR]`: the plugin author's loop. It builds the plugin project in DIR (or each
+//! project in its subfolders) with the project's `build.sh`, runs a host on the embedded broker
+//! (or `--redis`) with the builds, prints what the handlers do, and on every saved change of a
+//! project's sources builds it again and hot-swaps it. `--send FILE` publishes the events of
+//! FILE after every build that went live; JSON lines typed on stdin are published too.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::common::{connect_redis, redact_url, shutdown_signal};
+use super::demo::print_activity;
+use super::test::read_events;
+use evhost::broker::Broker;
+use evhost::broker::memory::MemoryBroker;
+use evhost::consumer::ConsumerOptions;
+use evhost::event::Event;
+use evhost::{Host, HostOptions};
+
+/// Arguments of `evhost dev`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  evhost new my-plugin --lang rust && evhost dev my-plugin --send my-plugin/event.json\n  evhost dev plugins-src/                 # every project with a build.sh in its subfolders\n  evhost dev my-plugin --redis redis://127.0.0.1:6379\n  echo '{\"message\":\"hi\"}' | evhost dev my-plugin   # data of the plugin's first type, or {\"type\", \"data\"}"
+)]
+pub struct DevArgs {
+    /// A plugin project made by `evhost new` (a folder with `build.sh`), or a folder of them.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Publish the events of this file (as for `evhost test --events`) after every build that
+    /// went live.
+    #[arg(long, value_name = "FILE")]
+    pub send: Option<PathBuf>,
+    /// Run on this Redis instead of the embedded in-memory broker.
+    #[arg(long)]
+    pub redis: Option<String>,
+}
+
+/// Source changes closer together than this make one rebuild.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How long a build that went live may take to be loaded before `--send` gives up on it.
+const LOAD_WAIT: Duration = Duration::from_secs(120);
+
+/// One plugin project and where its builds go.
+#[derive(Debug, Clone)]
+struct Project {
+    name: String,
+    dir: PathBuf,
+    /// The build's output, before it is moved into the host's plugin folder.
+    staging: PathBuf,
+    /// The file the host loads.
+    live: PathBuf,
+}
+
+/// The projects in `dir`: itself when it has a `build.sh`, else its subfolders that have one.
+fn projects(dir: &Path, work: &Path) -> anyhow::Result<Vec<Project>> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    let mut dirs = Vec::new();
+    if dir.join("build.sh").is_file() {
+        dirs.push(dir.clone());
+    } else {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.join("build.sh").is_file() {
+                dirs.push(path);
+            }
+        }
+        dirs.sort();
+    }
+    if dirs.is_empty() {
+        anyhow::bail!(
+            "{} has no build.sh, nor any subfolder with one: make a project with `evhost new NAME`",
+            dir.display()
+        );
+    }
+    Ok(dirs
+        .into_iter()
+        .map(|dir| {
+            let name = dir.file_name().map_or_else(
+                || "plugin".into(),
+                |name| name.to_string_lossy().into_owned(),
+            );
+            Project {
+                staging: work.join("staging").join(format!("{name}.wasm")),
+                live: work.join("plugins").join(format!("{name}.wasm")),
+                name,
+                dir,
+            }
+        })
+        .collect())
+}
+
+impl Project {
+    /// Runs `build.sh` and moves its output into the plugin folder in one rename, so that the
+    /// host never reads half a file; returns the component's SHA-256, or why the build failed
+    /// (the running version keeps serving).
+    async fn build(&self) -> Result<String, String> {
+        let started = Instant::now();
+        println!("[dev] building {} ...", self.name);
+        let evhost = std::env::current_exe().map_err(|err| err.to_string())?;
+        let output = tokio::process::Command::new("bash")
+            .arg(self.dir.join("build.sh"))
+            .arg(&self.staging)
+            .current_dir(&self.dir)
+            .env("EVHOST", evhost)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|err| format!("cannot run {}/build.sh: {err}", self.dir.display()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "build.sh failed ({}):\n{}",
+                output.status,
+                tail.join("\n")
+            ));
+        }
+        let bytes = std::fs::read(&self.staging)
+            .map_err(|err| format!("build.sh wrote no {}: {err}", self.staging.display()))?;
+        std::fs::rename(&self.staging, &self.live)
+            .map_err(|err| format!("cannot move the build to {}: {err}", self.live.display()))?;
+        println!(
+            "[dev] built {} in {:.1} s ({} KiB)",
+            self.name,
+            started.elapsed().as_secs_f64(),
+            bytes.len() / 1024
+        );
+        Ok(evhost::plugin::sha256_hex(&bytes))
+    }
+
+    /// Whether `path` is one of the project's sources: not its build outputs, dependencies or
+    /// hidden files.
+    fn is_source(&self, path: &Path) -> bool {
+        let Ok(relative) = path.strip_prefix(&self.dir) else {
+            return false;
+        };
+        let ignored = relative.components().any(|part| {
+            let part = part.as_os_str().to_string_lossy();
+            part.starts_with('.')
+                || matches!(
+                    part.as_ref(),
+                    "target" | "node_modules" | "__pycache__" | "build" | "dist"
+                )
+        });
+        !ignored && path.extension().is_none_or(|ext| ext != "wasm")
+    }
+}
+
+/// Waits until the host runs the version of `project` with `sha256`; false when it did not
+/// within [`LOAD_WAIT`] (a load failure is in the log).
+async fn wait_live(host: &Host, project: &Project, sha256: &str) -> bool {
+    let deadline = Instant::now() + LOAD_WAIT;
+    let file = project.live.display().to_string();
+    while Instant::now() < deadline {
+        let live = host
+            .plugin_statuses()
+            .iter()
+            .any(|status| status.file == file && status.sha256.as_deref() == Some(sha256));
+        if live {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The first exact type `project`'s running version subscribes to.
+fn first_type(host: &Host, project: &Project) -> Option<String> {
+    let file = project.live.display().to_string();
+    host.plugin_statuses()
+        .into_iter()
+        .find(|status| status.file == file)
+        .and_then(|status| {
+            status
+                .subscriptions
+                .into_iter()
+                .find(|subscription| !subscription.contains(['*', '?', '[']))
+        })
+}
+
+/// Publishes `events` to the broker the host runs on.
+async fn publish(broker: &dyn Broker, events: &[Event]) {
+    for event in events {
+        let stream = evhost::keyspace::Keyspace::single().event_stream(&event.event_type);
+        match broker.add(&stream, &event.to_fields()).await {
+            Ok(id) => println!(
+                "[dev] sent {} {} as {id}",
+                event.event_type,
+                String::from_utf8_lossy(&event.data)
+            ),
+            Err(err) => println!("[dev] cannot send {}: {err}", event.event_type),
+        }
+    }
+}
+
+/// Runs `evhost dev`.
+///
+/// # Errors
+///
+/// When DIR holds no project, Redis cannot be reached, or the host cannot start.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let work = tempfile::tempdir().context("cannot create a work folder")?;
+    std::fs::create_dir_all(work.path().join("staging"))?;
+    std::fs::create_dir_all(work.path().join("plugins"))?;
+    let projects = projects(&args.dir, work.path())?;
+    let (broker, place): (Arc<dyn Broker>, String) = match &args.redis {
+        Some(url) => (
+            connect_redis(url).await?,
+            format!("Redis at {}", redact_url(url)),
+        ),
+        None => (
+            Arc::new(MemoryBroker::new()),
+            "the embedded in-memory broker".into(),
+        ),
+    };
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    if layout.is_partitioned() {
+        anyhow::bail!(
+            "{place} holds a keyspace of {} partitions; `evhost dev` runs on a keyspace without partitions (use another database, or the embedded broker)",
+            layout.partitions()
+        );
+    }
+    let options = HostOptions {
+        consumer: ConsumerOptions {
+            consumer: "evhost-dev".into(),
+            block: Duration::from_millis(200),
+            retry_interval: Duration::from_millis(500),
+            ..ConsumerOptions::default()
+        },
+        discovery_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        cache_dir: super::run::default_cache_dir(),
+        ..HostOptions::default()
+    };
+    let host = Host::new(broker.clone(), options).context("cannot start the Wasm engine")?;
+    println!(
+        "[dev] {} project(s) on {place}: {}",
+        projects.len(),
+        projects
+            .iter()
+            .map(|project| project.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut built = HashMap::new();
+    for project in &projects {
+        match project.build().await {
+            Ok(sha256) => {
+                built.insert(project.name.clone(), sha256);
+            }
+            Err(reason) => println!("[dev] {}: {reason}", project.name),
+        }
+    }
+    let plugins = work.path().join("plugins");
+    host.add_dir(&plugins)
+        .await
+        .with_context(|| format!("cannot read {}", plugins.display()))?;
+    let _plugin_watcher = host.watch_dir(&plugins)?;
+    let printer = tokio::spawn(print_activity(host.services().activity.subscribe()));
+    let runner = {
+        let host = host.clone();
+        tokio::spawn(async move { host.run(std::future::pending()).await })
+    };
+
+    // Source changes, by project.
+    let (changed_tx, mut changed) = mpsc::unbounded_channel::<usize>();
+    let dirs: Vec<(PathBuf, usize)> = projects
+        .iter()
+        .enumerate()
+        .map(|(index, project)| (project.dir.clone(), index))
+        .collect();
+    let filters = projects.clone();
+    let mut source_watcher =
+        notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            let Ok(event) = result else { return };
+            if !evhost::watch::changes_content(&event.kind) {
+                return;
+            }
+            for path in &event.paths {
+                if let Some(index) = filters.iter().position(|project| project.is_source(path)) {
+                    let _ = changed_tx.send(index);
+                }
+            }
+        })?;
+    for (dir, _) in &dirs {
+        source_watcher
+            .watch(dir, RecursiveMode::Recursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
+
+    // Events typed on stdin, read by a thread of their own (reading stdin blocks).
+    let (typed_tx, mut typed) = mpsc::unbounded_channel::<String>();
+    std::thread::Builder::new()
+        .name("evhost-dev-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { return };
+                if !line.trim().is_empty() && typed_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the stdin reader")?;
+
+    let send = |project: &Project| {
+        let host = host.clone();
+        let broker = broker.clone();
+        let file = args.send.clone();
+        let live = project.clone();
+        async move {
+            let Some(file) = file else { return };
+            match read_events(&file, None, first_type(&host, &live)) {
+                Ok(events) => publish(broker.as_ref(), &events).await,
+                Err(err) => println!("[dev] cannot send {}: {err:#}", file.display()),
+            }
+        }
+    };
+    for project in &projects {
+        if let Some(sha256) = built.get(&project.name) {
+            if wait_live(&host, project, sha256).await {
+                println!("[dev] {} is live", project.name);
+                send(project).await;
+            } else {
+                println!("[dev] {} did not load; see the log above", project.name);
+            }
+        }
+    }
+    println!(
+        "[dev] watching the sources; save a file to rebuild, type JSON lines to send events, Ctrl-C to stop"
+    );
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(index) = changed.recv() => {
+                // Let the editor finish writing; take every change of the moment.
+                tokio::time::sleep(SETTLE).await;
+                let mut due = vec![index];
+                while let Ok(more) = changed.try_recv() {
+                    if !due.contains(&more) {
+                        due.push(more);
+                    }
+                }
+                for index in due {
+                    let project = &projects[index];
+                    match project.build().await {
+                        Ok(sha256) => {
+                            if wait_live(&host, project, &sha256).await {
+                                println!("[dev] {} swapped", project.name);
+                                send(project).await;
+                            } else {
+                                println!("[dev] {} did not load; the previous version keeps serving", project.name);
+                            }
+                        }
+                        Err(reason) => println!("[dev] {}: {reason}\n[dev] the previous version keeps serving", project.name),
+                    }
+                }
+            }
+            Some(line) = typed.recv() => {
+                let default_type = projects.first().and_then(|project| first_type(&host, project));
+                match super::test::parse_typed_line(&line, default_type) {
+                    Ok(event) => publish(broker.as_ref(), std::slice::from_ref(&event)).await,
+                    Err(reason) => println!("[dev] not sent: {reason}"),
+                }
+            }
+        }
+    }
+    host.stop();
+    let _ = runner.await;
+    printer.abort();
+    Ok(())
+}
