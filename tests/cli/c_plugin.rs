@@ -4,12 +4,14 @@
 //!
 //! A missing C toolchain fails the tests with the packages to install; they never skip.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{KEYS, RedisServer, RunningHost, evhost, stdout_of, wait_until, xrange_len};
+use super::{
+    KEYS, RedisServer, RunningHost, evhost, lines_of, stdout_of, wait_for_line, wait_until,
+    xrange_len,
+};
 
 /// Runs `<project>/build.sh OUTPUT` with this build's `evhost` binary.
 fn build_c_project(project: &Path, output: &Path) {
@@ -301,30 +303,10 @@ fn dev_builds_runs_and_swaps_a_project_on_save() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn evhost dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = lines_of(child.stdout.take().expect("stdout"));
     let mut log = String::new();
-    let mut wait = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "no line with {needle:?} within 60 s:\n{log}"
-            );
-            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-    };
+    let timeout = Duration::from_secs(60);
+    let mut wait = |needle: &str| wait_for_line(&lines, needle, timeout, &mut log);
     wait("[dev] watching the sources");
     let pong = wait("published Pong");
     assert!(pong.contains(r#""count":1"#), "{pong}");

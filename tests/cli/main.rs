@@ -34,13 +34,18 @@ fn spawn_with_log(mut command: Command) -> (std::process::Child, Receiver<String
         .spawn()
         .expect("spawn evhost");
     let stderr = child.stderr.take().expect("stderr");
+    (child, lines_of(stderr))
+}
+
+/// The lines `reader` gives, read by a thread of their own.
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
             let _ = lines_tx.send(line);
         }
     });
-    (child, lines_rx)
+    lines_rx
 }
 
 /// Collects `lines` into `log` until one contains `needle`, and returns that line.

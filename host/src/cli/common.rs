@@ -200,6 +200,37 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The broker of a command that runs a host of its own (`demo`, `dev`): Redis at `redis`, else
+/// the embedded in-memory broker, with a description for messages. Such a command reads the
+/// plain streams, so a partitioned keyspace is refused, naming `command`.
+///
+/// # Errors
+///
+/// When Redis cannot be reached or holds a partitioned keyspace.
+pub async fn unpartitioned_broker(
+    redis: Option<&str>,
+    command: &str,
+) -> anyhow::Result<(Arc<dyn Broker>, String)> {
+    let (broker, place): (Arc<dyn Broker>, String) = match redis {
+        Some(url) => (
+            connect_redis(url).await?,
+            format!("Redis at {}", redact_url(url)),
+        ),
+        None => (
+            Arc::new(broker::memory::MemoryBroker::new()),
+            "the embedded in-memory broker (no Redis needed)".to_string(),
+        ),
+    };
+    let layout = evhost::partition::recorded(broker.as_ref()).await?;
+    if layout.is_partitioned() {
+        anyhow::bail!(
+            "{place} holds a keyspace of {} partitions, and `evhost {command}` runs on a keyspace without partitions: use another Redis database (e.g. redis://127.0.0.1:6379/1) or the embedded broker (no --redis)",
+            layout.partitions()
+        );
+    }
+    Ok((broker, place))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

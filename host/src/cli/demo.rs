@@ -15,10 +15,9 @@ use rand::Rng as _;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::common::{connect_redis, redact_url, shutdown_signal};
+use super::common::{shutdown_signal, unpartitioned_broker};
 use evhost::activity::{Activity, OutcomeKind};
 use evhost::artifacts;
-use evhost::broker::memory::MemoryBroker;
 use evhost::broker::{Broker, GroupStart, Inspect};
 use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
@@ -174,24 +173,8 @@ pub(super) async fn print_activity(mut feed: broadcast::Receiver<Activity>) {
 /// When the plugins cannot be loaded, Redis cannot be reached, or the saga does not complete
 /// in time.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let (broker, place): (Arc<dyn Broker>, String) = match &args.redis {
-        Some(url) => (
-            connect_redis(url).await?,
-            format!("Redis at {}", redact_url(url)),
-        ),
-        None => (
-            Arc::new(MemoryBroker::new()),
-            "the embedded in-memory broker (no Redis needed)".to_string(),
-        ),
-    };
     // The demo reads and checks the plain streams of a keyspace without partitions.
-    let layout = evhost::partition::recorded(broker.as_ref()).await?;
-    if layout.is_partitioned() {
-        anyhow::bail!(
-            "{place} holds a keyspace of {} partitions, and the demo runs on a keyspace without partitions: use another Redis database (e.g. redis://127.0.0.1:6379/1) or the embedded broker (no --redis)",
-            layout.partitions()
-        );
-    }
+    let (broker, place) = unpartitioned_broker(args.redis.as_deref(), "demo").await?;
     let options = HostOptions {
         consumer: ConsumerOptions {
             consumer: "evhost-demo".into(),

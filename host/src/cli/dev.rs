@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -14,11 +13,10 @@ use clap::Args;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::common::{connect_redis, redact_url, shutdown_signal};
+use super::common::{shutdown_signal, unpartitioned_broker};
 use super::demo::print_activity;
 use super::test::read_events;
 use evhost::broker::Broker;
-use evhost::broker::memory::MemoryBroker;
 use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
 use evhost::{Host, HostOptions};
@@ -214,23 +212,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(work.path().join("staging"))?;
     std::fs::create_dir_all(work.path().join("plugins"))?;
     let projects = projects(&args.dir, work.path())?;
-    let (broker, place): (Arc<dyn Broker>, String) = match &args.redis {
-        Some(url) => (
-            connect_redis(url).await?,
-            format!("Redis at {}", redact_url(url)),
-        ),
-        None => (
-            Arc::new(MemoryBroker::new()),
-            "the embedded in-memory broker".into(),
-        ),
-    };
-    let layout = evhost::partition::recorded(broker.as_ref()).await?;
-    if layout.is_partitioned() {
-        anyhow::bail!(
-            "{place} holds a keyspace of {} partitions; `evhost dev` runs on a keyspace without partitions (use another database, or the embedded broker)",
-            layout.partitions()
-        );
-    }
+    let (broker, place) = unpartitioned_broker(args.redis.as_deref(), "dev").await?;
     let options = HostOptions {
         consumer: ConsumerOptions {
             consumer: "evhost-dev".into(),
