@@ -300,13 +300,19 @@ fn dev_builds_runs_and_swaps_a_project_on_save() {
         .arg(project.join("event.json"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn evhost dev");
     let lines = lines_of(child.stdout.take().expect("stdout"));
     let mut log = String::new();
-    let timeout = Duration::from_secs(60);
-    let mut wait = |needle: &str| wait_for_line(&lines, needle, timeout, &mut log);
+    // The handlers' output and dev's own lines come from two tasks, in either order: a line
+    // printed before the one waited for is found in the log.
+    let mut wait = |needle: &str| {
+        if let Some(line) = log.lines().find(|line| line.contains(needle)) {
+            return line.to_string();
+        }
+        wait_for_line(&lines, needle, Duration::from_secs(60), &mut log)
+    };
     wait("[dev] watching the sources");
     let pong = wait("published Pong");
     assert!(pong.contains(r#""count":1"#), "{pong}");
