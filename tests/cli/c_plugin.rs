@@ -6,11 +6,11 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{
-    KEYS, RedisServer, RunningHost, evhost, lines_of, stdout_of, wait_for_line, wait_until,
-    xrange_len,
+    KEYS, RedisServer, RunningHost, evhost, lines_of, stdout_of, stop_with_sigterm, wait_for_line,
+    wait_until, xrange_len,
 };
 
 /// Runs `<project>/build.sh OUTPUT` with this build's `evhost` binary.
@@ -331,18 +331,5 @@ fn dev_builds_runs_and_swaps_a_project_on_save() {
     let pang = wait("published Pang");
     assert!(pang.contains(r#""count":2"#), "state carried over: {pang}");
     // SIGTERM stops it as Ctrl-C would: the host stops and its work folder is removed.
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("evhost dev did not stop within 15 s of SIGTERM:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop_with_sigterm(&mut child, Duration::from_secs(15));
 }

@@ -323,24 +323,34 @@ fn run_processes_events_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let status = stop_with_sigterm(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// Sends SIGTERM to `child` (an evhost this test started) and waits up to `timeout` for it to
+/// exit; kills it and panics when it does not.
+fn stop_with_sigterm(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::process::ExitStatus {
     let kill = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status()
         .expect("kill -TERM");
     assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
+    let deadline = Instant::now() + timeout;
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "evhost did not stop after SIGTERM"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("evhost did not stop within {timeout:?} of SIGTERM");
+        }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status:?}");
+    }
 }
 
 /// `evhost dlq` lists, shows and re-drives dead letters, with JSON output for scripts and

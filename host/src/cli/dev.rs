@@ -173,6 +173,42 @@ async fn wait_live(host: &Host, project: &Project, sha256: &str) -> bool {
     false
 }
 
+/// Waits until the running version of `project` has its consumer group on the stream of each
+/// exact type it subscribes to: a group starting at `$` would not see an event sent before it
+/// was created. False when that did not happen within 10 s.
+async fn wait_consuming(host: &Host, broker: &dyn Broker, project: &Project) -> bool {
+    let file = project.live.display().to_string();
+    let Some(status) = host
+        .plugin_statuses()
+        .into_iter()
+        .find(|status| status.file == file)
+    else {
+        return false;
+    };
+    let Some(plugin) = status.name else {
+        return false;
+    };
+    let streams: Vec<String> = status
+        .subscriptions
+        .iter()
+        .filter(|subscription| !subscription.contains(['*', '?', '[']))
+        .map(|event_type| evhost::keyspace::Keyspace::single().event_stream(event_type))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut consuming = true;
+        for stream in &streams {
+            let groups = broker.groups(stream).await.unwrap_or_default();
+            consuming &= groups.iter().any(|group| group.name == plugin);
+        }
+        if consuming {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// The first exact type `project`'s running version subscribes to.
 fn first_type(host: &Host, project: &Project) -> Option<String> {
     let file = project.live.display().to_string();
@@ -257,11 +293,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     // Source changes, by project.
     let (changed_tx, mut changed) = mpsc::unbounded_channel::<usize>();
-    let dirs: Vec<(PathBuf, usize)> = projects
-        .iter()
-        .enumerate()
-        .map(|(index, project)| (project.dir.clone(), index))
-        .collect();
     let filters = projects.clone();
     let mut source_watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
@@ -275,10 +306,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 }
             }
         })?;
-    for (dir, _) in &dirs {
+    for project in &projects {
         source_watcher
-            .watch(dir, RecursiveMode::Recursive)
-            .with_context(|| format!("cannot watch {}", dir.display()))?;
+            .watch(&project.dir, RecursiveMode::Recursive)
+            .with_context(|| format!("cannot watch {}", project.dir.display()))?;
     }
 
     // Events typed on stdin, read by a thread of their own (reading stdin blocks).
@@ -302,6 +333,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let live = project.clone();
         async move {
             let Some(file) = file else { return };
+            if !wait_consuming(&host, broker.as_ref(), &live).await {
+                println!(
+                    "[dev] {} does not consume its types yet; sending anyway",
+                    live.name
+                );
+            }
             match read_events(&file, None, first_type(&host, &live)) {
                 Ok(events) => publish(broker.as_ref(), &events).await,
                 Err(err) => println!("[dev] cannot send {}: {err:#}", file.display()),
