@@ -57,6 +57,12 @@ pub enum PartitionsError {
         /// The key it is recorded in.
         key: String,
     },
+    /// A Redis Cluster with no partition count: the single layout's keys of one commit lie in
+    /// several slots, which a cluster refuses.
+    #[error(
+        "this Redis is a Redis Cluster, and a keyspace without partitions cannot run on it (one commit touches keys of several slots); fix a partition count first, e.g. `evhost init --partitions 16 --redis <URL>` (or start the first host with `--partitions 16`): a few partitions per primary, fixed for the keyspace's life"
+    )]
+    ClusterNeedsPartitions,
     /// What is recorded is not a partition count.
     #[error("{key} holds {found:?}, which is not a partition count (a whole number from 1)")]
     Unreadable {
@@ -74,20 +80,27 @@ pub enum PartitionsError {
 ///
 /// # Errors
 ///
-/// [`PartitionsError::Unreadable`] when the record is not a count.
+/// [`PartitionsError::Unreadable`] when the record is not a count;
+/// [`PartitionsError::ClusterNeedsPartitions`] when none is on a Redis Cluster.
 pub async fn recorded(broker: &dyn Broker) -> Result<Keyspace, PartitionsError> {
     let key = Keyspace::single().partitions_key();
-    let Some(value) = broker.get(key).await? else {
-        return Ok(Keyspace::single());
+    let keyspace = match broker.get(key).await? {
+        None => Keyspace::single(),
+        Some(value) => {
+            let text = String::from_utf8_lossy(&value);
+            text.trim()
+                .parse::<NonZeroU32>()
+                .map(Keyspace::partitioned)
+                .map_err(|_| PartitionsError::Unreadable {
+                    found: text.into_owned(),
+                    key: key.to_string(),
+                })?
+        }
     };
-    let text = String::from_utf8_lossy(&value);
-    text.trim()
-        .parse::<NonZeroU32>()
-        .map(Keyspace::partitioned)
-        .map_err(|_| PartitionsError::Unreadable {
-            found: text.into_owned(),
-            key: key.to_string(),
-        })
+    if broker.is_cluster() && !keyspace.is_partitioned() {
+        return Err(PartitionsError::ClusterNeedsPartitions);
+    }
+    Ok(keyspace)
 }
 
 /// The keyspace a host or command asking for `requested` partitions (`None`: whatever is

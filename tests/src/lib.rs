@@ -17,7 +17,7 @@ use evhost::event::Event;
 use evhost::plugin::PluginSettings;
 use evhost::{Host, HostOptions, Keyspace, RedisBroker};
 pub use log_capture::LogCapture;
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisCluster, RedisServer};
 use tokio::task::JoinHandle;
 
 /// The names of the keys the tests look at: the single layout, as every host of the tests uses.
@@ -182,6 +182,15 @@ pub async fn redis_broker(server: &RedisServer) -> Arc<RedisBroker> {
         RedisBroker::connect(&server.url())
             .await
             .expect("connect to the test redis-server"),
+    )
+}
+
+/// A broker on a test cluster, connected through all its seeds.
+pub async fn cluster_broker(cluster: &RedisCluster) -> Arc<RedisBroker> {
+    Arc::new(
+        RedisBroker::connect(&cluster.url())
+            .await
+            .expect("connect to the test Redis Cluster"),
     )
 }
 

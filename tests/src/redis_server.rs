@@ -56,3 +56,44 @@ impl DerefMut for RedisServer {
         &mut self.0
     }
 }
+
+/// A local Redis Cluster owned by the test (see [`evhost::redis_process::RedisCluster`]).
+#[derive(Debug)]
+pub struct RedisCluster(evhost::redis_process::RedisCluster);
+
+impl RedisCluster {
+    /// Starts 3 primaries with a replica each (append-only file on), with extra configuration.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` or `redis-cli` is missing or the cluster does not form (with why).
+    pub fn start_with(extra: &[&str]) -> Self {
+        match evhost::redis_process::RedisCluster::start(3, 1, extra) {
+            Ok(cluster) => RedisCluster(cluster),
+            Err(err) => panic!("{err}; these tests need a real redis-server and redis-cli"),
+        }
+    }
+
+    /// Starts 3 primaries with a replica each.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisCluster::start_with`].
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+}
+
+impl Deref for RedisCluster {
+    type Target = evhost::redis_process::RedisCluster;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for RedisCluster {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}

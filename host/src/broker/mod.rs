@@ -301,11 +301,11 @@ pub enum BrokerError {
         /// The committer.
         owner: String,
     },
-    /// The server is a Redis Cluster node, which this version does not run on.
+    /// Several seeds were given, but the server is not a Redis Cluster node.
     #[error(
-        "this Redis is a Redis Cluster node (cluster_enabled:1), and evhost does not run on Redis Cluster yet: its commits and group reads need every key of a commit in one slot, which comes with partitioned keyspaces; use a standalone Redis (a primary with replicas is fine)"
+        "several Redis URLs were given (seeds of a Redis Cluster), but the server that answered is not a cluster node (cluster_enabled:0): give one URL for a standalone Redis"
     )]
-    ClusterNotSupported,
+    SeedsOfNoCluster,
     /// The TLS files named in a `rediss://` URL cannot be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -344,6 +344,12 @@ pub trait Broker: Inspect {
 
     /// Checks that the broker answers.
     async fn ping(&self) -> Result<(), BrokerError>;
+
+    /// Whether the broker is a Redis Cluster, where every commit, read and move must stay in
+    /// one slot: only a partitioned keyspace can run there.
+    fn is_cluster(&self) -> bool {
+        false
+    }
 
     /// Opens a reader for group reads. Readers are cheap: however many a host opens, a broker
     /// keeps its connections few (the Redis broker shares a handful among all of them).

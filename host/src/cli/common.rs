@@ -135,6 +135,14 @@ pub async fn matching_streams(
 
 /// `url` with its password replaced by `***`, safe to print.
 pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// [`redact_url`] of one URL (not a list of seeds).
+fn redact_one_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -158,7 +166,7 @@ pub async fn connect_redis(url: &str) -> anyhow::Result<Arc<dyn Broker>> {
     let broker = match broker::connect(url).await {
         Ok(broker) => broker,
         // Reached, but refused: the hint about starting a server would mislead.
-        Err(err @ broker::BrokerError::ClusterNotSupported) => {
+        Err(err @ broker::BrokerError::SeedsOfNoCluster) => {
             return Err(anyhow::Error::new(err).context(format!("Redis at {shown}")));
         }
         Err(err) => {
@@ -271,6 +279,10 @@ mod tests {
         assert_eq!(
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@10.0.0.1:7000,redis://:pw@10.0.0.2:7000"),
+            "redis://:***@10.0.0.1:7000,redis://:***@10.0.0.2:7000"
         );
     }
 }

@@ -24,7 +24,8 @@ pub struct RunArgs {
     /// Directory of plugin components (`*.wasm`, with optional `<name>.toml` sidecars).
     #[arg(long, env = "EVHOST_PLUGINS", default_value = "./plugins")]
     pub plugins: PathBuf,
-    /// Redis server URL (`redis://[user:pass@]host:port[/db]`).
+    /// Redis server URL (`redis://[user:pass@]host:port[/db]`); for a Redis Cluster, any node
+    /// (or several seeds, separated by commas).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
     /// Consumer name within each group [default: the hostname]. Hosts sharing a group need

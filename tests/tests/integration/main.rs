@@ -5,6 +5,7 @@
 
 mod admin;
 mod budget;
+mod cluster;
 mod conformance;
 mod delivery;
 mod doctor;

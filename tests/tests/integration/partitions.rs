@@ -21,7 +21,11 @@ use serde_json::{Value, json};
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every event of `event_type` in every partition, with the partition it lies in.
-async fn events_in(broker: &dyn Broker, layout: Keyspace, event_type: &str) -> Vec<(u32, Event)> {
+pub(crate) async fn events_in(
+    broker: &dyn Broker,
+    layout: Keyspace,
+    event_type: &str,
+) -> Vec<(u32, Event)> {
     let mut events = Vec::new();
     for keyspace in layout.each_partition() {
         let stream = keyspace.event_stream(event_type);
@@ -37,16 +41,16 @@ async fn events_in(broker: &dyn Broker, layout: Keyspace, event_type: &str) -> V
     events
 }
 
-async fn count_in(broker: &dyn Broker, layout: Keyspace, event_type: &str) -> usize {
+pub(crate) async fn count_in(broker: &dyn Broker, layout: Keyspace, event_type: &str) -> usize {
     events_in(broker, layout, event_type).await.len()
 }
 
-fn data(event: &Event) -> Value {
+pub(crate) fn data(event: &Event) -> Value {
     serde_json::from_slice(&event.data).expect("JSON data")
 }
 
 /// Publishes `data` as `event_type` keyed by `key`, into the stream of its partition.
-async fn publish_keyed(
+pub(crate) async fn publish_keyed(
     broker: &dyn Broker,
     layout: Keyspace,
     event_type: &str,
@@ -61,7 +65,7 @@ async fn publish_keyed(
         .expect("XADD");
 }
 
-fn partitioned(options: HostOptions, layout: Keyspace) -> HostOptions {
+pub(crate) fn partitioned(options: HostOptions, layout: Keyspace) -> HostOptions {
     HostOptions {
         keyspace: layout,
         ..options

@@ -204,24 +204,20 @@ async fn mutual_tls_with_a_private_ca() {
     );
 }
 
-/// A Redis Cluster node is refused at connect with a clear error, instead of `MOVED` errors
-/// (or an endless retry) on every command later.
+/// Several URLs are seeds of a Redis Cluster: naming a standalone server with them is refused
+/// with a clear error, while the same server alone is taken as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_node_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let nodes = dir.path().join("nodes.conf");
-    let server = RedisServer::start_with(&[
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        nodes.to_str().expect("utf-8 path"),
-    ]);
-    let Err(err) = broker::connect(&server.url()).await else {
-        panic!("a cluster node was accepted");
+async fn seeds_of_a_standalone_server_are_refused_with_a_clear_error() {
+    let server = RedisServer::start();
+    let seeds = format!("{},{}", server.url(), server.url());
+    let Err(err) = broker::connect(&seeds).await else {
+        panic!("seeds of a standalone server were accepted");
     };
     assert!(
-        matches!(err, broker::BrokerError::ClusterNotSupported),
+        matches!(err, broker::BrokerError::SeedsOfNoCluster),
         "{err}"
     );
-    assert!(err.to_string().contains("Redis Cluster"), "{err}");
+    assert!(err.to_string().contains("not a cluster node"), "{err}");
+    let broker = broker::connect(&server.url()).await.expect("one URL");
+    assert!(!broker.is_cluster());
 }

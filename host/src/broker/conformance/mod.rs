@@ -38,10 +38,12 @@ const EMPTY_SLACK: Duration = Duration::from_millis(30);
 /// Idle time required by claims in [`delivery::claim`].
 const CLAIM_IDLE: Duration = Duration::from_millis(50);
 
-/// Runs every case, each under a fresh prefix unique to this run.
+/// Runs every case, each under a fresh prefix unique to this run. The prefix is a Redis
+/// Cluster hash tag, so that on a cluster every key of a case lies in one slot (as every key
+/// of one partition does) while the cases spread over the nodes.
 pub async fn run_all(broker: &dyn Broker) {
     let run = run_prefix();
-    let prefix = |case: &str| format!("{run}:{case}:");
+    let prefix = |case: &str| format!("{{{run}:{case}}}:");
     streams::group_creation(broker, &prefix("group_creation")).await;
     reads::read_new_once(broker, &prefix("read_new_once")).await;
     reads::backlog_read(broker, &prefix("backlog_read")).await;

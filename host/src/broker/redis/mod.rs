@@ -1,6 +1,7 @@
-//! The Redis Streams broker.
+//! The Redis Streams broker, on one Redis server or a Redis Cluster (`endpoint.rs`).
 //!
-//! Commands go through a [`ConnectionManager`] (reconnects by itself). Group reads share a
+//! Commands go through one shared connection that reconnects by itself (on a cluster, one per
+//! primary, routed by each command's first key). Group reads share a
 //! few connections of their own (`reader.rs`) and never block them: a reader waiting for new
 //! entries waits for a wake-up, rung by one task per broker that blocks in a single `XREAD`
 //! over every stream waited on (`wakeups.rs`). So a host holds a handful of connections
@@ -8,6 +9,7 @@
 //! into the broker's types.
 
 mod commit_call;
+mod endpoint;
 mod reader;
 mod reply;
 mod scripts;
@@ -17,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::{Client, Value};
 
 use commit_call::CommitCall;
+use endpoint::{Connection, Endpoint};
 use reader::{ReadPool, RedisFollower, RedisReader, with_delivery_counts};
 use reply::*;
 use scripts::Scripts;
@@ -54,13 +57,27 @@ fn plain_acks(commit: &Commit) -> Option<(&str, &str, Vec<String>)> {
 /// Keys per `SCAN` page.
 const SCAN_PAGE: usize = 500;
 
-/// A broker backed by a Redis server (5.0 or later; 7 recommended).
+/// `SCAN cursor MATCH prefix* COUNT n [TYPE kind]`.
+fn scan_command(cursor: u64, prefix: &str, kind: Option<&str>) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(format!("{}*", escape_glob(prefix)))
+        .arg("COUNT")
+        .arg(SCAN_PAGE);
+    if let Some(kind) = kind {
+        cmd.arg("TYPE").arg(kind);
+    }
+    cmd
+}
+
+/// A broker backed by a Redis server (5.0 or later; 7 recommended) or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisBroker {
-    /// Client used to open dedicated reader connections.
-    client: Client,
+    /// Where Redis is; opens the readers' connections.
+    endpoint: Endpoint,
     /// Shared, self-reconnecting connection for every non-blocking command.
-    conn: ConnectionManager,
+    conn: Connection,
     /// The Lua scripts of commits, moves and leases.
     scripts: Arc<Scripts>,
     /// The connections every group reader shares.
@@ -72,48 +89,84 @@ pub struct RedisBroker {
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field(
-                "server",
-                &self.client.get_connection_info().addr().to_string(),
-            )
+            .field("server", &self.endpoint.describe())
             .finish()
     }
 }
 
 impl RedisBroker {
-    /// Connects to the Redis server at `url` (`redis://[user:pass@]host:port[/db]`).
+    /// Connects to the Redis server at `url` (`redis://[user:pass@]host:port[/db]`), or to
+    /// the Redis Cluster it is a node of. `url` may list several seeds of one cluster,
+    /// separated by commas; the first that answers tells whether Redis is a cluster.
     ///
     /// # Errors
     ///
-    /// When the URL is invalid or the server cannot be reached.
+    /// When a URL is invalid, no seed can be reached, or several seeds name a server that is
+    /// not a cluster node.
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
+        let seeds: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .collect();
+        let mut last_error = None;
+        for seed in &seeds {
+            match Self::connect_node(seed).await {
+                Ok(node) if node.reports_cluster().await => {
+                    return Self::connect_cluster(&seeds).await;
+                }
+                Ok(_) if seeds.len() > 1 => return Err(BrokerError::SeedsOfNoCluster),
+                Ok(node) => return Ok(node),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| BrokerError::Protocol("no Redis URL given".into())))
+    }
+
+    /// The broker of the one server at `url`.
+    async fn connect_node(url: &str) -> Result<Self, BrokerError> {
         // A CA and a client certificate for TLS may be named in the URL (see `tls.rs`).
         let split = super::tls::split(url)?;
         let client = match split.certificates {
             Some(certificates) => Client::build_with_tls(split.url.as_str(), certificates)?,
             None => Client::open(split.url.as_str())?,
         };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        let broker = RedisBroker {
-            read_pool: Arc::new(ReadPool::new(client.clone())),
-            wakeups: Wakeups::new(client.clone(), conn.clone()),
-            client,
+        Self::over(Endpoint::Node(Arc::new(client))).await
+    }
+
+    /// The broker of the cluster that `seeds` are nodes of.
+    async fn connect_cluster(seeds: &[&str]) -> Result<Self, BrokerError> {
+        let mut urls = Vec::with_capacity(seeds.len());
+        let mut certificates = None;
+        for seed in seeds {
+            let split = super::tls::split(seed)?;
+            urls.push(split.url);
+            certificates = certificates.or(split.certificates);
+        }
+        let mut builder = ClusterClient::builder(urls);
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        Self::over(Endpoint::Cluster(Arc::new(builder.build()?))).await
+    }
+
+    async fn over(endpoint: Endpoint) -> Result<Self, BrokerError> {
+        let conn = endpoint.commands().await?;
+        Ok(RedisBroker {
+            read_pool: Arc::new(ReadPool::new(endpoint.clone())),
+            wakeups: Wakeups::new(endpoint.clone(), conn.clone()),
+            endpoint,
             conn,
             scripts: Arc::new(Scripts::new()),
-        };
-        // A cluster node answers commands on keys of other nodes with MOVED: refuse it with a
-        // clear error instead of failing (or retrying) every command. A server that does not
-        // let us read INFO is taken as it is.
-        if let Ok(info) = broker.info("cluster").await
-            && info.lines().any(|line| line.trim() == "cluster_enabled:1")
-        {
-            return Err(BrokerError::ClusterNotSupported);
-        }
-        Ok(broker)
+        })
+    }
+
+    /// Whether the server says it is a Redis Cluster node. A server that does not let us read
+    /// `INFO` is taken as a standalone server.
+    async fn reports_cluster(&self) -> bool {
+        self.info("cluster")
+            .await
+            .is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_enabled:1"))
     }
 
     /// `INFO <section>`, as text.
@@ -122,7 +175,9 @@ impl RedisBroker {
     ///
     /// When the server refuses or fails.
     pub async fn info(&self, section: &str) -> Result<String, BrokerError> {
-        match self.query(redis::cmd("INFO").arg(section)).await? {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(section);
+        match self.conn.clone().query_any_primary(cmd).await? {
             Value::BulkString(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
             Value::VerbatimString { text, .. } | Value::SimpleString(text) => Ok(text),
             other => Err(unexpected("INFO", &other)),
@@ -141,10 +196,9 @@ impl RedisBroker {
             Value::SimpleString(text) => Some(text.clone()),
             _ => None,
         };
-        match self
-            .query(redis::cmd("CONFIG").arg("GET").arg(name))
-            .await?
-        {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        match self.conn.clone().query_any_primary(cmd).await? {
             // RESP2: [name, value]; RESP3: {name: value}.
             Value::Array(pair) => Ok(pair.get(1).and_then(text)),
             Value::Map(pairs) => Ok(pairs.first().and_then(|(_, value)| text(value))),
@@ -217,6 +271,26 @@ impl RedisBroker {
         }
     }
 
+    /// Every key that starts with `prefix` (of `kind`, e.g. `stream`), scanned to the end on
+    /// the server or on every primary of the cluster.
+    async fn scan_all(&self, prefix: &str, kind: Option<&str>) -> Result<Vec<String>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let mut keys = Vec::new();
+        for primary in conn.primaries().await? {
+            let mut cursor = 0;
+            loop {
+                let cmd = scan_command(cursor, prefix, kind);
+                let (page, next) = parse_scan(&conn.query_on(&primary, cmd).await?)?;
+                keys.extend(page);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, BrokerError> {
         let mut conn = self.conn.clone();
         Ok(cmd.query_async::<Value>(&mut conn).await?)
@@ -251,6 +325,10 @@ impl Broker for RedisBroker {
 
     async fn ping(&self) -> Result<(), BrokerError> {
         RedisBroker::ping(self).await
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.endpoint.is_cluster()
     }
 
     async fn reader(&self) -> Result<Box<dyn GroupReader>, BrokerError> {
@@ -430,39 +508,25 @@ impl Broker for RedisBroker {
             .collect()
     }
 
+    /// On a cluster a prefix with a hash tag (every prefix evhost's partitioned keyspace hands
+    /// out) is scanned on the one primary of its slot, with that node's cursor; a prefix
+    /// without one is scanned on every primary in one call.
     async fn scan_keys(
         &self,
         prefix: &str,
         cursor: u64,
     ) -> Result<(Vec<String>, u64), BrokerError> {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", escape_glob(prefix)))
-            .arg("COUNT")
-            .arg(SCAN_PAGE);
-        parse_scan(&self.query(&cmd).await?)
+        if !self.endpoint.is_cluster() || crate::keyspace::hash_tag(prefix).is_some() {
+            let cmd = scan_command(cursor, prefix, None);
+            return parse_scan(&self.conn.clone().query_at(prefix, cmd).await?);
+        }
+        let mut keys = self.scan_all(prefix, None).await?;
+        keys.sort();
+        Ok((keys, 0))
     }
 
     async fn streams(&self, prefix: &str) -> Result<Vec<String>, BrokerError> {
-        let mut streams = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", escape_glob(prefix)))
-                .arg("COUNT")
-                .arg(SCAN_PAGE)
-                .arg("TYPE")
-                .arg("stream");
-            let (keys, next) = parse_scan(&self.query(&cmd).await?)?;
-            streams.extend(keys);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut streams = self.scan_all(prefix, Some("stream")).await?;
         streams.sort();
         streams.dedup();
         Ok(streams)
@@ -564,6 +628,6 @@ impl Inspect for RedisBroker {
     }
 
     fn follower(&self) -> Box<dyn StreamFollower> {
-        Box::new(RedisFollower::new(self.client.clone()))
+        Box::new(RedisFollower::new(self.endpoint.clone()))
     }
 }

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::Value;
+use redis::cluster_routing::Slot;
 
+use super::endpoint::{Connection, Endpoint};
 use super::reply::*;
 use super::wakeups::{Bell, Wakeups};
 use crate::broker::{
@@ -20,12 +21,17 @@ use crate::broker::{
 /// How long past its `BLOCK` time a read may take before the connection is presumed dead.
 const READ_GRACE: Duration = Duration::from_secs(10);
 
-/// A [`StreamFollower`] with plain `XREAD BLOCK` on a connection of its own.
+/// How often a follower of streams of several cluster slots looks for new entries (one
+/// `XREAD` may name the streams of one slot only, so it cannot block for all of them).
+const CLUSTER_POLL: Duration = Duration::from_millis(100);
+
+/// A [`StreamFollower`] with plain `XREAD BLOCK` on a connection of its own; on a cluster,
+/// streams of several slots are polled slot by slot.
 pub(super) struct RedisFollower {
     /// Opens the connection.
-    client: Client,
+    endpoint: Endpoint,
     /// The connection, `None` before the first read and after a failure.
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Connection>,
 }
 
 #[async_trait]
@@ -40,13 +46,53 @@ impl StreamFollower for RedisFollower {
             tokio::time::sleep(block).await;
             return Ok(Vec::new());
         }
-        let mut conn = blocking_connection(&self.client, &mut self.conn).await?;
+        let mut slots: HashMap<Slot, Vec<(String, EntryId)>> = HashMap::new();
+        if self.endpoint.is_cluster() {
+            for (stream, id) in after {
+                let slot = Slot::for_key(stream.as_bytes());
+                slots.entry(slot).or_default().push((stream.clone(), *id));
+            }
+        }
+        if slots.len() <= 1 {
+            return self.xread(after, count, block).await;
+        }
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let mut found = Vec::new();
+            for streams in slots.values() {
+                found.extend(self.xread(streams, count, Duration::ZERO).await?);
+            }
+            if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+            tokio::time::sleep(CLUSTER_POLL.min(deadline - tokio::time::Instant::now())).await;
+        }
+    }
+}
+
+impl RedisFollower {
+    /// A follower that connects on its first read.
+    pub(super) fn new(endpoint: Endpoint) -> Self {
+        RedisFollower {
+            endpoint,
+            conn: None,
+        }
+    }
+
+    /// One `XREAD` of `after`, blocking up to `block` (not at all when it is zero).
+    async fn xread(
+        &mut self,
+        after: &[(String, EntryId)],
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, StreamEntry)>, BrokerError> {
+        let mut conn = blocking_connection(&self.endpoint, &mut self.conn).await?;
         let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(millis(block).max(1))
-            .arg("STREAMS");
+        cmd.arg("COUNT").arg(count);
+        if !block.is_zero() {
+            cmd.arg("BLOCK").arg(millis(block).max(1));
+        }
+        cmd.arg("STREAMS");
         for (stream, _) in after {
             cmd.arg(stream);
         }
@@ -71,13 +117,6 @@ impl StreamFollower for RedisFollower {
     }
 }
 
-impl RedisFollower {
-    /// A follower that connects on its first read.
-    pub(super) fn new(client: Client) -> Self {
-        RedisFollower { client, conn: None }
-    }
-}
-
 /// How many connections a broker's group reads share. Each connection parses its replies in
 /// its own task, so a few let the host parse on every core; more would only cost Redis clients.
 const READ_CONNECTIONS: usize = 4;
@@ -85,19 +124,19 @@ const READ_CONNECTIONS: usize = 4;
 /// The connections every [`RedisReader`] of a broker shares: a fixed few, whatever the number
 /// of plugins, streams and partitions. Reads on them never block (see [`Wakeups`]).
 pub(super) struct ReadPool {
-    client: Client,
+    endpoint: Endpoint,
     /// Each connection with a generation, so that only the failure of the connection in place
     /// replaces it (not a late failure of its predecessor).
-    slots: Vec<tokio::sync::Mutex<(u64, Option<MultiplexedConnection>)>>,
+    slots: Vec<tokio::sync::Mutex<(u64, Option<Connection>)>>,
     /// The slot the next reader starts at.
     next: AtomicUsize,
 }
 
 impl ReadPool {
-    /// A pool of connections opened by `client` on first use.
-    pub(super) fn new(client: Client) -> Self {
+    /// A pool of connections to `endpoint`, opened on first use.
+    pub(super) fn new(endpoint: Endpoint) -> Self {
         ReadPool {
-            client,
+            endpoint,
             slots: (0..READ_CONNECTIONS)
                 .map(|_| tokio::sync::Mutex::new((0, None)))
                 .collect(),
@@ -114,7 +153,7 @@ impl ReadPool {
     async fn connection(&self, index: usize) -> Result<PooledConnection, BrokerError> {
         let mut slot = self.slots[index % self.slots.len()].lock().await;
         let (generation, conn) = &mut *slot;
-        let conn = blocking_connection(&self.client, conn).await?;
+        let conn = blocking_connection(&self.endpoint, conn).await?;
         Ok(PooledConnection {
             index,
             generation: *generation,
@@ -136,7 +175,7 @@ impl ReadPool {
 struct PooledConnection {
     index: usize,
     generation: u64,
-    conn: MultiplexedConnection,
+    conn: Connection,
 }
 
 /// A consumer's group reads over the broker's shared connections; a read that waits for new
@@ -225,18 +264,13 @@ impl RedisReader {
 /// The connection in `slot`, or a new one without response timeout (for `BLOCK`ed reads,
 /// guarded by their own timeout) stored there.
 async fn blocking_connection(
-    client: &Client,
-    slot: &mut Option<MultiplexedConnection>,
-) -> Result<MultiplexedConnection, BrokerError> {
+    endpoint: &Endpoint,
+    slot: &mut Option<Connection>,
+) -> Result<Connection, BrokerError> {
     if let Some(conn) = slot {
         return Ok(conn.clone());
     }
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(None);
-    let conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let conn = endpoint.unbounded().await?;
     *slot = Some(conn.clone());
     Ok(conn)
 }
@@ -256,7 +290,7 @@ struct Seat<'a> {
 
 /// `XREADGROUP` for `seat`, from where `from` says, on `conn`.
 async fn xreadgroup(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     seat: &Seat<'_>,
     from: ReadFrom,
     count: usize,

@@ -7,6 +7,10 @@
 //! So a host holds one blocked connection however many plugins, streams and partitions it
 //! consumes, instead of one per consumer.
 //!
+//! On a Redis Cluster one `XREAD` may only name streams of one slot, so there is one such task
+//! (a *shard*) per slot followed: per partition the host consumes, since every stream of a
+//! partition shares its hash tag, and per ingress stream.
+//!
 //! # Why no wake-up is lost
 //!
 //! A reader registers its stream before its first read, marks its bell as heard, reads, and
@@ -22,10 +26,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::Value;
+use redis::cluster_routing::Slot;
 use tokio::sync::{Notify, watch};
 
+use super::endpoint::{Connection, Endpoint};
 use super::reply::*;
 use crate::broker::{BrokerError, EntryId};
 
@@ -55,9 +60,12 @@ struct FollowedStream {
 
 /// The wake-up task's shared state; the task holds it weakly, and ends when the broker is gone.
 struct Shared {
-    client: Client,
+    endpoint: Endpoint,
     /// For registrations (`XREVRANGE`) and `CLIENT UNBLOCK`.
-    control: ConnectionManager,
+    control: Connection,
+    /// A key of the shard's slot (its first stream): routes `CLIENT ID` and `CLIENT UNBLOCK`
+    /// to the node that serves the slot, where the task's read blocks.
+    route_key: String,
     followed: Mutex<Followed>,
     /// The generation of the stream set in the `XREAD` the task sent last.
     issued: AtomicU64,
@@ -67,20 +75,62 @@ struct Shared {
     first_stream: Arc<Notify>,
 }
 
-/// Hands out bells and runs the task that rings them (started with the first stream).
+/// Hands out bells: each from the shard of its stream's slot (the one shard on a single
+/// server), started with its first stream.
 #[derive(Clone)]
 pub(super) struct Wakeups {
+    endpoint: Endpoint,
+    control: Connection,
+    /// The shards by slot (`None`: the one shard of a single server).
+    shards: Arc<Mutex<HashMap<Option<Slot>, Shard>>>,
+}
+
+impl Wakeups {
+    /// Wake-ups over connections to `endpoint`; `control` carries the short commands.
+    pub(super) fn new(endpoint: Endpoint, control: Connection) -> Self {
+        Wakeups {
+            endpoint,
+            control,
+            shards: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The bell of `stream`, following it from its newest entry if no reader did yet. The
+    /// stream is followed until the last of its bells is dropped.
+    pub(super) async fn bell(&self, stream: &str) -> Result<Bell, BrokerError> {
+        let slot = self
+            .endpoint
+            .is_cluster()
+            .then(|| Slot::for_key(stream.as_bytes()));
+        let shard = {
+            let mut shards = self
+                .shards
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shards
+                .entry(slot)
+                .or_insert_with(|| Shard::new(self.endpoint.clone(), self.control.clone(), stream))
+                .clone()
+        };
+        shard.bell(stream).await
+    }
+}
+
+/// One wake-up task and the streams it follows, all of one slot on a cluster.
+#[derive(Clone)]
+struct Shard {
     shared: Arc<Shared>,
     started: Arc<std::sync::Once>,
 }
 
-impl Wakeups {
-    /// Wake-ups over connections opened by `client`; `control` carries the short commands.
-    pub(super) fn new(client: Client, control: ConnectionManager) -> Self {
-        Wakeups {
+impl Shard {
+    /// A shard whose slot is that of `route_key`.
+    fn new(endpoint: Endpoint, control: Connection, route_key: &str) -> Self {
+        Shard {
             shared: Arc::new(Shared {
-                client,
+                endpoint,
                 control,
+                route_key: route_key.to_string(),
                 followed: Mutex::new(Followed::default()),
                 issued: AtomicU64::new(0),
                 blocked_client: AtomicI64::new(0),
@@ -90,9 +140,8 @@ impl Wakeups {
         }
     }
 
-    /// The bell of `stream`, following it from its newest entry if no reader did yet. The
-    /// stream is followed until the last of its bells is dropped.
-    pub(super) async fn bell(&self, stream: &str) -> Result<Bell, BrokerError> {
+    /// The bell of `stream`, following it from its newest entry if no reader did yet.
+    async fn bell(&self, stream: &str) -> Result<Bell, BrokerError> {
         if let Some(bell) = self.existing_bell(stream) {
             return Ok(bell);
         }
@@ -148,13 +197,10 @@ impl Shared {
             let client = self.blocked_client.load(Ordering::Acquire);
             if client != 0 {
                 let mut control = self.control.clone();
-                let unblocked: Result<i64, _> = redis::cmd("CLIENT")
-                    .arg("UNBLOCK")
-                    .arg(client)
-                    .query_async(&mut control)
-                    .await;
-                match unblocked {
-                    Ok(1) => return,
+                let mut unblock = redis::cmd("CLIENT");
+                unblock.arg("UNBLOCK").arg(client);
+                match control.query_at(&self.route_key, unblock).await {
+                    Ok(Value::Int(1)) => return,
                     Ok(_) => {}
                     Err(_) => return,
                 }
@@ -203,7 +249,7 @@ impl Shared {
 }
 
 /// The id of the newest entry of `stream` (`0-0` when it is empty or does not exist).
-async fn newest_entry(control: &ConnectionManager, stream: &str) -> Result<EntryId, BrokerError> {
+async fn newest_entry(control: &Connection, stream: &str) -> Result<EntryId, BrokerError> {
     let mut control = control.clone();
     let reply: Value = redis::cmd("XREVRANGE")
         .arg(stream)
@@ -221,7 +267,7 @@ async fn newest_entry(control: &ConnectionManager, stream: &str) -> Result<Entry
 /// The task: one blocking `XREAD` over every followed stream at a time, ringing the bells of
 /// those that got entries, until the broker is dropped.
 async fn ring_bells(shared: Weak<Shared>) {
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<Connection> = None;
     let mut backoff = Duration::from_millis(50);
     loop {
         let Some(strong) = shared.upgrade() else {
@@ -275,19 +321,14 @@ async fn ring_bells(shared: Weak<Shared>) {
 }
 
 /// Opens the task's connection (no response timeout: its reads block) and records its client
-/// id for `CLIENT UNBLOCK`.
-async fn connect(shared: &Shared) -> Result<MultiplexedConnection, BrokerError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(None);
-    let mut conn = shared
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut conn)
-        .await?;
+/// id (on the node of the shard's slot) for `CLIENT UNBLOCK`.
+async fn connect(shared: &Shared) -> Result<Connection, BrokerError> {
+    let mut conn = shared.endpoint.unbounded().await?;
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("ID");
+    let Value::Int(id) = conn.query_at(&shared.route_key, cmd).await? else {
+        return Err(BrokerError::Protocol("CLIENT ID answered no number".into()));
+    };
     shared.blocked_client.store(id, Ordering::Release);
     Ok(conn)
 }
@@ -295,7 +336,7 @@ async fn connect(shared: &Shared) -> Result<MultiplexedConnection, BrokerError> 
 /// One blocking `XREAD` of `streams`; returns the newest id of each stream that got entries
 /// (looked up after the read, so that one wake-up covers every entry added so far).
 async fn follow(
-    mut conn: MultiplexedConnection,
+    mut conn: Connection,
     streams: &[(String, EntryId)],
 ) -> Result<Vec<(String, EntryId)>, BrokerError> {
     let mut cmd = redis::cmd("XREAD");

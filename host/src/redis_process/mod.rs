@@ -1,7 +1,12 @@
 //! A private `redis-server` process: free loopback port, temporary directory, killed on drop.
 //!
 //! Used by `evhost bench` (which measures against a server of its own) and by the tests (one
-//! server per test). Shaped after redis-rs's `redis-test` helper.
+//! server per test). Shaped after redis-rs's `redis-test` helper. `cluster.rs` builds a local
+//! Redis Cluster of such servers.
+
+mod cluster;
+
+pub use cluster::RedisCluster;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +31,9 @@ pub enum RedisProcessError {
     /// The temporary directory could not be created.
     #[error("cannot create a directory for redis-server: {0}")]
     TempDir(std::io::Error),
+    /// A local cluster could not be formed.
+    #[error("cannot form a Redis Cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running `redis-server` owned by this process.
@@ -48,12 +56,25 @@ impl std::fmt::Debug for RedisServer {
     }
 }
 
-fn free_port() -> Result<u16, RedisProcessError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(RedisProcessError::Spawn)?;
-    Ok(listener
-        .local_addr()
-        .map_err(RedisProcessError::Spawn)?
-        .port())
+/// A free loopback port. For a cluster node (`cluster_bus`), one of at most 55535 whose
+/// cluster-bus port (the port + 10000) is free too.
+fn free_port(cluster_bus: bool) -> Result<u16, RedisProcessError> {
+    for _ in 0..200 {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(RedisProcessError::Spawn)?;
+        let port = listener
+            .local_addr()
+            .map_err(RedisProcessError::Spawn)?
+            .port();
+        if !cluster_bus {
+            return Ok(port);
+        }
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(RedisProcessError::Spawn(std::io::Error::other(
+        "no free loopback port of at most 55535 with its cluster-bus port free",
+    )))
 }
 
 fn answers_ping(port: u16) -> bool {
@@ -128,6 +149,11 @@ impl RedisServer {
     /// When `redis-server` is missing or does not come up within 10 s (the error includes the
     /// server's log).
     pub fn start_with(extra: &[&str]) -> Result<Self, RedisProcessError> {
+        Self::start_where(extra, false)
+    }
+
+    /// Starts a server on a port fit for a cluster node (see [`free_port`]).
+    fn start_where(extra: &[&str], cluster_bus: bool) -> Result<Self, RedisProcessError> {
         let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
         let mut last_log = String::new();
         for _ in 0..5 {
@@ -135,7 +161,7 @@ impl RedisServer {
                 .prefix("evhost-redis-")
                 .tempdir()
                 .map_err(RedisProcessError::TempDir)?;
-            let port = free_port()?;
+            let port = free_port(cluster_bus)?;
             let mut child = spawn(port, dir.path(), &extra)?;
             if wait_up(&mut child, port, dir.path()) {
                 return Ok(RedisServer {
@@ -186,6 +212,27 @@ impl RedisServer {
         }
         let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
         Err(RedisProcessError::NotReady(log))
+    }
+
+    /// Kills the server with SIGKILL (a crash), leaving it down until [`RedisServer::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed server again on its port and directory (reloading its append-only
+    /// file); a running one is crashed first.
+    ///
+    /// # Errors
+    ///
+    /// When it does not come back.
+    pub fn restart(&mut self) -> Result<(), RedisProcessError> {
+        self.crash_and_restart()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory of the server process in bytes, when the OS tells (Linux).

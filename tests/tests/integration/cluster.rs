@@ -1,0 +1,200 @@
+//! Redis Cluster: a local cluster of 3 primaries and 3 replicas (append-only files on), started
+//! by each test. The broker's every operation on a cluster (the conformance cases, each in a
+//! slot of its own), the refusal of a keyspace without partitions, and the saga across three
+//! hosts with every effect exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evhost::broker::conformance;
+use evhost::broker::{Broker, Inspect as _};
+use evhost::event::{Event, PARTITION_KEY};
+use evhost::partition::{self, PartitionsError};
+use evhost::{HostOptions, Keyspace};
+use evhost_tests::{RedisCluster, TestHost, cluster_broker, example, fast_options, wait_for};
+use serde_json::json;
+
+use super::partitions::{count_in, data, events_in, partitioned, publish_keyed};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every conformance case on the cluster: each case's keys share a hash tag, so each case runs
+/// in one slot, and the cases together run on every primary (scans of every node included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_broker_conforms() {
+    let cluster = RedisCluster::start();
+    let broker = cluster_broker(&cluster).await;
+    assert!(broker.is_cluster(), "the seeds are taken for a cluster");
+    conformance::run_all(broker.as_ref()).await;
+}
+
+/// A keyspace without partitions is refused on a cluster, with the command that fixes it;
+/// once a count is fixed, every command sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_needs_a_partitioned_keyspace() {
+    let cluster = RedisCluster::start();
+    // One seed is enough to find the whole cluster.
+    let first = cluster.nodes()[0].url();
+    let broker = evhost::RedisBroker::connect(&first)
+        .await
+        .expect("connect through one seed");
+    assert!(broker.is_cluster());
+    let refused = partition::recorded(&broker).await.expect_err("refused");
+    assert!(
+        matches!(refused, PartitionsError::ClusterNeedsPartitions),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("evhost init --partitions"),
+        "{refused}"
+    );
+    let layout = partition::resolve(&broker, NonZeroU32::new(6))
+        .await
+        .expect("6 partitions");
+    assert_eq!(layout.partitions(), 6);
+    assert_eq!(
+        partition::recorded(&broker)
+            .await
+            .expect("recorded")
+            .partitions(),
+        6
+    );
+}
+
+/// The holder of each partition's lease.
+async fn lease_holders(broker: &dyn Broker, layout: Keyspace) -> Vec<Option<String>> {
+    let mut holders = Vec::new();
+    for keyspace in layout.each_partition() {
+        let holder = broker.get(&keyspace.lease()).await.expect("GET");
+        holders.push(holder.map(|value| String::from_utf8_lossy(&value).into_owned()));
+    }
+    holders
+}
+
+fn leased(consumer: &str, layout: Keyspace) -> HostOptions {
+    HostOptions {
+        lease_ttl: Duration::from_millis(1500),
+        ..partitioned(fast_options(consumer), layout)
+    }
+}
+
+/// The saga on a cluster with three hosts, each with its own connections, sharing 8
+/// partitions: registrations keyed by bidder, auctions keyed by auction (half written to the
+/// partitions, half to the ingress stream a producer that knows nothing of partitions uses).
+/// One payment per auction, one notification per payment and registration, one audit record
+/// per event, outboxes and ingress drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_runs_on_a_cluster_with_three_hosts_exactly_once() {
+    let cluster = RedisCluster::start();
+    let broker = cluster_broker(&cluster).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(8))
+        .await
+        .expect("8 partitions");
+    let mut hosts = Vec::new();
+    for name in ["c-host-a", "c-host-b", "c-host-c"] {
+        let own: Arc<dyn Broker> = cluster_broker(&cluster).await;
+        let plugins = ["payment", "notification", "audit", "metrics"]
+            .map(example)
+            .to_vec();
+        hosts.push(TestHost::start(own, leased(name, layout), plugins).await);
+    }
+    wait_for("the partitions shared by three hosts", TIMEOUT, || async {
+        let holders = lease_holders(broker.as_ref(), layout).await;
+        let distinct: BTreeSet<&Option<String>> = holders.iter().collect();
+        holders.iter().all(Option::is_some) && distinct.len() == 3
+    })
+    .await;
+
+    const BIDDERS: usize = 12;
+    const AUCTIONS: usize = 60;
+    for bidder in 0..BIDDERS {
+        let id = format!("b-{bidder}");
+        let registration = json!({"bidder_id": id, "name": format!("Bidder {bidder}"), "email": format!("{id}@example.com")});
+        publish_keyed(
+            broker.as_ref(),
+            layout,
+            "BidderRegistered",
+            &id,
+            registration,
+        )
+        .await;
+    }
+    wait_for("the welcome notifications", TIMEOUT, || async {
+        count_in(broker.as_ref(), layout, "NotificationSent").await == BIDDERS
+    })
+    .await;
+    for auction in 0..AUCTIONS {
+        let id = format!("a-{auction}");
+        let bidder = format!("b-{}", auction % BIDDERS);
+        let ended =
+            json!({"auction_id": id, "winning_bidder_id": bidder, "winning_price": 100 + auction});
+        if auction % 2 == 0 {
+            publish_keyed(broker.as_ref(), layout, "AuctionEnded", &id, ended).await;
+        } else {
+            let mut event = Event::new("AuctionEnded", "test", ended.to_string().into_bytes());
+            event.set_extension(PARTITION_KEY, &id);
+            broker
+                .add(&layout.ingress_stream("AuctionEnded"), &event.to_fields())
+                .await
+                .expect("XADD to the ingress stream");
+        }
+    }
+    wait_for("a notification per payment", TIMEOUT, || async {
+        count_in(broker.as_ref(), layout, "NotificationSent").await == BIDDERS + AUCTIONS
+    })
+    .await;
+
+    let payments = events_in(broker.as_ref(), layout, "PaymentProcessed").await;
+    let auctions: HashSet<String> = payments
+        .iter()
+        .map(|(_, payment)| {
+            data(payment)["auction_id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(payments.len(), AUCTIONS, "one payment per auction");
+    assert_eq!(auctions.len(), AUCTIONS, "no auction paid twice");
+    let notifications = events_in(broker.as_ref(), layout, "NotificationSent").await;
+    let recipients: HashSet<String> = notifications
+        .iter()
+        .map(|(_, notification)| {
+            data(notification)["recipient"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(notifications.len(), BIDDERS + AUCTIONS);
+    assert_eq!(
+        recipients.len(),
+        BIDDERS,
+        "every bidder found: {recipients:?}"
+    );
+    let expected = (BIDDERS + AUCTIONS + AUCTIONS + BIDDERS + AUCTIONS) as u64;
+    wait_for("an audit record per event", TIMEOUT, || async {
+        let mut records = 0;
+        for keyspace in layout.each_partition() {
+            records += broker.len(&keyspace.journal("audit")).await.expect("XLEN");
+        }
+        records == expected
+    })
+    .await;
+    for keyspace in layout.each_partition() {
+        let outbox = keyspace.outbox().expect("outbox");
+        assert_eq!(broker.len(&outbox).await.expect("XLEN"), 0, "{outbox}");
+    }
+    let ingress = layout.ingress_stream("AuctionEnded");
+    let groups = broker.groups(&ingress).await.expect("XINFO GROUPS");
+    assert!(
+        groups.iter().all(|group| group.pending == 0),
+        "{ingress} drained: {groups:?}"
+    );
+    for host in hosts {
+        host.stop().await;
+    }
+}
