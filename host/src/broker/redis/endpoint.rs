@@ -49,7 +49,8 @@ impl Endpoint {
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
                     .set_number_of_retries(2);
-                let conn = ConnectionManager::new_with_config(Client::clone(client), config).await?;
+                let conn =
+                    ConnectionManager::new_with_config(Client::clone(client), config).await?;
                 Ok(Connection::Managed(conn))
             }
             Endpoint::Cluster(client) => {
