@@ -105,6 +105,10 @@ async fn require_token(State(token): State<AdminToken>, request: Request, next: 
 
 async fn metrics(State(host): State<Arc<Host>>) -> Response {
     refresh_group_gauges(&host).await;
+    let services = host.services();
+    services
+        .metrics
+        .sync_replication_shortfalls(services.broker.replication_shortfalls());
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         host.services().metrics.render(),

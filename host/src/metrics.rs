@@ -109,6 +109,9 @@ pub struct Metrics {
     /// `evhost_relay_moved_total{from}`: entries the relay moved into their partition, from
     /// an outbox or an ingress stream.
     relay_moved: CountFamily,
+    /// `evhost_replication_shortfalls_total`: writes fewer replicas confirmed than
+    /// `--wait-replicas` asked for (the broker counts them; copied here on each scrape).
+    replication_shortfalls: Counter,
     /// `evhost_relay_lag{from}`: entries of outboxes or ingress streams not yet read by the
     /// relay, as of its last look.
     relay_lag: GaugeFamily,
@@ -202,6 +205,12 @@ impl Metrics {
             "Entries the relay moved into their partition exactly once, from an outbox (publishes across partitions) or an ingress stream (events:<type> of producers that know nothing of partitions)",
             relay_moved.clone(),
         );
+        let replication_shortfalls = Counter::default();
+        registry.register(
+            "replication_shortfalls",
+            "Commits and relay moves that fewer replicas confirmed than --wait-replicas asked for within --wait-timeout-ms (or whose WAIT failed): a crash of the primary could lose them",
+            replication_shortfalls.clone(),
+        );
         let relay_lag = GaugeFamily::default();
         registry.register(
             "relay_lag",
@@ -279,6 +288,7 @@ impl Metrics {
             streams_unserved,
             doctor_findings,
             relay_moved,
+            replication_shortfalls,
             relay_lag,
             retention_trimmed,
             series_dropped,
@@ -365,6 +375,14 @@ impl Metrics {
         self.relay_moved
             .get_or_create(&labels(&[("from", from)]))
             .inc_by(entries);
+    }
+
+    /// Brings `evhost_replication_shortfalls_total` up to the broker's count, `total`.
+    pub fn sync_replication_shortfalls(&self, total: u64) {
+        let shown = self.replication_shortfalls.get();
+        if total > shown {
+            self.replication_shortfalls.inc_by(total - shown);
+        }
     }
 
     /// Sets how many entries of `from` (`outbox` or `ingress`) the relay has not read yet.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::redis::RedisBroker;
+use super::redis::{RedisBroker, WaitReplicas};
 use super::{Broker, BrokerError};
 
 /// URL schemes served by [`RedisBroker`]: TCP, TLS and Unix sockets (and the same for Valkey,
@@ -29,9 +29,26 @@ const REDIS_SCHEMES: [&str; 7] = [
 /// [`BrokerError::UnsupportedScheme`] for an unknown scheme; the backend's error when the URL
 /// is invalid or the server cannot be reached.
 pub async fn connect(url: &str) -> Result<Arc<dyn Broker>, BrokerError> {
+    connect_waiting(url, None).await
+}
+
+/// [`connect`], the broker waiting for `wait` replicas after each write that must survive a
+/// failover (`--wait-replicas`; see [`WaitReplicas`]).
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_waiting(
+    url: &str,
+    wait: Option<WaitReplicas>,
+) -> Result<Arc<dyn Broker>, BrokerError> {
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     if REDIS_SCHEMES.contains(&scheme) {
-        return Ok(Arc::new(RedisBroker::connect(url).await?));
+        let broker = RedisBroker::connect(url).await?;
+        return Ok(Arc::new(match wait {
+            Some(wait) => broker.with_wait_replicas(wait),
+            None => broker,
+        }));
     }
     Err(BrokerError::UnsupportedScheme {
         scheme: url

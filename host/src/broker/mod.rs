@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use connect::connect;
+pub use connect::{connect, connect_waiting};
 pub use entry_id::EntryId;
 pub use expect::{Expect, ValueDigest};
 
@@ -349,6 +349,12 @@ pub trait Broker: Inspect {
     /// one slot: only a partitioned keyspace can run there.
     fn is_cluster(&self) -> bool {
         false
+    }
+
+    /// Writes that fewer replicas confirmed than the broker was told to wait for
+    /// (`--wait-replicas`), since it was made; 0 for a broker that does not wait.
+    fn replication_shortfalls(&self) -> u64 {
+        0
     }
 
     /// Opens a reader for group reads. Readers are cheap: however many a host opens, a broker

@@ -162,8 +162,20 @@ fn redact_one_url(url: &str) -> String {
 ///
 /// When the URL is invalid or the server does not answer.
 pub async fn connect_redis(url: &str) -> anyhow::Result<Arc<dyn Broker>> {
+    connect_redis_waiting(url, None).await
+}
+
+/// [`connect_redis`] with a broker that waits for replicas (`--wait-replicas`).
+///
+/// # Errors
+///
+/// As [`connect_redis`].
+pub async fn connect_redis_waiting(
+    url: &str,
+    wait: Option<broker::redis::WaitReplicas>,
+) -> anyhow::Result<Arc<dyn Broker>> {
     let shown = redact_url(url);
-    let broker = match broker::connect(url).await {
+    let broker = match broker::connect_waiting(url, wait).await {
         Ok(broker) => broker,
         // Reached, but refused: the hint about starting a server would mislead.
         Err(err @ broker::BrokerError::SeedsOfNoCluster) => {

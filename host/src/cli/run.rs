@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::common::{DEFAULT_REDIS_URL, connect_redis, redact_url, shutdown_signal};
+use super::common::{DEFAULT_REDIS_URL, connect_redis_waiting, redact_url, shutdown_signal};
 use evhost::admin;
 use evhost::consumer::ConsumerOptions;
 use evhost::doctor::Level;
@@ -103,6 +103,20 @@ pub struct RunArgs {
     /// (renewed every third of it).
     #[arg(long, default_value_t = 6000)]
     pub lease_ttl_ms: u64,
+    /// After each commit with effects and each move between partitions, wait until N
+    /// replicas have the writes (`WAIT`) before acknowledging: a primary's crash then loses
+    /// only writes still in flight (see the README on durability). Fewer confirmations within
+    /// --wait-timeout-ms log a warning and count in `evhost_replication_shortfalls_total`.
+    #[arg(
+        long,
+        env = "EVHOST_WAIT_REPLICAS",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub wait_replicas: u32,
+    /// How long each `WAIT` of --wait-replicas may take, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "T")]
+    pub wait_timeout_ms: u64,
     /// Do not watch the plugin directory for changes (no hot swap).
     #[arg(long)]
     pub no_watch: bool,
@@ -138,7 +152,11 @@ pub fn default_consumer_name() -> String {
 /// When Redis cannot be reached, the plugin directory cannot be read or the admin address
 /// cannot be bound.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let broker = connect_redis(&args.redis).await?;
+    let wait = (args.wait_replicas > 0).then(|| evhost::broker::redis::WaitReplicas {
+        replicas: args.wait_replicas,
+        timeout: Duration::from_millis(args.wait_timeout_ms),
+    });
+    let broker = connect_redis_waiting(&args.redis, wait).await?;
     let keyspace = evhost::partition::resolve(broker.as_ref(), args.partitions).await?;
     let options = HostOptions {
         consumer: ConsumerOptions {

@@ -1,7 +1,7 @@
 //! Redis Cluster: a local cluster of 3 primaries and 3 replicas (append-only files on), started
 //! by each test. The broker's every operation on a cluster (the conformance cases, each in a
-//! slot of its own), the refusal of a keyspace without partitions, and the saga across three
-//! hosts with every effect exactly once.
+//! slot of its own), the refusal of a keyspace without partitions, the saga across three
+//! hosts with every effect exactly once, and processing through failovers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashSet};
@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evhost::broker::conformance;
-use evhost::broker::{Broker, Inspect as _};
+use evhost::broker::{Broker, EntryId, Inspect as _};
 use evhost::event::{Event, PARTITION_KEY};
 use evhost::partition::{self, PartitionsError};
 use evhost::{HostOptions, Keyspace};
-use evhost_tests::{RedisCluster, TestHost, cluster_broker, example, fast_options, wait_for};
+use evhost_tests::{
+    RedisCluster, TestHost, cluster_broker, example, fast_options, journal_event_id, probe,
+    wait_for,
+};
 use serde_json::json;
 
 use super::partitions::{count_in, data, events_in, partitioned, publish_keyed};
@@ -197,4 +200,90 @@ async fn the_saga_runs_on_a_cluster_with_three_hosts_exactly_once() {
     for host in hosts {
         host.stop().await;
     }
+}
+
+/// Every journal record of `plugin` in every partition: the id of the event it records.
+async fn journaled(broker: &dyn Broker, layout: Keyspace, plugin: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for keyspace in layout.each_partition() {
+        let records = broker
+            .range(
+                &keyspace.journal(plugin),
+                EntryId::ZERO,
+                EntryId::MAX,
+                100_000,
+            )
+            .await
+            .expect("XRANGE");
+        ids.extend(records.iter().map(journal_event_id));
+    }
+    ids
+}
+
+/// `CLUSTER FAILOVER` on every replica in turn while events arrive: each primary hands its
+/// slots over (the partitions' streams, groups, leases and scripts move to a new primary) and
+/// the host follows. Every event is handled, and its effect (a journal record, committed with
+/// its acknowledgement) exists exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_goes_on_through_a_failover_of_every_primary() {
+    let cluster = RedisCluster::start();
+    let broker = cluster_broker(&cluster).await;
+    let layout = partition::resolve(broker.as_ref(), NonZeroU32::new(6))
+        .await
+        .expect("6 partitions");
+    let own: Arc<dyn Broker> = cluster_broker(&cluster).await;
+    let host = TestHost::start(
+        own,
+        leased("f-host", layout),
+        vec![probe("keyed", "ProbeOrder")],
+    )
+    .await;
+
+    const EVENTS: usize = 600;
+    let producer = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut published = Vec::with_capacity(EVENTS);
+            for seq in 0..EVENTS {
+                let mut event = Event::new(
+                    "ProbeOrder",
+                    "test",
+                    json!({"action": "ok"}).to_string().into_bytes(),
+                );
+                event.set_extension(PARTITION_KEY, format!("k-{}", seq % 20));
+                broker
+                    .add(&event.stream_in(layout), &event.to_fields())
+                    .await
+                    .unwrap_or_else(|err| panic!("XADD of event {seq} during failovers: {err}"));
+                published.push(event.id);
+                tokio::time::sleep(Duration::from_millis(8)).await;
+            }
+            published
+        })
+    };
+    let replicas = cluster.replica_ports().expect("the replicas");
+    assert_eq!(replicas.len(), 3);
+    for replica in replicas {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::task::block_in_place(|| cluster.failover(replica)).expect("CLUSTER FAILOVER");
+    }
+    let published = producer.await.expect("the producer");
+    wait_for(
+        "every event handled after the failovers",
+        TIMEOUT,
+        || async { journaled(broker.as_ref(), layout, "keyed").await.len() >= EVENTS },
+    )
+    .await;
+    // Late duplicates would come within a retry or two.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handled = journaled(broker.as_ref(), layout, "keyed").await;
+    let unique: HashSet<&String> = handled.iter().collect();
+    assert_eq!(
+        unique.len(),
+        handled.len(),
+        "an event's effect committed twice"
+    );
+    let published: HashSet<&String> = published.iter().collect();
+    assert_eq!(unique, published, "every published event handled");
+    host.stop().await;
 }

@@ -11,6 +11,7 @@
 mod commit_call;
 mod endpoint;
 mod reader;
+mod replication;
 mod reply;
 mod scripts;
 mod wakeups;
@@ -25,6 +26,8 @@ use redis::{Client, Value};
 use commit_call::CommitCall;
 use endpoint::{Connection, Endpoint};
 use reader::{ReadPool, RedisFollower, RedisReader, with_delivery_counts};
+use replication::Confirmations;
+pub use replication::WaitReplicas;
 use reply::*;
 use scripts::Scripts;
 use wakeups::Wakeups;
@@ -51,6 +54,17 @@ fn plain_acks(commit: &Commit) -> Option<(&str, &str, Vec<String>)> {
             .map(|settlement| settlement.id.to_string())
             .collect();
         (first.stream.as_str(), first.group.as_str(), ids)
+    })
+}
+
+/// The first key a commit writes: every key of a commit lies in its slot, so this routes a
+/// `WAIT` to the node the commit ran on.
+fn first_key(commit: &Commit) -> Option<&str> {
+    commit.ops.first().map(super::Op::key).or_else(|| {
+        commit
+            .settlements
+            .first()
+            .map(|settlement| settlement.stream.as_str())
     })
 }
 
@@ -84,6 +98,8 @@ pub struct RedisBroker {
     read_pool: Arc<ReadPool>,
     /// Wakes readers waiting for new entries.
     wakeups: Wakeups,
+    /// `WAIT`s for replicas after writes that must survive a failover (`--wait-replicas`).
+    confirmations: Option<Arc<Confirmations>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -158,7 +174,23 @@ impl RedisBroker {
             endpoint,
             conn,
             scripts: Arc::new(Scripts::new()),
+            confirmations: None,
         })
+    }
+
+    /// The same broker, waiting after each commit with effects and each relay move until
+    /// `wait.replicas` replicas confirmed it (see `replication.rs`).
+    pub fn with_wait_replicas(mut self, wait: WaitReplicas) -> Self {
+        self.confirmations = Some(Arc::new(Confirmations::new(wait)));
+        self
+    }
+
+    /// Waits for the replicas asked for (if any) to confirm the writes sent so far to the
+    /// node of `key`.
+    async fn confirm(&self, key: &str) {
+        if let Some(confirmations) = &self.confirmations {
+            confirmations.confirm(&self.conn, key).await;
+        }
     }
 
     /// Whether the server says it is a Redis Cluster node. A server that does not let us read
@@ -356,7 +388,17 @@ impl Broker for RedisBroker {
         }
         let call = CommitCall::encode(&self.scripts.commit, commit);
         let mut conn = self.conn.clone();
-        call.invoke(&mut conn, commit).await
+        let report = call.invoke(&mut conn, commit).await?;
+        if let Some(key) = first_key(commit) {
+            self.confirm(key).await;
+        }
+        Ok(report)
+    }
+
+    fn replication_shortfalls(&self) -> u64 {
+        self.confirmations
+            .as_ref()
+            .map_or(0, |confirmations| confirmations.shortfalls())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
@@ -468,10 +510,13 @@ impl Broker for RedisBroker {
             invocation.arg(name).arg(value);
         }
         let mut conn = self.conn.clone();
-        match invocation.invoke_async::<Value>(&mut conn).await? {
-            Value::Int(appended) => Ok(appended == 1),
-            other => Err(unexpected("append-once script", &other)),
-        }
+        let appended = match invocation.invoke_async::<Value>(&mut conn).await? {
+            Value::Int(appended) => appended == 1,
+            other => return Err(unexpected("append-once script", &other)),
+        };
+        // Also when the mark said "already there": the earlier move may not be replicated yet.
+        self.confirm(stream).await;
+        Ok(appended)
     }
 
     async fn trim_before(&self, stream: &str, first_kept: EntryId) -> Result<u64, BrokerError> {
