@@ -189,6 +189,35 @@ impl RedisCluster {
         )))
     }
 
+    /// Waits until `primaries` primaries that are not failed serve the slots and every node
+    /// that answers reports `cluster_state:ok`: after a primary was killed, until one of its
+    /// replicas took over.
+    ///
+    /// # Errors
+    ///
+    /// When that does not happen within 30 s.
+    pub fn wait_for_primaries(&self, primaries: usize) -> Result<(), RedisProcessError> {
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline {
+            let live_ok = self.nodes.iter().all(|node| {
+                redis_cli(node.port(), &["CLUSTER", "INFO"]).map_or(true, |info| {
+                    info.lines().any(|line| line.trim() == "cluster_state:ok")
+                })
+            });
+            if live_ok
+                && self
+                    .primary_ports()
+                    .is_ok_and(|ports| ports.len() == primaries)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(RedisProcessError::Cluster(format!(
+            "{primaries} primaries did not serve the slots within {SETTLE:?}"
+        )))
+    }
+
     /// Why the cluster is not settled, if it is not.
     fn settled(&self, primaries: usize) -> Result<(), String> {
         for node in &self.nodes {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evhost::broker::conformance;
-use evhost::broker::{Broker, EntryId, Inspect as _};
+use evhost::broker::redis::WaitReplicas;
+use evhost::broker::{Broker, Commit, EntryId, Inspect as _, Op};
 use evhost::event::{Event, PARTITION_KEY};
 use evhost::partition::{self, PartitionsError};
-use evhost::{HostOptions, Keyspace};
+use evhost::{HostOptions, Keyspace, RedisBroker};
 use evhost_tests::{
     RedisCluster, TestHost, cluster_broker, example, fast_options, journal_event_id, probe,
     wait_for,
@@ -41,7 +42,7 @@ async fn a_cluster_needs_a_partitioned_keyspace() {
     let cluster = RedisCluster::start();
     // One seed is enough to find the whole cluster.
     let first = cluster.nodes()[0].url();
-    let broker = evhost::RedisBroker::connect(&first)
+    let broker = RedisBroker::connect(&first)
         .await
         .expect("connect through one seed");
     assert!(broker.is_cluster());
@@ -285,5 +286,101 @@ async fn processing_goes_on_through_a_failover_of_every_primary() {
     );
     let published: HashSet<&String> = published.iter().collect();
     assert_eq!(unique, published, "every published event handled");
+    host.stop().await;
+}
+
+/// SIGKILL of a primary under load, with `appendfsync always` and `--wait-replicas 1`: its
+/// replica takes over after the node timeout, the killed node comes back as a replica, and
+/// processing goes on. Every event whose publish a replica confirmed is handled, and no
+/// event's effect exists twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_loses_no_confirmed_event_and_doubles_no_effect() {
+    let mut cluster = RedisCluster::start_with(&["--appendfsync", "always"]);
+    let wait = WaitReplicas {
+        replicas: 1,
+        timeout: Duration::from_secs(1),
+    };
+    let waiting = || async {
+        RedisBroker::connect(&cluster.url())
+            .await
+            .expect("connect to the cluster")
+            .with_wait_replicas(wait)
+    };
+    let producer_broker = Arc::new(waiting().await);
+    let layout = partition::resolve(producer_broker.as_ref(), NonZeroU32::new(6))
+        .await
+        .expect("6 partitions");
+    let own: Arc<dyn Broker> = Arc::new(waiting().await);
+    let host = TestHost::start(
+        own,
+        leased("k-host", layout),
+        vec![probe("keyed", "ProbeOrder")],
+    )
+    .await;
+
+    const EVENTS: usize = 500;
+    let producer = {
+        let broker = producer_broker.clone();
+        tokio::spawn(async move {
+            let mut confirmed = Vec::new();
+            for seq in 0..EVENTS {
+                let mut event = Event::new(
+                    "ProbeOrder",
+                    "test",
+                    json!({"action": "ok"}).to_string().into_bytes(),
+                );
+                event.set_extension(PARTITION_KEY, format!("k-{}", seq % 20));
+                let commit = Commit {
+                    ops: vec![Op::Add {
+                        stream: event.stream_in(layout),
+                        fields: event.to_fields(),
+                    }],
+                    settlements: Vec::new(),
+                };
+                let shortfalls = broker.replication_shortfalls();
+                // A publish that failed or that no replica confirmed may be lost with the
+                // primary: only the confirmed ones must be handled.
+                if broker.commit(&commit).await.is_ok()
+                    && broker.replication_shortfalls() == shortfalls
+                {
+                    confirmed.push(event.id);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            confirmed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = cluster.primary_ports().expect("the primaries")[0];
+    cluster.node_mut(victim).expect("the victim").kill();
+    tokio::task::block_in_place(|| cluster.wait_for_primaries(3)).expect("a replica took over");
+    cluster
+        .node_mut(victim)
+        .expect("the victim")
+        .restart()
+        .expect("the killed node restarts");
+    let confirmed = producer.await.expect("the producer");
+    assert!(
+        confirmed.len() > EVENTS / 2,
+        "most publishes were confirmed: {}",
+        confirmed.len()
+    );
+    let confirmed: HashSet<String> = confirmed.into_iter().collect();
+    wait_for("every confirmed event handled", TIMEOUT, || async {
+        let handled: HashSet<String> = journaled(producer_broker.as_ref(), layout, "keyed")
+            .await
+            .into_iter()
+            .collect();
+        confirmed.is_subset(&handled)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handled = journaled(producer_broker.as_ref(), layout, "keyed").await;
+    let unique: HashSet<&String> = handled.iter().collect();
+    assert_eq!(
+        unique.len(),
+        handled.len(),
+        "an event's effect committed twice"
+    );
     host.stop().await;
 }

@@ -15,6 +15,7 @@ mod loading;
 mod new;
 mod partitions;
 mod redis_url;
+mod replication;
 mod retention;
 mod saga;
 mod sandbox;
