@@ -6,6 +6,7 @@
 mod redis_server;
 
 mod c_plugin;
+mod cluster;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -608,9 +609,14 @@ fn config_file_supplies_flags_and_rejects_unknown_keys() {
 
 /// Runs `evhost` with `args` against `server` and returns its output.
 fn evhost_on(server: &RedisServer, args: &[&str]) -> std::process::Output {
+    evhost_at(&server.url(), args)
+}
+
+/// Runs `evhost` with `args` against the Redis at `url` and returns its output.
+fn evhost_at(url: &str, args: &[&str]) -> std::process::Output {
     evhost()
         .args(args)
-        .args(["--redis", &server.url()])
+        .args(["--redis", url])
         .output()
         .expect("run evhost")
 }
@@ -919,15 +925,14 @@ struct RunningHost {
 
 impl RunningHost {
     fn start(server: &RedisServer, plugins: &std::path::Path) -> Self {
+        Self::start_at(&server.url(), plugins)
+    }
+
+    /// A host on the Redis at `url`.
+    fn start_at(url: &str, plugins: &std::path::Path) -> Self {
         let mut command = evhost();
         command
-            .args([
-                "run",
-                "--redis",
-                &server.url(),
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["run", "--redis", url, "--metrics-addr", "127.0.0.1:0"])
             .args(["--consumer", "cli-test", "--no-watch", "--block-ms", "100"])
             .args([
                 "--discovery-interval-ms",
@@ -957,6 +962,11 @@ impl Drop for RunningHost {
 
 /// `evhost replay TYPE --plugin audit --from -` waiting up to 30 s, and its JSON summary.
 fn replay_to_audit(server: &RedisServer, event_type: &str) -> serde_json::Value {
+    replay_to_audit_at(&server.url(), event_type)
+}
+
+/// [`replay_to_audit`] on the Redis at `url`.
+fn replay_to_audit_at(url: &str, event_type: &str) -> serde_json::Value {
     let args = [
         "replay",
         event_type,
@@ -968,7 +978,7 @@ fn replay_to_audit(server: &RedisServer, event_type: &str) -> serde_json::Value 
         "30",
         "--json",
     ];
-    serde_json::from_str(&stdout_of(&evhost_on(server, &args))).expect("JSON summary")
+    serde_json::from_str(&stdout_of(&evhost_at(url, &args))).expect("JSON summary")
 }
 
 /// Waits up to `timeout` for `check`.

@@ -351,6 +351,13 @@ pub trait Broker: Inspect {
         false
     }
 
+    /// The address of the Redis Cluster primary that serves `key` now; `None` when the broker
+    /// is not a cluster.
+    async fn node_of(&self, key: &str) -> Result<Option<String>, BrokerError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Writes that fewer replicas confirmed than the broker was told to wait for
     /// (`--wait-replicas`), since it was made; 0 for a broker that does not wait.
     fn replication_shortfalls(&self) -> u64 {

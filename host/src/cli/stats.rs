@@ -40,6 +40,9 @@ struct Report {
     /// The host holding each partition's lease (`None`: none), with `--partitions`.
     #[serde(skip_serializing_if = "Option::is_none")]
     leases: Option<Vec<Option<String>>>,
+    /// On a Redis Cluster, the primary that serves each partition, with `--partitions`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<Option<String>>>,
     /// The running host's plugins; `None` when its admin endpoint did not answer.
     plugins: Option<Vec<PluginStatus>>,
     /// Why there are no plugin counters.
@@ -64,15 +67,18 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
         );
     }
     let layout = evhost::partition::recorded(broker.as_ref()).await?;
-    let mut leases = None;
+    let (mut leases, mut nodes) = (None, None);
     if layout.is_partitioned() {
         if args.partitions {
             let mut holders = Vec::new();
+            let mut servers = Vec::new();
             for keyspace in layout.each_partition() {
                 let holder = broker.get(&keyspace.lease()).await?;
                 holders.push(holder.map(|value| String::from_utf8_lossy(&value).into_owned()));
+                servers.push(broker.node_of(&keyspace.lease()).await?);
             }
             leases = Some(holders);
+            nodes = broker.is_cluster().then_some(servers);
         } else {
             streams = stream_stats::sum_partitions(streams);
         }
@@ -89,6 +95,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
     let report = Report {
         streams,
         leases,
+        nodes,
         plugins,
         admin_error,
     };
@@ -172,12 +179,21 @@ fn print_report(report: &Report, pattern: &str) {
     }
     if let Some(leases) = &report.leases {
         println!();
-        let mut table = Table::new(&[("PARTITION", Align::Right), ("HELD BY", Align::Left)]);
+        let mut columns = vec![("PARTITION", Align::Right), ("HELD BY", Align::Left)];
+        if report.nodes.is_some() {
+            columns.push(("SERVED BY", Align::Left));
+        }
+        let mut table = Table::new(&columns);
         for (partition, holder) in leases.iter().enumerate() {
-            table.row(vec![
+            let mut row = vec![
                 partition.to_string().into(),
                 or_dash(holder.as_deref()).into(),
-            ]);
+            ];
+            if let Some(nodes) = &report.nodes {
+                let node = nodes.get(partition).and_then(Option::as_deref);
+                row.push(or_dash(node).into());
+            }
+            table.row(row);
         }
         table.print();
     }

@@ -158,6 +158,17 @@ impl ConnectionLike for Connection {
 pub(super) struct Primary {
     pub(super) host: String,
     pub(super) port: u16,
+    /// The slot ranges it serves, first and last slot of each.
+    pub(super) slots: Vec<(u16, u16)>,
+}
+
+impl Primary {
+    /// Whether it serves `slot`.
+    pub(super) fn serves(&self, slot: u16) -> bool {
+        self.slots
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&slot))
+    }
 }
 
 impl Connection {
@@ -212,6 +223,7 @@ impl Connection {
             return Ok(vec![Primary {
                 host: String::new(),
                 port: 0,
+                slots: vec![(0, 16383)],
             }]);
         }
         let mut cmd = redis::cmd("CLUSTER");
@@ -253,9 +265,19 @@ fn parse_primaries(text: &str) -> Vec<Primary> {
             }
             let address = address.split(['@', ',']).next()?;
             let (host, port) = address.rsplit_once(':')?;
+            // Slots being migrated are listed as `[slot->-id]` / `[slot-<-id]`: not served.
+            let slots = fields[8..]
+                .iter()
+                .filter(|range| !range.starts_with('['))
+                .filter_map(|range| match range.split_once('-') {
+                    Some((first, last)) => Some((first.parse().ok()?, last.parse().ok()?)),
+                    None => range.parse().ok().map(|slot| (slot, slot)),
+                })
+                .collect();
             Some(Primary {
                 host: host.to_string(),
                 port: port.parse().ok()?,
+                slots,
             })
         })
         .collect()
@@ -273,12 +295,15 @@ mod tests {
 67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922
 292f 127.0.0.1:30003@40003,node-3 master - 0 1426238318243 3 connected 10923-16383
 6ec2 127.0.0.1:30005@40005 master,fail - 1426238316232 1426238315228 5 disconnected
-e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [5461-<-67ed]
 aaaa 127.0.0.1:30006@40006 master - 0 0 6 connected
 ";
         let primaries = parse_primaries(text);
         let ports: Vec<u16> = primaries.iter().map(|primary| primary.port).collect();
         assert_eq!(ports, vec![30002, 30003, 30001]);
         assert!(primaries.iter().all(|primary| primary.host == "127.0.0.1"));
+        assert_eq!(primaries[2].slots, vec![(0, 5460)]);
+        assert!(primaries[0].serves(5461) && primaries[0].serves(10922));
+        assert!(!primaries[0].serves(10923) && primaries[1].serves(16383));
     }
 }

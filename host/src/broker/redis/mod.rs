@@ -395,6 +395,28 @@ impl Broker for RedisBroker {
         Ok(report)
     }
 
+    async fn node_of(&self, key: &str) -> Result<Option<String>, BrokerError> {
+        if !self.endpoint.is_cluster() {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("KEYSLOT").arg(key);
+        let mut conn = self.conn.clone();
+        let Value::Int(slot) = conn.query_any_primary(cmd).await? else {
+            return Err(BrokerError::Protocol(
+                "CLUSTER KEYSLOT answered no number".into(),
+            ));
+        };
+        let slot = u16::try_from(slot)
+            .map_err(|_| BrokerError::Protocol(format!("CLUSTER KEYSLOT answered slot {slot}")))?;
+        Ok(conn
+            .primaries()
+            .await?
+            .into_iter()
+            .find(|primary| primary.serves(slot))
+            .map(|primary| format!("{}:{}", primary.host, primary.port)))
+    }
+
     fn replication_shortfalls(&self) -> u64 {
         self.confirmations
             .as_ref()
