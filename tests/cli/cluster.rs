@@ -8,8 +8,8 @@ use super::*;
 
 /// A keyspace without partitions is refused with the command that fixes it; after
 /// `evhost init`, publish (one event and `--file`), history, stats (with the node serving each
-/// partition), a host's dead letters through `dlq`, replay, tail and the admin endpoint all
-/// work across the cluster's nodes.
+/// partition), a host's dead letters through `dlq`, replay, tail, the admin endpoint and the
+/// demo all work across the cluster's nodes.
 #[test]
 fn operator_commands_work_on_a_cluster() {
     let cluster = RedisCluster::start();
@@ -152,4 +152,33 @@ fn operator_commands_work_on_a_cluster() {
     assert!(status.success(), "{status:?}\n{stdout}");
     let events = json_lines(&stdout);
     assert_eq!(events[0]["data"]["auction_id"], "a4", "{stdout}");
+    drop(host);
+
+    // The demo runs its saga on the cluster's partitions, keyed by bidder and auction (its
+    // payment count covers the keyspace's earlier payments too).
+    let demo = stdout_of(&evhost_at(
+        &url,
+        &[
+            "demo",
+            "--auctions",
+            "3",
+            "--bidders",
+            "2",
+            "--pace-ms",
+            "5",
+        ],
+    ));
+    for expected in [
+        "BidderRegistered 2, AuctionEnded 3, PaymentProcessed 3",
+        "succeeded, 1 failed",
+        "exceeds the maximum amount",
+        "Welcome, Ada Lovelace!",
+        "in the journals of 6 partitions",
+        "0 pending or unread",
+    ] {
+        assert!(
+            demo.contains(expected),
+            "demo output lacks {expected:?}:\n{demo}"
+        );
+    }
 }

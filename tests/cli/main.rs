@@ -1288,10 +1288,6 @@ fn partitions_are_fixed_once_and_followed_by_publish_and_history() {
     let stdout = stdout_of(&evhost_on(&server, &["init", "--partitions", "4"]));
     assert!(stdout.contains("has 4 partition(s)"), "{stdout}");
     stdout_of(&evhost_on(&server, &["init", "--partitions", "4"]));
-    let demo = evhost_on(&server, &["demo", "--auctions", "1", "--bidders", "1"]);
-    assert_eq!(demo.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&demo.stderr);
-    assert!(stderr.contains("keyspace of 4 partitions"), "{stderr}");
     for refused in [
         vec!["init", "--partitions", "8"],
         vec!["run", "--partitions", "8", "--plugins", "."],

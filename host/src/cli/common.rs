@@ -220,18 +220,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The broker of a command that runs a host of its own (`demo`, `dev`): Redis at `redis`, else
-/// the embedded in-memory broker, with a description for messages. Such a command reads the
-/// plain streams, so a partitioned keyspace is refused, naming `command`.
+/// The Redis at `redis`, else the embedded in-memory broker, and a phrase saying which.
 ///
 /// # Errors
 ///
-/// When Redis cannot be reached or holds a partitioned keyspace.
-pub async fn unpartitioned_broker(
-    redis: Option<&str>,
-    command: &str,
-) -> anyhow::Result<(Arc<dyn Broker>, String)> {
-    let (broker, place): (Arc<dyn Broker>, String) = match redis {
+/// When Redis cannot be reached.
+pub async fn broker_or_embedded(redis: Option<&str>) -> anyhow::Result<(Arc<dyn Broker>, String)> {
+    Ok(match redis {
         Some(url) => (
             connect_redis(url).await?,
             format!("Redis at {}", redact_url(url)),
@@ -240,7 +235,21 @@ pub async fn unpartitioned_broker(
             Arc::new(broker::memory::MemoryBroker::new()),
             "the embedded in-memory broker (no Redis needed)".to_string(),
         ),
-    };
+    })
+}
+
+/// The broker of a command that runs a host of its own on plain streams (`dev`): Redis at
+/// `redis`, else the embedded in-memory broker, with a description for messages; a
+/// partitioned keyspace is refused, naming `command`.
+///
+/// # Errors
+///
+/// When Redis cannot be reached or holds a partitioned keyspace.
+pub async fn unpartitioned_broker(
+    redis: Option<&str>,
+    command: &str,
+) -> anyhow::Result<(Arc<dyn Broker>, String)> {
+    let (broker, place) = broker_or_embedded(redis).await?;
     let layout = evhost::partition::recorded(broker.as_ref()).await?;
     if layout.is_partitioned() {
         anyhow::bail!(

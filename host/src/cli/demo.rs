@@ -3,9 +3,12 @@
 //!
 //! Bidders register, auctions end, `payment` charges the winners and publishes
 //! `PaymentProcessed`, `notification` tells bidders, `audit` journals every event and `metrics`
-//! counts them. Every step is printed as it happens, then a summary.
+//! counts them. Every step is printed as it happens, then a summary. On a partitioned
+//! keyspace (a Redis Cluster needs one) each event is keyed: registrations by bidder, auctions
+//! by auction, so that each runs in its partition and payments cross to their bidder's.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,12 +18,12 @@ use rand::Rng as _;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::common::{shutdown_signal, unpartitioned_broker};
+use super::common::{broker_or_embedded, shutdown_signal};
 use evhost::activity::{Activity, OutcomeKind};
 use evhost::artifacts;
 use evhost::broker::{Broker, GroupStart, Inspect};
 use evhost::consumer::ConsumerOptions;
-use evhost::event::Event;
+use evhost::event::{Event, PARTITION_KEY};
 use evhost::host::{Host, HostOptions};
 use evhost::keyspace::Keyspace;
 use evhost::plugin::PluginSettings;
@@ -37,9 +40,14 @@ pub struct DemoArgs {
     /// Number of bidders to register.
     #[arg(long, default_value_t = 4)]
     pub bidders: usize,
-    /// Run on this Redis server instead of the in-memory broker.
+    /// Run on this Redis server instead of the in-memory broker; for a Redis Cluster, any node
+    /// (or several, separated by commas).
     #[arg(long)]
     pub redis: Option<String>,
+    /// Number of partitions of the keyspace, when none is recorded yet (a Redis Cluster needs
+    /// them; see `evhost init`). Without it, the recorded count, else 1.
+    #[arg(long, value_name = "P")]
+    pub partitions: Option<NonZeroU32>,
     /// Pause between generated events, in milliseconds.
     #[arg(long, default_value_t = 60)]
     pub pace_ms: u64,
@@ -74,9 +82,6 @@ const SAGA_TYPES: [&str; 4] = [
     "NotificationSent",
 ];
 
-/// The demo's keys: the single layout.
-const KEYSPACE: Keyspace = Keyspace::single();
-
 /// Counts read from the broker, relative to the start of the run.
 #[derive(Debug, Default, Clone)]
 struct Tally {
@@ -84,18 +89,16 @@ struct Tally {
     audit_records: u64,
 }
 
-async fn tally(broker: &dyn Inspect) -> anyhow::Result<Tally> {
-    let mut per_type = BTreeMap::new();
-    for event_type in SAGA_TYPES {
-        per_type.insert(
-            event_type,
-            broker.len(&KEYSPACE.event_stream(event_type)).await?,
-        );
+async fn tally(broker: &dyn Inspect, layout: Keyspace) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    for keyspace in layout.each_partition() {
+        for event_type in SAGA_TYPES {
+            *tally.per_type.entry(event_type).or_default() +=
+                broker.len(&keyspace.event_stream(event_type)).await?;
+        }
+        tally.audit_records += broker.len(&keyspace.journal("audit")).await?;
     }
-    Ok(Tally {
-        per_type,
-        audit_records: broker.len(&KEYSPACE.journal("audit")).await?,
-    })
+    Ok(tally)
 }
 
 impl Tally {
@@ -173,9 +176,10 @@ pub(super) async fn print_activity(mut feed: broadcast::Receiver<Activity>) {
 /// When the plugins cannot be loaded, Redis cannot be reached, or the saga does not complete
 /// in time.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    // The demo reads and checks the plain streams of a keyspace without partitions.
-    let (broker, place) = unpartitioned_broker(args.redis.as_deref(), "demo").await?;
+    let (broker, place) = broker_or_embedded(args.redis.as_deref()).await?;
+    let layout = evhost::partition::resolve(broker.as_ref(), args.partitions).await?;
     let options = HostOptions {
+        keyspace: layout,
         consumer: ConsumerOptions {
             consumer: "evhost-demo".into(),
             batch_size: 100,
@@ -223,7 +227,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         host.add_version(version)?;
     }
-    let baseline = tally(broker.as_ref()).await?;
+    let baseline = tally(broker.as_ref(), layout).await?;
     let printer = tokio::spawn(print_activity(host.services().activity.subscribe()));
     let runner = {
         let host = host.clone();
@@ -244,7 +248,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             name.split(' ').next().unwrap_or("bidder").to_lowercase()
         );
         let data = json!({"bidder_id": bidder_id, "name": name, "email": email});
-        publish(broker.as_ref(), "BidderRegistered", &data).await?;
+        publish(
+            broker.as_ref(),
+            layout,
+            "BidderRegistered",
+            bidder_id,
+            &data,
+        )
+        .await?;
         tokio::time::sleep(pace).await;
     }
     let mut rng = rand::rng();
@@ -256,19 +267,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         } else {
             f64::from(rng.random_range(1_000..50_000_u32)) / 100.0
         };
+        let auction_id = format!("auction-{}", index + 1);
         let data = json!({
-            "auction_id": format!("auction-{}", index + 1),
+            "auction_id": auction_id,
             "winning_bidder_id": bidder_id,
             "winning_price": price,
         });
-        publish(broker.as_ref(), "AuctionEnded", &data).await?;
+        publish(broker.as_ref(), layout, "AuctionEnded", &auction_id, &data).await?;
         tokio::time::sleep(pace).await;
     }
 
     let expected_events = 2 * bidders.len() as u64 + 3 * args.auctions as u64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let done = loop {
-        let now = tally(broker.as_ref()).await?.since(&baseline);
+        let now = tally(broker.as_ref(), layout).await?.since(&baseline);
         if now.total() >= expected_events && now.audit_records >= expected_events {
             break now;
         }
@@ -286,7 +298,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     // Let the last acknowledgements land before reading pending counts.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    print_summary(&host, broker.as_ref(), &done).await?;
+    print_summary(&host, broker.as_ref(), layout, &done).await?;
 
     if args.follow {
         match &args.plugins {
@@ -340,48 +352,62 @@ async fn load_directory(
     Ok(host.watch_dir(dir)?)
 }
 
+/// Publishes `data` as `event_type`, keyed by `key` in a partitioned keyspace.
 async fn publish(
     broker: &dyn Broker,
+    layout: Keyspace,
     event_type: &str,
+    key: &str,
     data: &serde_json::Value,
 ) -> anyhow::Result<()> {
-    let event = Event::new(event_type, "evhost-demo", data.to_string().into_bytes());
+    let mut event = Event::new(event_type, "evhost-demo", data.to_string().into_bytes());
+    if layout.is_partitioned() {
+        event.set_extension(PARTITION_KEY, key);
+    }
     broker
-        .add(&event.stream_in(KEYSPACE), &event.to_fields())
+        .add(&event.stream_in(layout), &event.to_fields())
         .await?;
     println!("→ {event_type:<28} {data}");
     Ok(())
 }
 
-async fn print_summary(host: &Host, broker: &dyn Inspect, done: &Tally) -> anyhow::Result<()> {
+async fn print_summary(
+    host: &Host,
+    broker: &dyn Inspect,
+    layout: Keyspace,
+    done: &Tally,
+) -> anyhow::Result<()> {
     let mut succeeded = 0;
     let mut failed = 0;
-    let payments = KEYSPACE.event_stream("PaymentProcessed");
-    for entry in broker
-        .range(
-            &payments,
-            evhost::broker::EntryId::ZERO,
-            evhost::broker::EntryId::MAX,
-            100_000,
-        )
-        .await?
-    {
-        if let Ok(event) = Event::from_entry(&payments, entry.id, &entry.fields)
-            && event.source == "payment"
-        {
-            let data: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
-            match data.get("status").and_then(|status| status.as_str()) {
-                Some("succeeded") => succeeded += 1,
-                _ => failed += 1,
-            }
-        }
-    }
     let mut pending_total = 0;
     let mut groups = 0;
-    for event_type in SAGA_TYPES {
-        for group in broker.groups(&KEYSPACE.event_stream(event_type)).await? {
-            pending_total += group.pending + group.lag.unwrap_or(0);
-            groups += 1;
+    for keyspace in layout.each_partition() {
+        let payments = keyspace.event_stream("PaymentProcessed");
+        for entry in broker
+            .range(
+                &payments,
+                evhost::broker::EntryId::ZERO,
+                evhost::broker::EntryId::MAX,
+                100_000,
+            )
+            .await?
+        {
+            if let Ok(event) = Event::from_entry(&payments, entry.id, &entry.fields)
+                && event.source == "payment"
+            {
+                let data: serde_json::Value =
+                    serde_json::from_slice(&event.data).unwrap_or_default();
+                match data.get("status").and_then(|status| status.as_str()) {
+                    Some("succeeded") => succeeded += 1,
+                    _ => failed += 1,
+                }
+            }
+        }
+        for event_type in SAGA_TYPES {
+            for group in broker.groups(&keyspace.event_stream(event_type)).await? {
+                pending_total += group.pending + group.lag.unwrap_or(0);
+                groups += 1;
+            }
         }
     }
     let metrics_text = host.services().metrics.render();
@@ -405,10 +431,14 @@ async fn print_summary(host: &Host, broker: &dyn Inspect, done: &Tally) -> anyho
     );
     println!("  payment        {succeeded} succeeded, {failed} failed");
     println!("  notification   {} sent", done.count("NotificationSent"));
+    let journal = if layout.is_partitioned() {
+        format!("the journals of {} partitions", layout.partitions())
+    } else {
+        layout.journal("audit")
+    };
     println!(
-        "  audit          {} records in {}",
-        done.audit_records,
-        KEYSPACE.journal("audit")
+        "  audit          {} records in {journal}",
+        done.audit_records
     );
     println!("  metrics        events_total: {}", counted.join(", "));
     println!("  delivery       {pending_total} pending or unread across {groups} consumer groups");
