@@ -363,6 +363,18 @@ pub fn hash_tag(key: &str) -> Option<&str> {
     (close > 0).then(|| &rest[..close])
 }
 
+/// The mark of commit `id` in the slot of `key` (`evhost:commit:{<tag>}:<id>`, where the tag is
+/// `key`'s hash tag or, without one, `key` itself, which hashes alike): it lets a commit run
+/// at most once when it is sent again. `None` for a key whose braces would make the tag differ.
+pub fn commit_mark(key: &str, id: &str) -> Option<String> {
+    let tag = match hash_tag(key) {
+        Some(tag) => tag,
+        None if !key.contains(['{', '}']) => key,
+        None => return None,
+    };
+    Some(format!("evhost:commit:{{{tag}}}:{id}"))
+}
+
 /// Whether `keys` certainly lie in one Redis Cluster slot: all carry the same hash tag, or they
 /// are all the same key. (Keys with different tags may still share a slot by chance; that is
 /// not something to rely on, so they count as apart.)
@@ -484,6 +496,21 @@ mod tests {
         assert_eq!(layout.ingress_type_of("events:A"), Some("A"));
         assert_eq!(layout.ingress_type_of("evhost:{p1}:events:A"), None);
         assert_eq!(SINGLE.locate_event_stream("events:A"), Some((SINGLE, "A")));
+    }
+
+    /// A commit's mark lies in the slot of the commit's keys.
+    #[test]
+    fn commit_marks_share_the_commits_slot() {
+        let stream = eight().at(5).event_stream("A");
+        let mark = commit_mark(&stream, "c1").expect("a mark");
+        assert_eq!(mark, "evhost:commit:{p5}:c1");
+        assert!(one_slot([stream.as_str(), mark.as_str()]));
+        assert_eq!(
+            commit_mark("events:A", "c1").as_deref(),
+            Some("evhost:commit:{events:A}:c1")
+        );
+        assert_eq!(commit_mark("a}b", "c1"), None);
+        assert_eq!(commit_mark("x{}y", "c1"), None);
     }
 
     #[test]

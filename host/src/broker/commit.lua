@@ -26,6 +26,12 @@
 --   F <owner>                           fencing: KEYS[k] (a partition's lease) holds <owner>,
 --                                       else the whole commit fails with `FENCED <k>` before
 --                                       anything is written
+--   K <ttl>                             once only: if KEYS[k] (the commit's mark) exists, this
+--                                       commit ran already, and its recorded reply is returned
+--                                       without writing anything; else the reply is recorded
+--                                       there for <ttl> ms. A client that sends a commit again
+--                                       after losing its reply (the cluster client does) gets
+--                                       the first run's answer, not "skipped".
 --
 -- The acks of a commit go out as one XACK per stream and group, at the end.
 --
@@ -51,7 +57,7 @@
 local function width(a)
   local op = ARGV[a]
   if op == 'A' then return 2 + 2 * tonumber(ARGV[a + 1])
-  elseif op == 'S' or op == 'R' or op == 'I' or op == 'E' or op == 'F' then return 2
+  elseif op == 'S' or op == 'R' or op == 'I' or op == 'E' or op == 'F' or op == 'K' then return 2
   elseif op == 'D' then return 1
   elseif op == 'T' then return 5
   elseif op == 'O' then return 6
@@ -118,8 +124,14 @@ local present = {}
 -- First pass: every group exists and every fence holds, or nothing is written.
 -- Consecutive ops mostly name the same stream and group: remember the last one checked.
 local last_stream, last_group
+local mark, mark_ttl
 while a <= nargs do
   local op = ARGV[a]
+  if op == 'K' then
+    local recorded = redis.call('GET', KEYS[k])
+    if recorded then return cjson.decode(recorded) end
+    mark, mark_ttl = KEYS[k], ARGV[a + 1]
+  end
   if op == 'F' and redis.call('GET', KEYS[k]) ~= ARGV[a + 1] then
     return redis.error_reply('FENCED ' .. k .. ' the lease ' .. KEYS[k] .. ' is not held by ' .. ARGV[a + 1])
   end
@@ -224,5 +236,9 @@ for _, ack in pairs(acks) do
     redis.call('XACK', ack[1], ack[2], unpack(ack, first, last))
     first = last + 1
   end
+end
+if mark then
+  -- cjson writes an empty list as `{}`, which decodes to an empty table all the same.
+  redis.call('SET', mark, cjson.encode({ skipped, conflicted }), 'PX', mark_ttl)
 end
 return { skipped, conflicted }

@@ -4,6 +4,8 @@
 //! One script, because it checks groups and ownership before writing anything, which
 //! MULTI/EXEC cannot do (XACK on a missing group answers 0, and EXEC never rolls back).
 
+use std::time::Duration;
+
 use redis::{Script, ScriptInvocation, Value};
 
 use super::reply::*;
@@ -25,13 +27,26 @@ struct OwnershipRange<'c> {
     max: EntryId,
 }
 
+/// How long a commit's mark (see [`CommitCall::encode`]) outlives it: far longer than the
+/// cluster client goes on sending a command again.
+const MARK_TTL: Duration = Duration::from_secs(60);
+
 impl<'a> CommitCall<'a> {
     /// Encodes `commit` for `script` (see `commit.lua` for the layout of `KEYS` and `ARGV`).
-    pub(super) fn encode(script: &'a Script, commit: &Commit) -> Self {
+    /// With `mark` (a key in the commit's slot, unique to this commit) the script runs at
+    /// most once: sent again, it answers what its first run did.
+    pub(super) fn encode(script: &'a Script, commit: &Commit, mark: Option<&str>) -> Self {
         let mut call = CommitCall {
             invocation: script.prepare_invoke(),
             groups_by_key: Vec::new(),
         };
+        if let Some(mark) = mark {
+            call.invocation
+                .key(mark)
+                .arg("K")
+                .arg(u64::try_from(MARK_TTL.as_millis()).unwrap_or(u64::MAX));
+            call.groups_by_key.push(None);
+        }
         for op in &commit.ops {
             call.op(op);
         }

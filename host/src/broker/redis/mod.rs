@@ -185,6 +185,37 @@ impl RedisBroker {
         self
     }
 
+    /// Applies `commit` at most once for `id`: sent again with the same `id` (within a minute),
+    /// it writes nothing and answers what the first run did. On a Redis Cluster every commit
+    /// goes this way, because the cluster client resends a command whose reply was lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::commit`].
+    pub async fn commit_once(
+        &self,
+        commit: &Commit,
+        id: &str,
+    ) -> Result<CommitReport, BrokerError> {
+        let mark = first_key(commit).and_then(|key| crate::keyspace::commit_mark(key, id));
+        self.run_commit(commit, mark.as_deref()).await
+    }
+
+    /// The commit script for `commit` (under `mark`, if any), then the `WAIT` for replicas.
+    async fn run_commit(
+        &self,
+        commit: &Commit,
+        mark: Option<&str>,
+    ) -> Result<CommitReport, BrokerError> {
+        let call = CommitCall::encode(&self.scripts.commit, commit, mark);
+        let mut conn = self.conn.clone();
+        let report = call.invoke(&mut conn, commit).await?;
+        if let Some(key) = first_key(commit) {
+            self.confirm(key).await;
+        }
+        Ok(report)
+    }
+
     /// Waits for the replicas asked for (if any) to confirm the writes sent so far to the
     /// node of `key`.
     async fn confirm(&self, key: &str) {
@@ -386,13 +417,13 @@ impl Broker for RedisBroker {
         if let Some((stream, group, ids)) = plain_acks(commit) {
             return self.ack_only(stream, group, &ids).await;
         }
-        let call = CommitCall::encode(&self.scripts.commit, commit);
-        let mut conn = self.conn.clone();
-        let report = call.invoke(&mut conn, commit).await?;
-        if let Some(key) = first_key(commit) {
-            self.confirm(key).await;
+        // The cluster client sends a command again when its connection fails before the reply:
+        // a commit then runs at most once, under a mark of its own.
+        if self.endpoint.is_cluster() {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            return self.commit_once(commit, &id).await;
         }
-        Ok(report)
+        self.run_commit(commit, None).await
     }
 
     async fn node_of(&self, key: &str) -> Result<Option<String>, BrokerError> {
