@@ -4,13 +4,16 @@
 //! Each check gives a [`Finding`] with a [`Level`], what can go wrong, and the exact fix. A
 //! setting that cannot be read (`CONFIG` renamed away or refused on managed Redis) is
 //! [`Level::Unknown`], never ok. [`server`] reads the server's settings (`CONFIG GET`, `INFO`),
-//! [`keyspace`] the streams and their consumer groups.
+//! [`cluster`] does so on every node of a Redis Cluster, [`keyspace`] looks at the streams and
+//! their consumer groups.
 
+pub mod cluster;
 pub mod keyspace;
 pub mod server;
 
 use serde::Serialize;
 
+use crate::broker::Broker as _;
 use crate::broker::redis::RedisBroker;
 
 /// How bad a finding is.
@@ -108,9 +111,14 @@ impl Report {
     }
 }
 
-/// Examines the Redis server of `broker` and its evhost keyspace.
+/// Examines the Redis server of `broker` (on a Redis Cluster, every primary and replica) and
+/// its evhost keyspace.
 pub async fn examine(broker: &RedisBroker) -> Report {
-    let mut findings = server::check(broker).await;
+    let mut findings = if broker.is_cluster() {
+        cluster::check(broker).await
+    } else {
+        server::check(broker).await
+    };
     findings.extend(keyspace::check(broker).await);
     Report { findings }
 }

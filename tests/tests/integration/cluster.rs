@@ -384,3 +384,45 @@ async fn a_killed_primary_loses_no_confirmed_event_and_doubles_no_effect() {
     );
     host.stop().await;
 }
+
+/// `evhost doctor` on a cluster checks every primary and replica, each finding naming its node,
+/// and that every primary has a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_checks_every_node_of_a_cluster() {
+    let cluster =
+        RedisCluster::start_with(&["--maxmemory-policy", "allkeys-lru", "--maxmemory", "100mb"]);
+    let broker = cluster_broker(&cluster).await;
+    let report = evhost::doctor::examine(&broker).await;
+    let eviction: Vec<&evhost::doctor::Finding> = report
+        .findings
+        .iter()
+        .filter(|finding| finding.check == "eviction")
+        .collect();
+    assert_eq!(eviction.len(), 6, "one per node: {eviction:?}");
+    assert!(
+        eviction
+            .iter()
+            .all(|finding| finding.level == evhost::doctor::Level::Danger)
+    );
+    for node in cluster.nodes() {
+        let address = format!("127.0.0.1:{}", node.port());
+        assert!(
+            eviction
+                .iter()
+                .any(|finding| finding.found.starts_with(&address)),
+            "{address} checked: {eviction:?}"
+        );
+    }
+    assert!(
+        eviction
+            .iter()
+            .any(|finding| finding.found.contains("(replica)")),
+        "{eviction:?}"
+    );
+    let replicas = report
+        .findings
+        .iter()
+        .find(|finding| finding.check == "replicas")
+        .expect("the replica check");
+    assert_eq!(replicas.level, evhost::doctor::Level::Ok, "{replicas:?}");
+}

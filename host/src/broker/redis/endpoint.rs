@@ -216,8 +216,8 @@ impl Connection {
         }
     }
 
-    /// The cluster's primaries (`CLUSTER NODES`), in address order; one entry standing for the
-    /// server itself when this is not a cluster.
+    /// The cluster's primaries that serve slots (`CLUSTER NODES`), in address order; one
+    /// entry standing for the server itself when this is not a cluster.
     pub(super) async fn primaries(&mut self) -> Result<Vec<Primary>, BrokerError> {
         if !matches!(self, Connection::Cluster(_)) {
             return Ok(vec![Primary {
@@ -226,6 +226,28 @@ impl Connection {
                 slots: vec![(0, 16383)],
             }]);
         }
+        let mut primaries: Vec<Primary> = self
+            .cluster_nodes()
+            .await?
+            .into_iter()
+            .filter(|node| node.primary_of.is_none() && !node.slots.is_empty())
+            .map(|node| Primary {
+                host: node.host,
+                port: node.port,
+                slots: node.slots,
+            })
+            .collect();
+        primaries.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        if primaries.is_empty() {
+            return Err(BrokerError::Protocol(
+                "CLUSTER NODES lists no primary that serves slots".into(),
+            ));
+        }
+        Ok(primaries)
+    }
+
+    /// Every node of the cluster that is not failed (`CLUSTER NODES`), primaries and replicas.
+    pub(super) async fn cluster_nodes(&mut self) -> Result<Vec<ClusterNode>, BrokerError> {
         let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("NODES");
         let text = match self.query_any_primary(cmd).await? {
@@ -237,36 +259,53 @@ impl Connection {
                 )));
             }
         };
-        let mut primaries = parse_primaries(&text);
-        primaries.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-        if primaries.is_empty() {
-            return Err(BrokerError::Protocol(
-                "CLUSTER NODES lists no primary that serves slots".into(),
-            ));
-        }
-        Ok(primaries)
+        Ok(parse_nodes(&text))
     }
 }
 
-/// The primaries that serve slots in a `CLUSTER NODES` reply: lines of
-/// `<id> <ip:port@cport[,hostname]> <flags> <master> <ping> <pong> <epoch> <link> <slot>...`.
-fn parse_primaries(text: &str) -> Vec<Primary> {
+/// A node of a Redis Cluster, as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// The node's id.
+    pub id: String,
+    /// Its address.
+    pub host: String,
+    /// Its client port.
+    pub port: u16,
+    /// The id of its primary, for a replica; `None` for a primary.
+    pub primary_of: Option<String>,
+    /// The slot ranges it serves (a primary), first and last slot of each.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ClusterNode {
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// The nodes of a `CLUSTER NODES` reply that are not failed: lines of
+/// `<id> <ip:port@cport[,hostname]> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...`.
+fn parse_nodes(text: &str) -> Vec<ClusterNode> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (address, flags) = (fields.get(1)?, fields.get(2)?);
+            let (id, address, flags) = (fields.first()?, fields.get(1)?, fields.get(2)?);
             let flags: Vec<&str> = flags.split(',').collect();
-            let serving = flags.contains(&"master")
-                && !flags.contains(&"fail")
-                && !flags.contains(&"noaddr")
-                && fields.len() > 8;
-            if !serving {
+            if flags.contains(&"fail") || flags.contains(&"noaddr") || flags.contains(&"handshake")
+            {
                 return None;
             }
             let address = address.split(['@', ',']).next()?;
             let (host, port) = address.rsplit_once(':')?;
+            let primary_of = (!flags.contains(&"master"))
+                .then(|| fields.get(3).map(|id| id.to_string()))
+                .flatten();
             // Slots being migrated are listed as `[slot->-id]` / `[slot-<-id]`: not served.
-            let slots = fields[8..]
+            let slots = fields
+                .get(8..)
+                .unwrap_or_default()
                 .iter()
                 .filter(|range| !range.starts_with('['))
                 .filter_map(|range| match range.split_once('-') {
@@ -274,9 +313,11 @@ fn parse_primaries(text: &str) -> Vec<Primary> {
                     None => range.parse().ok().map(|slot| (slot, slot)),
                 })
                 .collect();
-            Some(Primary {
+            Some(ClusterNode {
+                id: id.to_string(),
                 host: host.to_string(),
                 port: port.parse().ok()?,
+                primary_of,
                 slots,
             })
         })
@@ -287,9 +328,9 @@ fn parse_primaries(text: &str) -> Vec<Primary> {
 mod tests {
     use super::*;
 
-    /// Primaries serving slots are found; replicas, failed and slot-less primaries are not.
+    /// Nodes that are not failed are found with their role and slots.
     #[test]
-    fn primaries_of_cluster_nodes() {
+    fn nodes_of_cluster_nodes() {
         let text = "\
 07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
 67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922
@@ -298,12 +339,23 @@ mod tests {
 e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [5461-<-67ed]
 aaaa 127.0.0.1:30006@40006 master - 0 0 6 connected
 ";
-        let primaries = parse_primaries(text);
-        let ports: Vec<u16> = primaries.iter().map(|primary| primary.port).collect();
-        assert_eq!(ports, vec![30002, 30003, 30001]);
-        assert!(primaries.iter().all(|primary| primary.host == "127.0.0.1"));
-        assert_eq!(primaries[2].slots, vec![(0, 5460)]);
-        assert!(primaries[0].serves(5461) && primaries[0].serves(10922));
-        assert!(!primaries[0].serves(10923) && primaries[1].serves(16383));
+        let nodes = parse_nodes(text);
+        let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+        assert_eq!(
+            ports,
+            vec![30004, 30002, 30003, 30001, 30006],
+            "failed ones left out"
+        );
+        assert_eq!(nodes[0].primary_of.as_deref(), Some("e7d1"));
+        assert!(nodes[1..].iter().all(|node| node.primary_of.is_none()));
+        assert!(nodes.iter().all(|node| node.host == "127.0.0.1"));
+        assert_eq!(nodes[3].slots, vec![(0, 5460)]);
+        assert!(nodes[4].slots.is_empty());
+        let serving = Primary {
+            host: nodes[1].host.clone(),
+            port: nodes[1].port,
+            slots: nodes[1].slots.clone(),
+        };
+        assert!(serving.serves(5461) && serving.serves(10922) && !serving.serves(10923));
     }
 }

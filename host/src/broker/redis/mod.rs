@@ -24,6 +24,7 @@ use redis::cluster::ClusterClient;
 use redis::{Client, Value};
 
 use commit_call::CommitCall;
+pub use endpoint::ClusterNode;
 use endpoint::{Connection, Endpoint};
 use reader::{ReadPool, RedisFollower, RedisReader, with_delivery_counts};
 use replication::Confirmations;
@@ -100,6 +101,9 @@ pub struct RedisBroker {
     wakeups: Wakeups,
     /// `WAIT`s for replicas after writes that must survive a failover (`--wait-replicas`).
     confirmations: Option<Arc<Confirmations>>,
+    /// The URL connected to (the first seed of a cluster): the credentials and TLS files to
+    /// reach one node of the cluster with.
+    url: Arc<str>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -147,7 +151,7 @@ impl RedisBroker {
             Some(certificates) => Client::build_with_tls(split.url.as_str(), certificates)?,
             None => Client::open(split.url.as_str())?,
         };
-        Self::over(Endpoint::Node(Arc::new(client))).await
+        Self::over(Endpoint::Node(Arc::new(client)), url).await
     }
 
     /// The broker of the cluster that `seeds` are nodes of.
@@ -163,10 +167,11 @@ impl RedisBroker {
         if let Some(certificates) = certificates {
             builder = builder.certs(certificates);
         }
-        Self::over(Endpoint::Cluster(Arc::new(builder.build()?))).await
+        let first = seeds.first().copied().unwrap_or_default();
+        Self::over(Endpoint::Cluster(Arc::new(builder.build()?)), first).await
     }
 
-    async fn over(endpoint: Endpoint) -> Result<Self, BrokerError> {
+    async fn over(endpoint: Endpoint, url: &str) -> Result<Self, BrokerError> {
         let conn = endpoint.commands().await?;
         Ok(RedisBroker {
             read_pool: Arc::new(ReadPool::new(endpoint.clone())),
@@ -175,7 +180,41 @@ impl RedisBroker {
             conn,
             scripts: Arc::new(Scripts::new()),
             confirmations: None,
+            url: Arc::from(url),
         })
+    }
+
+    /// The nodes of the Redis Cluster, primaries and replicas that are not failed; empty when
+    /// this is not a cluster.
+    ///
+    /// # Errors
+    ///
+    /// When `CLUSTER NODES` fails.
+    pub async fn cluster_nodes(&self) -> Result<Vec<ClusterNode>, BrokerError> {
+        if !self.endpoint.is_cluster() {
+            return Ok(Vec::new());
+        }
+        self.conn.clone().cluster_nodes().await
+    }
+
+    /// A broker of the one node `node` of this cluster alone (for its settings: `INFO`,
+    /// `CONFIG GET`), reached with the credentials and TLS files of the seed URL.
+    ///
+    /// # Errors
+    ///
+    /// When the node cannot be reached.
+    pub async fn connect_to_node(&self, node: &ClusterNode) -> Result<RedisBroker, BrokerError> {
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|err| BrokerError::Protocol(format!("the seed URL does not parse: {err}")))?;
+        url.set_host(Some(&node.host))
+            .and_then(|()| {
+                url.set_port(Some(node.port))
+                    .map_err(|()| url::ParseError::InvalidPort)
+            })
+            .map_err(|err| {
+                BrokerError::Protocol(format!("node address {}: {err}", node.address()))
+            })?;
+        Self::connect_node(url.as_str()).await
     }
 
     /// The same broker, waiting after each commit with effects and each relay move until
