@@ -14,7 +14,9 @@
 //! it, applying nothing, when the lease is not the committer's.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -38,6 +40,8 @@ pub struct Leases {
     ttl: Duration,
     /// The partitions this host holds.
     owned: watch::Sender<BTreeSet<u32>>,
+    /// The hosts the roll call counted last, for a round in which it cannot be read.
+    hosts: AtomicU32,
 }
 
 impl Leases {
@@ -50,6 +54,7 @@ impl Leases {
             owner,
             ttl,
             owned,
+            hosts: AtomicU32::new(1),
         }
     }
 
@@ -80,24 +85,51 @@ impl Leases {
 
     /// One round: say this host is alive, renew, give up over the share, take up to it.
     ///
+    /// Each call to Redis is bounded by the round's period, and the leases are renewed all at
+    /// once: on a Redis Cluster the leases lie on several nodes, and one node away (a failover,
+    /// a network cut) must not hold up the renewal of the others until they expire. A lease
+    /// whose renewal failed is kept (a commit under it is fenced if it was lost meanwhile) and
+    /// renewed again next round; only a lease another host holds is given up.
+    ///
     /// # Errors
     ///
-    /// When the broker fails (what was done so far stays done).
+    /// When giving a lease up fails (what was done so far stays done).
     pub async fn round(&self) -> Result<(), BrokerError> {
         let broker = self.broker.as_ref();
-        let hosts = broker
-            .heartbeat(self.layout.hosts(), &self.owner, self.ttl)
-            .await?
-            .max(1);
+        let hosts = match self
+            .bounded(broker.heartbeat(self.layout.hosts(), &self.owner, self.ttl))
+            .await
+        {
+            Ok(hosts) => {
+                self.hosts.store(hosts.max(1), Ordering::Relaxed);
+                hosts.max(1)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, key = self.layout.hosts(), "partition leases: the roll call cannot be answered; counting the hosts as last time");
+                self.hosts.load(Ordering::Relaxed)
+            }
+        };
         let partitions = self.layout.partitions();
         let share = partitions.div_ceil(hosts);
         let mut held = self.owned();
         let before = held.clone();
-        for partition in before.iter().copied() {
+        let renewals = before.iter().map(|&partition| async move {
             let lease = self.layout.at(partition).lease();
-            if !broker.acquire_lease(&lease, &self.owner, self.ttl).await? {
-                tracing::warn!(partition, "partition lease lost: another host holds it now");
-                held.remove(&partition);
+            let renewed = self
+                .bounded(broker.acquire_lease(&lease, &self.owner, self.ttl))
+                .await;
+            (partition, lease, renewed)
+        });
+        for (partition, lease, renewed) in futures_util::future::join_all(renewals).await {
+            match renewed {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(partition, "partition lease lost: another host holds it now");
+                    held.remove(&partition);
+                }
+                Err(err) => {
+                    tracing::warn!(partition, %lease, error = %err, "partition lease cannot be renewed (its Redis node is away?); kept until renewed or lost");
+                }
             }
         }
         while held.len() > share as usize {
@@ -120,8 +152,17 @@ impl Leases {
                 continue;
             }
             let lease = self.layout.at(partition).lease();
-            if broker.acquire_lease(&lease, &self.owner, self.ttl).await? {
-                held.insert(partition);
+            match self
+                .bounded(broker.acquire_lease(&lease, &self.owner, self.ttl))
+                .await
+            {
+                Ok(true) => {
+                    held.insert(partition);
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::debug!(partition, error = %err, "partition lease cannot be taken now");
+                }
             }
         }
         if held != before {
@@ -129,6 +170,18 @@ impl Leases {
             self.owned.send_replace(held);
         }
         Ok(())
+    }
+
+    /// `call`, failing when it takes longer than a round's period.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let limit = self.ttl / 3;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(BrokerError::NoAnswer(limit)),
+        }
     }
 
     /// Gives every lease up (and leaves the roll call), so that other hosts take the

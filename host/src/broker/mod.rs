@@ -288,6 +288,9 @@ pub enum BrokerError {
         /// The missing group.
         group: String,
     },
+    /// The broker did not answer in time (a Redis node away, a network cut).
+    #[error("no answer from Redis within {0:?}")]
+    NoAnswer(Duration),
     /// The broker answered something this code cannot interpret.
     #[error("unexpected reply from broker: {0}")]
     Protocol(String),

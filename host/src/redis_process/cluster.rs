@@ -168,6 +168,65 @@ impl RedisCluster {
         )))
     }
 
+    /// Moves `slots` slots (with their keys) from the primary on `from` to the one on `to`
+    /// with `redis-cli --cluster reshard`, as an operator would.
+    ///
+    /// # Errors
+    ///
+    /// When `redis-cli` fails (with its output).
+    pub fn reshard(&self, from: u16, to: u16, slots: usize) -> Result<(), RedisProcessError> {
+        let id = |port: u16| {
+            redis_cli(port, &["CLUSTER", "MYID"])
+                .map(|text| text.trim().to_string())
+                .map_err(RedisProcessError::Cluster)
+        };
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(format!("127.0.0.1:{from}"))
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .map_err(|err| RedisProcessError::Cluster(format!("cannot run redis-cli: {err}")))?;
+        if !output.status.success() {
+            return Err(RedisProcessError::Cluster(format!(
+                "redis-cli --cluster reshard failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The port of the primary that serves the slot of `key` (`CLUSTER KEYSLOT`, then the
+    /// slot ranges of `CLUSTER SHARDS`-like `CLUSTER NODES`).
+    ///
+    /// # Errors
+    ///
+    /// When no node answers or no primary serves the slot.
+    pub fn primary_of_key(&self, key: &str) -> Result<u16, RedisProcessError> {
+        let port = self.nodes[0].port();
+        let slot: u16 = redis_cli(port, &["CLUSTER", "KEYSLOT", key])
+            .map_err(RedisProcessError::Cluster)?
+            .trim()
+            .parse()
+            .map_err(|err| RedisProcessError::Cluster(format!("CLUSTER KEYSLOT: {err}")))?;
+        let text = redis_cli(port, &["CLUSTER", "NODES"]).map_err(RedisProcessError::Cluster)?;
+        text.lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let serves = fields.get(8..)?.iter().any(|range| {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    matches!((first.parse::<u16>(), last.parse::<u16>()),
+                        (Ok(first), Ok(last)) if (first..=last).contains(&slot))
+                });
+                let address = fields.get(1)?.split(['@', ',']).next()?;
+                serves.then(|| address.rsplit_once(':')?.1.parse().ok())?
+            })
+            .ok_or_else(|| RedisProcessError::Cluster(format!("no primary serves slot {slot}")))
+    }
+
     /// Waits until every node reports `cluster_state:ok`, `primaries` primaries serve slots
     /// and every replica's link to its primary is up.
     ///
@@ -199,16 +258,7 @@ impl RedisCluster {
     pub fn wait_for_primaries(&self, primaries: usize) -> Result<(), RedisProcessError> {
         let deadline = Instant::now() + SETTLE;
         while Instant::now() < deadline {
-            let live_ok = self.nodes.iter().all(|node| {
-                redis_cli(node.port(), &["CLUSTER", "INFO"]).map_or(true, |info| {
-                    info.lines().any(|line| line.trim() == "cluster_state:ok")
-                })
-            });
-            if live_ok
-                && self
-                    .primary_ports()
-                    .is_ok_and(|ports| ports.len() == primaries)
-            {
+            if self.serves_with(primaries) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -216,6 +266,20 @@ impl RedisCluster {
         Err(RedisProcessError::Cluster(format!(
             "{primaries} primaries did not serve the slots within {SETTLE:?}"
         )))
+    }
+
+    /// Whether `primaries` primaries that are not failed serve the slots and every node that
+    /// answers reports `cluster_state:ok` (one look; see [`RedisCluster::wait_for_primaries`]).
+    pub fn serves_with(&self, primaries: usize) -> bool {
+        let live_ok = self.nodes.iter().all(|node| {
+            redis_cli(node.port(), &["CLUSTER", "INFO"]).map_or(true, |info| {
+                info.lines().any(|line| line.trim() == "cluster_state:ok")
+            })
+        });
+        live_ok
+            && self
+                .primary_ports()
+                .is_ok_and(|ports| ports.len() == primaries)
     }
 
     /// Why the cluster is not settled, if it is not.

@@ -230,6 +230,42 @@ impl RedisServer {
         self.crash_and_restart()
     }
 
+    /// Stops the server process (SIGSTOP): it neither answers nor closes its connections,
+    /// like a node cut off by the network, until [`RedisServer::resume`].
+    ///
+    /// # Errors
+    ///
+    /// When the signal cannot be sent.
+    pub fn pause(&self) -> Result<(), RedisProcessError> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// When the signal cannot be sent.
+    pub fn resume(&self) -> Result<(), RedisProcessError> {
+        self.signal("-CONT")
+    }
+
+    /// Sends `signal` to the server process (by its pid, with `kill`).
+    fn signal(&self, signal: &str) -> Result<(), RedisProcessError> {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .map_err(RedisProcessError::Spawn)?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(RedisProcessError::Spawn(std::io::Error::other(format!(
+                "kill {signal} {} failed",
+                self.child.id()
+            ))))
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

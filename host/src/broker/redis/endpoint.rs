@@ -103,10 +103,7 @@ async fn open_cluster(
     .await
     {
         Ok(conn) => Ok(Connection::Cluster(conn?)),
-        Err(_) => Err(BrokerError::Protocol(format!(
-            "the Redis Cluster did not accept a connection within {:?}",
-            CONNECT_TIMEOUT * 2
-        ))),
+        Err(_) => Err(BrokerError::NoAnswer(CONNECT_TIMEOUT * 2)),
     }
 }
 
