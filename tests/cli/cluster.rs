@@ -182,3 +182,22 @@ fn operator_commands_work_on_a_cluster() {
         );
     }
 }
+
+/// `evhost bench --cluster` measures one node and a local cluster of three primaries on the
+/// same partitioned work, and reports both with CPU per event.
+#[test]
+fn bench_compares_one_node_with_a_cluster() {
+    let output = evhost()
+        .args(["bench", "--cluster", "--events", "2000", "--json"])
+        .output()
+        .expect("run evhost bench --cluster");
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&output)).expect("JSON");
+    assert_eq!(report["primaries"], 3, "{report}");
+    assert_eq!(report["partitions"], 6, "{report}");
+    for contender in ["node", "cluster"] {
+        for figure in ["per_sec", "host_cpu_us", "redis_cpu_us"] {
+            let value = report[contender][figure].as_f64().unwrap_or(-1.0);
+            assert!(value > 0.0, "{contender}.{figure} = {value}: {report}");
+        }
+    }
+}

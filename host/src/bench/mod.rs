@@ -4,6 +4,7 @@
 //! handler entry at fixed produce rates, hot-swap time and the host's memory, and compares each
 //! with a plain redis-rs `XREADGROUP`/`XACK` loop on the same server in the same run.
 
+pub mod cluster;
 mod hot_key;
 mod partitioned;
 pub mod raw;

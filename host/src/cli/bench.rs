@@ -10,7 +10,7 @@ use crate::bench::{self, BenchOptions};
 /// Arguments of `evhost bench`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16\n  evhost bench --saga-concurrency 16 --saga-partitioned\n  evhost bench --partitions 8"
+    after_help = "Examples:\n  cargo run --release -p evhost -- bench\n  evhost bench --json > bench.json\n  evhost bench --redis redis://127.0.0.1:6379 --events 20000 --memory-events 100000\n  evhost bench --saga-concurrency 16\n  evhost bench --saga-concurrency 16 --saga-partitioned\n  evhost bench --partitions 8\n  evhost bench --cluster --events 20000"
 )]
 pub struct BenchArgs {
     /// Measure against this Redis (it is FLUSHALLed!) instead of a private redis-server.
@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// beside the one-partition saga and the raw loop.
     #[arg(long, value_name = "P")]
     pub partitions: Option<std::num::NonZeroU32>,
+    /// Instead of the usual measurements, compare one Redis node with a local Redis Cluster of
+    /// three primaries (both started here) on the same partitioned work, --events per round:
+    /// throughput and CPU per event of the host and of Redis.
+    #[arg(long, conflicts_with = "redis")]
+    pub cluster: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +69,15 @@ pub struct BenchArgs {
 ///
 /// When Redis or the host fails during a measurement.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.cluster {
+        let report = bench::cluster::run(args.events.max(1)).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let options = BenchOptions {
         events: args.events.max(1),
         saga_events: args.saga_events.max(1),
