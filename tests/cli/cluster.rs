@@ -79,6 +79,14 @@ fn operator_commands_work_on_a_cluster() {
         &["history", "OrderPlaced", "--json"],
     )));
     assert_eq!(orders.len(), 2, "{orders:?}");
+    // Seeds may also be given one `--redis` each.
+    let seeds: Vec<String> = cluster.nodes()[..2].iter().map(|node| node.url()).collect();
+    let repeated = evhost()
+        .args(["history", "OrderPlaced", "--json"])
+        .args(["--redis", &seeds[0], "--redis", &seeds[1]])
+        .output()
+        .expect("run evhost history");
+    assert_eq!(json_lines(&stdout_of(&repeated)).len(), 2);
 
     let primaries: Vec<String> = cluster
         .primary_ports()

@@ -19,7 +19,7 @@ pub struct DlqArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: DlqCommand,
-    /// Redis server URL; for a Redis Cluster, any node (or several, separated by commas).
+    /// Redis server URL; for a Redis Cluster, any node (or several: comma-separated, or repeated).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL, global = true)]
     pub redis: String,
     /// Print JSON instead of a table.

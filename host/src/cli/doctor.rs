@@ -17,7 +17,7 @@ use super::output::{Align, Cell, Style, Table, json_line};
     after_help = "Exit status: 0 when nothing is dangerous, 3 on a danger, 1 when Redis cannot be reached.\n\nExamples:\n  evhost doctor\n  evhost doctor --redis rediss://default:pw@redis.example.com:6380 --json"
 )]
 pub struct DoctorArgs {
-    /// Redis server URL; for a Redis Cluster, any node (or several, separated by commas).
+    /// Redis server URL; for a Redis Cluster, any node (or several: comma-separated, or repeated).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
     /// One JSON object instead of a table.

@@ -15,7 +15,7 @@ pub struct InitArgs {
     /// Number of partitions of the keyspace.
     #[arg(long, value_name = "P")]
     pub partitions: NonZeroU32,
-    /// Redis server URL; for a Redis Cluster, any node (or several, separated by commas).
+    /// Redis server URL; for a Redis Cluster, any node (or several: comma-separated, or repeated).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
 }

@@ -152,6 +152,7 @@ impl Command {
 /// A clap error (usage error, or `--help`/`--version` output) or a configuration file that
 /// cannot be used, both to be reported with exit code 2 (`--help`: 0, see [`clap::Error::exit`]).
 pub fn parse(args: Vec<OsString>) -> Result<Cli, ParseError> {
+    let args = join_repeated_seeds(args);
     let command = Cli::command();
     let strict = command.clone().try_get_matches_from(&args);
     // A flag that is required may come from the file: find the file and the subcommand path
@@ -173,6 +174,47 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, ParseError> {
         (Ok(matches), Err(_)) => matches,
     };
     Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// `--redis A --redis B` (seeds of a Redis Cluster given one by one) as `--redis A,B`, the
+/// form every command takes; arguments after `--` are left alone.
+fn join_repeated_seeds(args: Vec<OsString>) -> Vec<OsString> {
+    let mut seeds: Vec<String> = Vec::new();
+    let mut first = None;
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--" {
+            kept.push(arg);
+            kept.extend(args.by_ref());
+            break;
+        }
+        let value = match text.strip_prefix("--redis") {
+            Some("") => args
+                .next()
+                .map(|value| value.to_string_lossy().into_owned()),
+            Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
+            _ => {
+                kept.push(arg);
+                continue;
+            }
+        };
+        let Some(value) = value else {
+            // A last `--redis` without its value: clap says what is missing.
+            kept.push(arg);
+            continue;
+        };
+        if first.is_none() {
+            first = Some(kept.len());
+            kept.push(OsString::new());
+        }
+        seeds.push(value);
+    }
+    if let Some(index) = first {
+        kept[index] = OsString::from(format!("--redis={}", seeds.join(",")));
+    }
+    kept
 }
 
 /// Why the command line could not be parsed.
@@ -253,3 +295,53 @@ pub async fn run(cli: Cli) -> ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    /// Seeds given one by one become one comma-separated `--redis`; one stays as it is.
+    #[test]
+    fn repeated_seeds_are_joined() {
+        assert_eq!(
+            join_repeated_seeds(strings(&[
+                "evhost",
+                "run",
+                "--redis",
+                "redis://a:1",
+                "--consumer",
+                "c",
+                "--redis=redis://b:2",
+                "--",
+                "--redis",
+                "x",
+            ])),
+            strings(&[
+                "evhost",
+                "run",
+                "--redis=redis://a:1,redis://b:2",
+                "--consumer",
+                "c",
+                "--",
+                "--redis",
+                "x",
+            ])
+        );
+        assert_eq!(
+            join_repeated_seeds(strings(&["evhost", "stats", "--redis", "redis://a:1"])),
+            strings(&["evhost", "stats", "--redis=redis://a:1"])
+        );
+        assert_eq!(
+            join_repeated_seeds(strings(&["evhost", "stats", "--redis"])),
+            strings(&["evhost", "stats", "--redis"])
+        );
+        assert_eq!(
+            join_repeated_seeds(strings(&["evhost", "demo", "--redisx"])),
+            strings(&["evhost", "demo", "--redisx"])
+        );
+    }
+}

@@ -27,7 +27,7 @@ pub struct PublishArgs {
     /// Publish every line of this JSON Lines file (`-` reads stdin).
     #[arg(long, conflicts_with = "data")]
     pub file: Option<PathBuf>,
-    /// Redis server URL; for a Redis Cluster, any node (or several, separated by commas).
+    /// Redis server URL; for a Redis Cluster, any node (or several: comma-separated, or repeated).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
     /// The event's `source` attribute.

@@ -25,7 +25,7 @@ pub struct RunArgs {
     #[arg(long, env = "EVHOST_PLUGINS", default_value = "./plugins")]
     pub plugins: PathBuf,
     /// Redis server URL (`redis://[user:pass@]host:port[/db]`); for a Redis Cluster, any node
-    /// (or several seeds, separated by commas).
+    /// (or several seeds: separated by commas, or one `--redis` each).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
     /// Consumer name within each group [default: the hostname]. Hosts sharing a group need

@@ -28,7 +28,7 @@ pub struct StatsArgs {
     /// The running host, for plugin counters.
     #[command(flatten)]
     pub admin: AdminArgs,
-    /// Redis server URL; for a Redis Cluster, any node (or several, separated by commas).
+    /// Redis server URL; for a Redis Cluster, any node (or several: comma-separated, or repeated).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
 }

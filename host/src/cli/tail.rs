@@ -44,7 +44,7 @@ pub struct TailArgs {
     /// How often to look for new matching streams, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub discovery_interval_ms: u64,
-    /// Redis server URL; for a Redis Cluster, any node (or several, separated by commas).
+    /// Redis server URL; for a Redis Cluster, any node (or several: comma-separated, or repeated).
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis: String,
 }
