@@ -21,7 +21,7 @@ use evhost_tests::{
 };
 use serde_json::json;
 
-use super::partitions::{count_in, data, events_in, partitioned, publish_keyed};
+use super::partitions::{count_in, data, events_in, lease_holders, partitioned, publish_keyed};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -68,16 +68,7 @@ async fn a_cluster_needs_a_partitioned_keyspace() {
     );
 }
 
-/// The holder of each partition's lease.
-async fn lease_holders(broker: &dyn Broker, layout: Keyspace) -> Vec<Option<String>> {
-    let mut holders = Vec::new();
-    for keyspace in layout.each_partition() {
-        let holder = broker.get(&keyspace.lease()).await.expect("GET");
-        holders.push(holder.map(|value| String::from_utf8_lossy(&value).into_owned()));
-    }
-    holders
-}
-
+/// Leases of 1.5 s: a cluster's failover takes a second or two.
 fn leased(consumer: &str, layout: Keyspace) -> HostOptions {
     HostOptions {
         lease_ttl: Duration::from_millis(1500),
@@ -240,28 +231,7 @@ async fn processing_goes_on_through_a_failover_of_every_primary() {
     )
     .await;
 
-    const EVENTS: usize = 600;
-    let producer = {
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            let mut published = Vec::with_capacity(EVENTS);
-            for seq in 0..EVENTS {
-                let mut event = Event::new(
-                    "ProbeOrder",
-                    "test",
-                    json!({"action": "ok"}).to_string().into_bytes(),
-                );
-                event.set_extension(PARTITION_KEY, format!("k-{}", seq % 20));
-                broker
-                    .add(&event.stream_in(layout), &event.to_fields())
-                    .await
-                    .unwrap_or_else(|err| panic!("XADD of event {seq} during failovers: {err}"));
-                published.push(event.id);
-                tokio::time::sleep(Duration::from_millis(8)).await;
-            }
-            published
-        })
-    };
+    let producer = produce(broker.clone(), layout, 600, keys(20, |_| true));
     let replicas = cluster.replica_ports().expect("the replicas");
     assert_eq!(replicas.len(), 3);
     for replica in replicas {
@@ -269,23 +239,7 @@ async fn processing_goes_on_through_a_failover_of_every_primary() {
         tokio::task::block_in_place(|| cluster.failover(replica)).expect("CLUSTER FAILOVER");
     }
     let published = producer.await.expect("the producer");
-    wait_for(
-        "every event handled after the failovers",
-        TIMEOUT,
-        || async { journaled(broker.as_ref(), layout, "keyed").await.len() >= EVENTS },
-    )
-    .await;
-    // Late duplicates would come within a retry or two.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let handled = journaled(broker.as_ref(), layout, "keyed").await;
-    let unique: HashSet<&String> = handled.iter().collect();
-    assert_eq!(
-        unique.len(),
-        handled.len(),
-        "an event's effect committed twice"
-    );
-    let published: HashSet<&String> = published.iter().collect();
-    assert_eq!(unique, published, "every published event handled");
+    assert_handled_once(broker.as_ref(), layout, &published).await;
     host.stop().await;
 }
 

@@ -408,7 +408,7 @@ async fn ingress_and_outbox_entries_are_moved_exactly_once_after_a_relay_crash()
 }
 
 /// The holder of each partition's lease, by partition.
-async fn lease_holders(broker: &dyn Broker, layout: Keyspace) -> Vec<Option<String>> {
+pub(crate) async fn lease_holders(broker: &dyn Broker, layout: Keyspace) -> Vec<Option<String>> {
     let mut holders = Vec::new();
     for keyspace in layout.each_partition() {
         let holder = broker.get(&keyspace.lease()).await.expect("GET");
