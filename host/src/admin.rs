@@ -1,22 +1,23 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/api/plugins` and
-//! `/api/streams`.
+//! `/api/streams`, and the write actions `POST /api/plugins/{name}/promote`, `/abort` and
+//! `/rollback` (rollouts, see [`crate::rollout`]).
 //!
 //! It binds to loopback by default (`--metrics-addr 127.0.0.1:9464`). Off loopback, give it
 //! a bearer token (`--admin-token`): `/api/*` then answers only requests with
 //! `Authorization: Bearer <token>`; `/metrics`, `/healthz` and `/readyz` stay open for
-//! scrapers and probes. A write action, when the endpoint gains one, is refused without a
-//! token configured, wherever the endpoint is bound.
+//! scrapers and probes. Without a token, a write action is accepted only from a loopback
+//! peer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{FileState, Host};
@@ -72,11 +73,21 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// The admin routes, bound to `host`; `/api/*` requires `token` when one is set.
+/// The admin routes, bound to `host`; `/api/*` requires `token` when one is set, and the write
+/// actions without one a loopback peer.
 pub fn router(host: Arc<Host>, token: AdminToken) -> Router {
+    let writes = Router::new()
+        .route("/api/plugins/{name}/promote", post(promote))
+        .route("/api/plugins/{name}/abort", post(abort))
+        .route("/api/plugins/{name}/rollback", post(rollback))
+        .route_layer(middleware::from_fn_with_state(
+            token.clone(),
+            require_write_right,
+        ));
     let api = Router::new()
         .route("/api/plugins", get(plugins))
         .route("/api/streams", get(streams))
+        .merge(writes)
         .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -101,6 +112,60 @@ async fn require_token(State(token): State<AdminToken>, request: Request, next: 
         "this endpoint needs the host's bearer token: Authorization: Bearer <--admin-token>\n",
     )
         .into_response()
+}
+
+/// Answers 403 to a write action from off loopback when no token is configured (with one,
+/// [`require_token`] already checked it).
+async fn require_write_right(
+    State(token): State<AdminToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    if token.is_set() || peer.is_some_and(|peer| peer.ip().is_loopback()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "write actions are accepted from loopback only, unless the host has an --admin-token\n",
+    )
+        .into_response()
+}
+
+/// The answer to a change of what serves a plugin: the transition made, and how long it took.
+fn change_answer(
+    started: std::time::Instant,
+    result: Result<crate::rollout::Transition, crate::host::ChangeError>,
+) -> Response {
+    match result {
+        Ok(transition) => Json(serde_json::json!({
+            "transition": transition,
+            "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+        }))
+        .into_response(),
+        Err(err @ crate::host::ChangeError::UnknownPlugin(_)) => {
+            (StatusCode::NOT_FOUND, format!("{err}\n")).into_response()
+        }
+        Err(err) => (StatusCode::CONFLICT, format!("{err}\n")).into_response(),
+    }
+}
+
+async fn promote(State(host): State<Arc<Host>>, Path(name): Path<String>) -> Response {
+    let started = std::time::Instant::now();
+    change_answer(started, host.promote(&name, "evhost rollout promote"))
+}
+
+async fn abort(State(host): State<Arc<Host>>, Path(name): Path<String>) -> Response {
+    let started = std::time::Instant::now();
+    change_answer(started, host.abort_rollout(&name, "evhost rollout abort"))
+}
+
+async fn rollback(State(host): State<Arc<Host>>, Path(name): Path<String>) -> Response {
+    let started = std::time::Instant::now();
+    change_answer(started, host.roll_back(&name, "evhost rollback"))
 }
 
 async fn metrics(State(host): State<Arc<Host>>) -> Response {
@@ -244,7 +309,11 @@ pub async fn serve(
     }
     let app = router(host, token);
     tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(cancel.cancelled_owned());
         if let Err(err) = server.await {
             tracing::error!(error = %err, "admin endpoint failed");
         }

@@ -108,8 +108,27 @@ impl AdminClient {
         })
     }
 
+    /// POSTs to `path` (a write action, no body) and parses the JSON answer.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`] saying what to check; a refusal carries the host's reason.
+    pub async fn post_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
+        let body = self.request(hyper::Method::POST, path).await?;
+        serde_json::from_slice(&body).map_err(|err| AdminError::BadAnswer {
+            url: self.url.clone(),
+            path: path.to_string(),
+            reason: format!("not the expected JSON ({err})"),
+        })
+    }
+
     /// GETs `path` and returns the body of a successful answer.
     async fn get(&self, path: &str) -> Result<Bytes, AdminError> {
+        self.request(hyper::Method::GET, path).await
+    }
+
+    /// Sends a request without a body and returns the body of a successful answer.
+    async fn request(&self, method: hyper::Method, path: &str) -> Result<Bytes, AdminError> {
         let url = self.url.clone();
         let authority = authority(&url)?;
         let unreachable = |reason: String| AdminError::Unreachable {
@@ -134,7 +153,10 @@ impl AdminClient {
                     tracing::debug!(error = %err, "admin connection ended");
                 }
             });
-            let mut request = hyper::Request::get(path).header(hyper::header::HOST, &authority);
+            let mut request = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(hyper::header::HOST, &authority);
             if let Some(token) = &self.token {
                 request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
             }

@@ -51,6 +51,7 @@ pub mod redis_process;
 pub mod registry;
 pub mod relay;
 pub mod retention;
+pub mod rollout;
 pub mod stream_registry;
 pub mod stream_stats;
 pub mod trial;

@@ -6,6 +6,7 @@
 //! `/api/plugins`.
 
 mod plugin_defined;
+mod rollout;
 mod series;
 pub mod totals;
 
@@ -23,6 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use self::plugin_defined::PluginFamily;
+use self::rollout::RolloutMetrics;
 use self::series::SeriesBudget;
 pub use self::series::{MAX_SERIES_PER_METRIC, MAX_SERIES_PER_PLUGIN};
 use self::totals::{PluginStats, PluginTotals, TotalsTable};
@@ -126,6 +128,8 @@ pub struct Metrics {
     plugin_info_labels: Mutex<HashMap<String, Labels>>,
     /// Per-plugin totals for `/api/plugins`.
     totals: TotalsTable,
+    /// `evhost_rollout_*`.
+    rollouts: RolloutMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -277,7 +281,9 @@ impl Metrics {
             "Entries delivered to the plugin's consumer group and not yet acknowledged (at the last scrape)",
             group_pending.clone(),
         );
+        let rollouts = RolloutMetrics::register(&mut registry);
         Metrics {
+            rollouts,
             registry: Mutex::new(registry),
             group_lag,
             group_pending,
@@ -483,6 +489,21 @@ impl Metrics {
         if let Some(old) = current.remove(plugin) {
             self.plugin_info.remove(&old);
         }
+    }
+
+    /// Counts a call of a rollout (`role`: live or candidate; `outcome`: ok or failed).
+    pub fn record_rollout_call(&self, plugin: &str, version: &str, role: &str, outcome: &str) {
+        self.rollouts.record_call(plugin, version, role, outcome);
+    }
+
+    /// Counts an event on which a shadow candidate differed from the live version.
+    pub fn record_rollout_mismatch(&self, plugin: &str, version: &str) {
+        self.rollouts.record_mismatch(plugin, version);
+    }
+
+    /// Counts a rollout transition.
+    pub fn record_rollout_transition(&self, plugin: &str, kind: crate::rollout::TransitionKind) {
+        self.rollouts.record_transition(plugin, kind);
     }
 
     /// Replaces every `evhost_group_lag` and `evhost_group_pending` sample with `groups`:

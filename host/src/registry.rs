@@ -1,18 +1,18 @@
-//! The plugin registry: plugin name → current version, swappable atomically.
+//! The plugin registry: plugin name → its [`Deployment`] (live version, rollout, earlier
+//! versions), each swappable atomically.
 //!
-//! Consumer tasks hold the [`PluginSlot`] of their plugin and load the current version at the
-//! start of every batch, so a swap takes effect at the next batch while calls already running
-//! finish on the old version.
+//! Consumer tasks hold the [`PluginSlot`] of their plugin and load the live version (and the
+//! rollout) at the start of every round, so a swap takes effect at the next round while calls
+//! already running finish on the old version.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use arc_swap::ArcSwap;
-
 use crate::plugin::PluginVersion;
+use crate::rollout::Deployment;
 
-/// The current version of one plugin.
-pub type PluginSlot = Arc<ArcSwap<PluginVersion>>;
+/// The deployment of one plugin.
+pub type PluginSlot = Arc<Deployment>;
 
 /// Why a plugin could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +62,7 @@ impl Registry {
                 existing: existing.origin.clone(),
             });
         }
-        let slot: PluginSlot = Arc::new(ArcSwap::new(version.clone()));
+        let slot: PluginSlot = Arc::new(Deployment::new(version.clone()));
         plugins.insert(version.name.clone(), slot.clone());
         Ok(slot)
     }

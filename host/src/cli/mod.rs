@@ -18,6 +18,7 @@ mod output;
 mod plugins;
 mod publish;
 mod replay;
+mod rollout;
 mod run;
 mod stats;
 mod tail;
@@ -45,6 +46,7 @@ pub use init::InitArgs;
 pub use plugins::PluginsArgs;
 pub use publish::PublishArgs;
 pub use replay::ReplayArgs;
+pub use rollout::RolloutArgs;
 pub use run::RunArgs;
 pub use stats::StatsArgs;
 pub use tail::TailArgs;
@@ -95,6 +97,11 @@ pub enum Command {
     Stats(StatsArgs),
     /// List a running host's plugins, or check a plugin file without running it.
     Plugins(PluginsArgs),
+    /// Roll a new plugin version out beside the live one (shadow or canary), follow it,
+    /// promote it or call it off, through a running host.
+    Rollout(RolloutArgs),
+    /// Return a plugin of a running host to its previous version (or back its candidate out).
+    Rollback(rollout::ChangeArgs),
     /// Re-deliver past events of one type to one plugin only.
     Replay(ReplayArgs),
     /// Run a plugin on events without Redis or a host and print what it would commit.
@@ -135,6 +142,8 @@ impl Command {
             | Command::Tail(_)
             | Command::Stats(_)
             | Command::Plugins(_)
+            | Command::Rollout(_)
+            | Command::Rollback(_)
             | Command::Replay(_)
             | Command::Test(_)
             | Command::Dev(_)
@@ -269,6 +278,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Tail(args) => tail::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         Command::Plugins(args) => plugins::run(args).await,
+        Command::Rollout(args) => rollout::run(args).await,
+        Command::Rollback(args) => rollout::rollback(args).await,
         Command::Replay(args) => replay::run(args).await,
         Command::Test(args) => test::run(args).await,
         Command::Dev(args) => dev::run(args).await,

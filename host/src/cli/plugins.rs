@@ -66,6 +66,7 @@ pub(crate) fn state_cell(state: &FileState) -> Cell {
         FileState::Running => Cell::styled("running", Style::Green),
         FileState::Loading => Cell::styled("loading", Style::Yellow),
         FileState::Failed => Cell::styled("failed", Style::Red),
+        FileState::Retired => Cell::styled("retired", Style::Yellow),
     }
 }
 
@@ -109,12 +110,23 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         });
         let last = match &plugin.error {
             Some(error) => Cell::styled(truncate(error, 100), Style::Red),
-            None => Cell::styled(plugin.file.clone(), Style::Dim),
+            None => Cell::styled(file_note(plugin), Style::Dim),
         };
+        let state = match plugin.state {
+            FileState::Running if plugin.candidate => Cell::styled("candidate", Style::Yellow),
+            _ => state_cell(&plugin.state),
+        };
+        let mut version = plugin.version.clone().unwrap_or_else(|| "-".into());
+        if let Some(rollout) = &plugin.rollout {
+            version = format!(
+                "{version} ({} of {})",
+                rollout.mode, rollout.candidate_version
+            );
+        }
         table.row(vec![
             Cell::styled(name, Style::Bold),
-            state_cell(&plugin.state),
-            plugin.version.clone().unwrap_or_else(|| "-".into()).into(),
+            state,
+            version.into(),
             plugin
                 .sha256
                 .as_deref()
@@ -131,6 +143,19 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     }
     table.print();
     Ok(())
+}
+
+/// The file of a plugin, and what it holds when that is not what runs (after a rollback or
+/// a promotion).
+fn file_note(plugin: &PluginStatus) -> String {
+    match (&plugin.file_sha256, &plugin.sha256) {
+        (Some(on_disk), Some(running)) if on_disk != running => format!(
+            "{} (the file holds {}, not what runs)",
+            plugin.file,
+            &on_disk[..on_disk.len().min(12)]
+        ),
+        _ => plugin.file.clone(),
+    }
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<()> {

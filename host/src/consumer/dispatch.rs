@@ -128,13 +128,18 @@ impl Dispatcher {
         }
         while !work.is_empty() && !context.cancel.is_cancelled() {
             if let Some(stale) = self.lanes.stale_version() {
-                tracing::info!(
-                    plugin = %context.group,
-                    stream = %context.stream,
-                    from = %stale.version,
-                    to = %context.slot.load().version,
-                    "switching to the new plugin version"
-                );
+                let live = context.slot.load_full();
+                if Arc::ptr_eq(&stale, &live) {
+                    tracing::debug!(plugin = %context.group, stream = %context.stream, "the plugin's rollout changed; switching");
+                } else {
+                    tracing::info!(
+                        plugin = %context.group,
+                        stream = %context.stream,
+                        from = %stale.version,
+                        to = %live.version,
+                        "switching to the new plugin version"
+                    );
+                }
                 self.commit().await;
                 self.lanes.reset();
             }

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::context::StreamContext;
 use super::intake::{Attempt, Work};
+use super::rollout_call::RolloutCall;
 use crate::plugin::{
     BatchOverlay, CallError, DeliveryInfo, Outcome, PluginInstance, PluginVersion,
 };
+use crate::rollout::Rollout;
 
 /// A handler call and what its settlement and report need.
 pub(super) struct Call {
@@ -37,10 +39,12 @@ pub(super) struct Round {
     pub rest: Vec<Work>,
 }
 
-/// One lane: its instance, if one is running, and its batch overlay.
+/// One lane: its instance, if one is running, the candidate's during a rollout, and its
+/// batch overlay.
 #[derive(Default)]
 struct Lane {
     instance: Option<PluginInstance>,
+    candidate: Option<PluginInstance>,
     overlay: BatchOverlay,
 }
 
@@ -49,11 +53,16 @@ struct Lane {
 #[error("cannot instantiate plugin: {0:#}")]
 pub(super) struct NoInstance(wasmtime::Error);
 
-/// The lanes of one consumer, all of one plugin version.
+/// The lanes of one consumer, all of one state of the plugin's deployment: one live version
+/// and the rollout under way, if any.
 pub(super) struct Lanes {
     context: Arc<StreamContext>,
     /// The version the lanes' instances are made from (`None` before the first batch).
     version: Option<Arc<PluginVersion>>,
+    /// The rollout under way when the lanes were made.
+    rollout: Option<Arc<Rollout>>,
+    /// The deployment's generation then (see [`crate::rollout::Deployment::generation`]).
+    generation: u64,
     lanes: Vec<Lane>,
 }
 
@@ -62,24 +71,27 @@ impl Lanes {
         Lanes {
             context,
             version: None,
+            rollout: None,
+            generation: 0,
             lanes: Vec::new(),
         }
     }
 
-    /// The older version some lane still runs after a swap, if any. The batch so far must
+    /// The live version the lanes run, if the deployment changed since they were made (a
+    /// swap, a rollout started or ended, a promotion or a rollback). The batch so far must
     /// then be committed and the lanes [reset](Lanes::reset): calls already made stay with
-    /// the old version, every later event goes to the new one.
+    /// the versions that made them, every later event goes to the new state.
     pub fn stale_version(&self) -> Option<Arc<PluginVersion>> {
-        let current = self.context.slot.load();
         self.version
             .as_ref()
-            .filter(|version| !Arc::ptr_eq(version, &current))
+            .filter(|_| self.context.slot.generation() != self.generation)
             .cloned()
     }
 
-    /// Drops every lane (after a swap, once the batch so far is committed).
+    /// Drops every lane (after a change, once the batch so far is committed).
     pub fn reset(&mut self) {
         self.version = None;
+        self.rollout = None;
         self.lanes.clear();
     }
 
@@ -89,7 +101,10 @@ impl Lanes {
         let version = match &self.version {
             Some(version) => version.clone(),
             None => {
+                // The generation first: a change made meanwhile shows as a stale state.
+                self.generation = self.context.slot.generation();
                 let current = self.context.slot.load_full();
+                self.rollout = self.context.slot.rollout();
                 self.lanes.clear();
                 self.lanes
                     .resize_with(current.settings.lanes(), Lane::default);
@@ -127,12 +142,13 @@ impl Lanes {
             };
         };
         let context = &*self.context;
+        let (rollout, generation) = (self.rollout.as_deref(), self.generation);
         let runs = self
             .lanes
             .iter_mut()
             .zip(per_lane)
             .filter(|(_, items)| !items.is_empty())
-            .map(|(lane, items)| lane.run(context, &version, items));
+            .map(|(lane, items)| lane.run(context, &version, rollout, generation, items));
         let mut round = Round {
             calls: Vec::new(),
             rest: Vec::new(),
@@ -164,25 +180,33 @@ fn lane_of(key: u64, lanes: usize) -> usize {
 }
 
 impl Lane {
-    /// Calls the plugin for each item in order; stops after a failed call (the instance is
-    /// discarded), when the plugin was swapped, or when the consumer stops. Without an
-    /// instance, nothing is called and all the work is returned.
+    /// Calls the plugin for each item in order (with the candidate of `rollout`, if any);
+    /// stops after a failed call (the instance is discarded), when the deployment changed
+    /// from `generation`, or when the consumer stops. Without an instance, nothing is called
+    /// and all the work is returned.
     async fn run(
         &mut self,
         context: &StreamContext,
         version: &Arc<PluginVersion>,
+        rollout: Option<&Rollout>,
+        generation: u64,
         items: Vec<Work>,
     ) -> Round {
+        let journal = rollout.map(|_| context.keyspace.journal(&context.group));
         let mut calls = Vec::with_capacity(items.len());
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
             let Some(instance) = self.instance.as_mut() else {
                 return stopped(calls, item, items);
             };
-            if context.cancel.is_cancelled() || !Arc::ptr_eq(version, &*context.slot.load()) {
+            if context.cancel.is_cancelled() || context.slot.generation() != generation {
                 return stopped(calls, item, items);
             }
-            let Work { attempt, event, .. } = item;
+            let Work {
+                attempt,
+                event,
+                key,
+            } = item;
             let delivery = DeliveryInfo {
                 stream: attempt.origin_stream.clone(),
                 entry_id: attempt.origin_entry.to_string(),
@@ -195,7 +219,32 @@ impl Lane {
                 .map(str::to_string);
             let started_at = SystemTime::now();
             let started = Instant::now();
-            let result = instance.handle(event, delivery, &mut self.overlay).await;
+            let (result, handled_by) = match (rollout, journal.as_deref()) {
+                (Some(rollout), Some(journal)) => {
+                    // Canary keys: the plugin's `partition_key` field, else the event's key.
+                    let key = if version.settings.partition_key.is_some() {
+                        key
+                    } else {
+                        u64::from(crate::partition::fnv1a32(
+                            crate::partition::key_of(&event).as_bytes(),
+                        ))
+                    };
+                    let call = RolloutCall {
+                        rollout,
+                        live: instance,
+                        live_version: version,
+                        candidate: &mut self.candidate,
+                        overlay: &mut self.overlay,
+                        keyspace: context.keyspace,
+                        journal,
+                    };
+                    call.handle(event, delivery, key).await
+                }
+                _ => (
+                    instance.handle(event, delivery, &mut self.overlay).await,
+                    version.clone(),
+                ),
+            };
             let failed = result.is_err();
             // With ordered retries, the events after one that asked for a retry wait for the
             // next round, where those of its key are held back.
@@ -208,7 +257,7 @@ impl Lane {
                 result,
                 started_at,
                 elapsed: started.elapsed(),
-                handled_by: version.clone(),
+                handled_by,
             });
             if failed {
                 // A trap or timeout leaves the instance in an unknown state.

@@ -35,6 +35,7 @@ mod options;
 mod ordered;
 mod report;
 mod retry;
+mod rollout_call;
 mod source;
 
 use std::sync::Arc;

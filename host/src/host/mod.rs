@@ -28,12 +28,24 @@ use crate::metrics::Metrics;
 use crate::plugin::{HostServices, LoadError, PluginEngine, PluginVersion};
 use crate::registry::{Registry, RegistryError};
 use crate::relay::{IngressKeys, Relay, RelayOptions};
+use crate::rollout::{DeploymentError, RolloutController, Transition, TransitionKind};
 use crate::watch::{self, PluginWatcher, WatchError};
 pub use plugin_files::AddPluginError;
 use plugin_files::PluginFiles;
 use reloads::Reloads;
 pub use status::{FileState, PluginStatus};
 use supervisor::Supervisor;
+
+/// Why a change of what serves a plugin was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// No plugin of that name runs in this host.
+    #[error("no plugin {0:?} runs in this host (evhost plugins lists them)")]
+    UnknownPlugin(String),
+    /// The change does not apply.
+    #[error(transparent)]
+    Deployment(#[from] DeploymentError),
+}
 
 /// Settings of a host.
 #[derive(Debug, Clone)]
@@ -253,9 +265,57 @@ impl Host {
         Ok(watcher)
     }
 
-    /// State of every plugin: files (running, loading or failed) and embedded plugins.
+    /// State of every plugin: files (running, loading, failed or retired candidates) and
+    /// embedded plugins.
     pub fn plugin_statuses(&self) -> Vec<PluginStatus> {
         self.files.statuses()
+    }
+
+    /// Makes the candidate of `plugin`'s rollout its live version.
+    ///
+    /// # Errors
+    ///
+    /// When no such plugin runs, or it has no rollout under way.
+    pub fn promote(&self, plugin: &str, reason: &str) -> Result<Transition, ChangeError> {
+        self.change(plugin, |deployment| deployment.promote(reason))
+    }
+
+    /// Calls off `plugin`'s rollout: the live version alone serves again.
+    ///
+    /// # Errors
+    ///
+    /// When no such plugin runs, or it has no rollout under way.
+    pub fn abort_rollout(&self, plugin: &str, reason: &str) -> Result<Transition, ChangeError> {
+        self.change(plugin, |deployment| {
+            deployment.end_rollout(TransitionKind::Aborted, reason)
+        })
+    }
+
+    /// Rolls `plugin` back: the candidate of its rollout is backed out, or without one the
+    /// version before the live one serves again (at the next event of every consumer).
+    ///
+    /// # Errors
+    ///
+    /// When no such plugin runs, or it has neither a rollout nor an earlier version.
+    pub fn roll_back(&self, plugin: &str, reason: &str) -> Result<Transition, ChangeError> {
+        self.change(plugin, |deployment| deployment.roll_back(reason))
+    }
+
+    fn change(
+        &self,
+        plugin: &str,
+        change: impl FnOnce(&crate::rollout::Deployment) -> Result<Transition, DeploymentError>,
+    ) -> Result<Transition, ChangeError> {
+        let deployment = self
+            .registry
+            .get(plugin)
+            .ok_or_else(|| ChangeError::UnknownPlugin(plugin.to_string()))?;
+        let transition = change(&deployment)?;
+        let metrics = &self.services.metrics;
+        metrics.record_rollout_transition(plugin, transition.kind);
+        let live = deployment.load_full();
+        metrics.set_plugin_info(plugin, &live.version, &live.sha256);
+        Ok(transition)
     }
 
     /// A receiver that turns `true` once every plugin's consumer groups exist and its consumers
@@ -368,6 +428,11 @@ impl Host {
             let host = self.clone();
             tokio::spawn(async move { host.apply_retention().await })
         });
+        let rollouts = {
+            let controller =
+                RolloutController::new(self.registry.clone(), self.services.metrics.clone());
+            tokio::spawn(controller.run(self.cancel.clone()))
+        };
         let relay = layout.is_partitioned().then(|| {
             let host = self.clone();
             let owned = owned.clone();
@@ -380,6 +445,7 @@ impl Host {
         tracing::info!("shutting down: finishing in-flight events");
         self.cancel.cancel();
         let _ = supervision.await;
+        let _ = rollouts.await;
         if let Some(retention) = retention {
             let _ = retention.await;
         }

@@ -5,6 +5,10 @@
 //! described; only then is it swapped into the registry. Consumers pick the new version up at
 //! their next event: calls already running finish on the old one. A file that fails to load
 //! never replaces a working version.
+//!
+//! A file named `<name>.next.wasm` is a candidate: once loaded, it is rolled out beside the
+//! live version of the plugin it describes (see [`crate::rollout`]), by the `[rollout]` table
+//! of its sidecar `<name>.next.toml`; removing it aborts the rollout.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::plugin::engine::read_plugin_files;
 use crate::plugin::{LoadError, PluginEngine, PluginSettings, PluginVersion, sha256_hex};
 use crate::registry::{Registry, RegistryError};
+use crate::rollout::{DeploymentError, Rollout, TransitionKind};
 use crate::watch;
 
 /// Why the host could not add a plugin.
@@ -32,6 +37,26 @@ pub enum AddPluginError {
     /// The file holds the bytes whose load failed last time: not tried (nor logged) again.
     #[error("unchanged since its load failed: {0}")]
     StillFailing(String),
+    /// A candidate file for a plugin that does not run.
+    #[error(
+        "{path} is a candidate (a .next.wasm file) of plugin {plugin:?}, which does not run here: a candidate is rolled out against a live version, e.g. {plugin}.wasm"
+    )]
+    NoLiveVersion {
+        /// The candidate file.
+        path: String,
+        /// The plugin it describes.
+        plugin: String,
+    },
+    /// The rollout could not start.
+    #[error(transparent)]
+    Rollout(#[from] DeploymentError),
+}
+
+/// Whether `path` names a candidate file: `<name>.next.wasm`.
+pub fn is_candidate_file(path: &Path) -> bool {
+    path.file_stem()
+        .and_then(|stem| stem.to_str())
+        .is_some_and(|stem| stem.ends_with(".next"))
 }
 
 /// What the host knows about one plugin file.
@@ -50,6 +75,8 @@ struct FileEntry {
     /// Fingerprint of the content whose load failed last: the same content again is not
     /// reloaded, so a broken file is compiled and logged once per distinct content.
     failed: Option<String>,
+    /// A candidate file: the version it holds (it serves only while its rollout runs).
+    candidate: Option<Arc<PluginVersion>>,
 }
 
 /// The plugins a host runs, and the files they come from.
@@ -104,7 +131,8 @@ impl PluginFiles {
 
     /// Loads every `*.wasm` file of `dir`, all at once (each compiles and describes itself on
     /// its own: a slow or hanging file fails alone); returns how many were loaded. Of two
-    /// files that provide the same plugin name, the one loaded first wins.
+    /// files that provide the same plugin name, the one loaded first wins. Candidates
+    /// (`*.next.wasm`) load after the others, to find their live versions.
     pub async fn add_dir(&self, dir: &Path) -> std::io::Result<usize> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -113,9 +141,15 @@ impl PluginFiles {
             })
             .collect();
         files.sort();
-        let loads = files.iter().map(|path| self.reload_file(path));
-        let results = futures_util::future::join_all(loads).await;
-        Ok(results.iter().filter(|result| result.is_ok()).count())
+        let (candidates, live): (Vec<PathBuf>, Vec<PathBuf>) =
+            files.into_iter().partition(|path| is_candidate_file(path));
+        let mut loaded = 0;
+        for files in [live, candidates] {
+            let loads = files.iter().map(|path| self.reload_file(path));
+            let results = futures_util::future::join_all(loads).await;
+            loaded += results.iter().filter(|result| result.is_ok()).count();
+        }
+        Ok(loaded)
     }
 
     /// Loads the plugin file at `path`, or reloads it if it changed; a missing file is
@@ -166,8 +200,28 @@ impl PluginFiles {
             // `fingerprint` is that of the version serving. The same bytes again are not
             // reloaded, even after a failed attempt in between (a copy seen half-written):
             // the version serving is what the file holds again.
-            if entry.plugin.is_some() && entry.fingerprint.as_deref() == Some(fingerprint.as_str())
-            {
+            let unchanged = entry.plugin.is_some()
+                && entry.fingerprint.as_deref() == Some(fingerprint.as_str());
+            if unchanged && let Some(candidate) = entry.candidate.clone() {
+                // The same candidate again: a rollout that ended starts over (copying the
+                // file again is how one tries again); one that runs, or a promoted one, stays.
+                let deployment = entry
+                    .plugin
+                    .as_deref()
+                    .and_then(|name| self.registry.get(name));
+                let serving = deployment.is_some_and(|deployment| {
+                    Arc::ptr_eq(&deployment.load(), &candidate)
+                        || deployment
+                            .rollout()
+                            .is_some_and(|rollout| Arc::ptr_eq(&rollout.candidate, &candidate))
+                });
+                drop(files);
+                if serving {
+                    return Ok(());
+                }
+                return self.start_candidate(path, candidate, fingerprint);
+            }
+            if unchanged {
                 if entry.state != Some(FileState::Running) {
                     tracing::info!(
                         path = %path.display(),
@@ -194,6 +248,9 @@ impl PluginFiles {
             None => PluginSettings::default(),
         };
         let version = self.engine.load_bytes(origin, bytes, settings).await?;
+        if is_candidate_file(path) {
+            return self.start_candidate(path, version, fingerprint);
+        }
         let name = version.name.clone();
         let previous = lock(&self.files)
             .get(path)
@@ -245,12 +302,60 @@ impl PluginFiles {
         Ok(())
     }
 
+    /// Rolls the candidate `version` of the file at `path` out beside its live version.
+    fn start_candidate(
+        &self,
+        path: &Path,
+        version: Arc<PluginVersion>,
+        fingerprint: String,
+    ) -> Result<(), AddPluginError> {
+        let name = version.name.clone();
+        let Some(deployment) = self.registry.get(&name) else {
+            return Err(AddPluginError::NoLiveVersion {
+                path: path.display().to_string(),
+                plugin: name,
+            });
+        };
+        let plan = version.settings.rollout.clone().unwrap_or_default();
+        deployment.start_rollout(Rollout::new(version.clone(), plan, self.metrics.clone()))?;
+        self.metrics
+            .record_rollout_transition(&name, TransitionKind::RolloutStarted);
+        self.metrics.record_reload(&name, "ok");
+        let mut files = lock(&self.files);
+        let entry = files.entry(path.to_path_buf()).or_default();
+        entry.plugin = Some(name);
+        entry.fingerprint = Some(fingerprint);
+        entry.state = Some(FileState::Running);
+        entry.error = None;
+        entry.attempt = None;
+        entry.failed = None;
+        entry.candidate = Some(version);
+        Ok(())
+    }
+
     /// Unloads the plugin of a removed file: its consumers stop after their in-flight events;
-    /// its pending entries stay in Redis for when it comes back.
+    /// its pending entries stay in Redis for when it comes back. A removed candidate file
+    /// aborts its rollout.
     pub fn unload_file(&self, path: &Path) {
         let Some(entry) = lock(&self.files).remove(path) else {
             return;
         };
+        if let (Some(candidate), Some(name)) = (&entry.candidate, &entry.plugin) {
+            let deployment = self.registry.get(name);
+            let rollout = deployment
+                .as_ref()
+                .and_then(|deployment| deployment.rollout());
+            if let (Some(deployment), Some(rollout)) = (deployment, rollout)
+                && Arc::ptr_eq(&rollout.candidate, candidate)
+                && deployment
+                    .end_rollout(TransitionKind::Aborted, "its candidate file was removed")
+                    .is_ok()
+            {
+                self.metrics
+                    .record_rollout_transition(name, TransitionKind::Aborted);
+            }
+            return;
+        }
         if let Some(name) = entry.plugin {
             self.registry.remove(&name);
             self.metrics.clear_plugin_info(&name);
@@ -260,37 +365,75 @@ impl PluginFiles {
         }
     }
 
-    /// State of every plugin: files (running, loading or failed) and embedded plugins.
+    /// State of every plugin: files (running, loading, failed or retired candidates) and
+    /// embedded plugins.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         let files = lock(&self.files);
         let mut statuses = Vec::new();
         let mut from_files = HashSet::new();
         for (path, entry) in files.iter() {
-            let version = entry
+            let deployment = entry
                 .plugin
                 .as_ref()
-                .and_then(|name| self.registry.get(name))
-                .map(|slot| slot.load_full());
+                .and_then(|name| self.registry.get(name));
+            let state = entry.state.clone().unwrap_or(FileState::Loading);
+            let file = path.display().to_string();
+            if let Some(candidate) = &entry.candidate {
+                let serving = deployment.as_ref().is_some_and(|deployment| {
+                    Arc::ptr_eq(&deployment.load(), candidate)
+                        || deployment
+                            .rollout()
+                            .is_some_and(|rollout| Arc::ptr_eq(&rollout.candidate, candidate))
+                });
+                let state = match state {
+                    FileState::Running if !serving => FileState::Retired,
+                    state => state,
+                };
+                let mut status = PluginStatus::new(
+                    file,
+                    state,
+                    Some(candidate),
+                    entry.error.clone(),
+                    &self.metrics,
+                );
+                status.candidate = true;
+                status.file_sha256 = Some(candidate.sha256.clone());
+                statuses.push(status);
+                continue;
+            }
             if let Some(name) = &entry.plugin {
                 from_files.insert(name.clone());
             }
-            statuses.push(PluginStatus::new(
-                path.display().to_string(),
-                entry.state.clone().unwrap_or(FileState::Loading),
+            let version = deployment.as_ref().map(|deployment| deployment.load_full());
+            let mut status = PluginStatus::new(
+                file,
+                state,
                 version.as_deref(),
                 entry.error.clone(),
                 &self.metrics,
-            ));
+            );
+            status.file_sha256 = entry
+                .fingerprint
+                .as_deref()
+                .and_then(|fingerprint| fingerprint.split(':').next())
+                .map(str::to_string);
+            if let Some(deployment) = &deployment {
+                status.describe_deployment(deployment);
+            }
+            statuses.push(status);
         }
-        for version in self.registry.versions() {
-            if !from_files.contains(&version.name) {
-                statuses.push(PluginStatus::new(
+        for (name, deployment) in self.registry.slots() {
+            if !from_files.contains(&name) {
+                let version = deployment.load_full();
+                let mut status = PluginStatus::new(
                     version.origin.clone(),
                     FileState::Running,
                     Some(&version),
                     None,
                     &self.metrics,
-                ));
+                );
+                status.describe_deployment(&deployment);
+                statuses.push(status);
             }
         }
         statuses

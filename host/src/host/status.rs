@@ -3,6 +3,7 @@
 use crate::metrics::Metrics;
 use crate::metrics::totals::PluginStats;
 use crate::plugin::PluginVersion;
+use crate::rollout::{Deployment, RolloutStatus, Transition};
 
 /// Load state of a plugin file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -14,6 +15,9 @@ pub enum FileState {
     Running,
     /// The last load failed; a previous version, if any, keeps running.
     Failed,
+    /// A candidate file that does not serve: its rollout was rolled back or aborted (copy
+    /// the file again to start over), or its promoted version was replaced since.
+    Retired,
 }
 
 /// State of one plugin, for `/api/plugins`, `evhost plugins` and logs.
@@ -38,6 +42,22 @@ pub struct PluginStatus {
     /// Counters and handler times of the running version's plugin since the host started.
     #[serde(default)]
     pub stats: Option<PluginStats>,
+    /// Whether the file is a candidate (`*.next.wasm`); its version is then the candidate's.
+    #[serde(default)]
+    pub candidate: bool,
+    /// SHA-256 of the component the file last loaded: it differs from `sha256` when what runs
+    /// is not what the file holds (after a rollback or a promotion).
+    #[serde(default)]
+    pub file_sha256: Option<String>,
+    /// The rollout under way, if any.
+    #[serde(default)]
+    pub rollout: Option<RolloutStatus>,
+    /// The latest changes of what serves: loads, swaps, rollouts, promotions, rollbacks.
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+    /// The earlier versions kept for a rollback (`<version> <sha256 prefix>`), latest first.
+    #[serde(default)]
+    pub previous_versions: Vec<String>,
 }
 
 impl PluginStatus {
@@ -67,6 +87,28 @@ impl PluginStatus {
                 .unwrap_or_default(),
             error,
             stats: version.map(|version| metrics.plugin_stats(&version.name)),
+            candidate: false,
+            file_sha256: None,
+            rollout: None,
+            transitions: Vec::new(),
+            previous_versions: Vec::new(),
         }
+    }
+
+    /// Adds what the plugin's deployment holds: its rollout, changes and earlier versions.
+    pub(super) fn describe_deployment(&mut self, deployment: &Deployment) {
+        self.rollout = deployment.rollout().map(|rollout| rollout.status());
+        self.transitions = deployment.transitions();
+        self.previous_versions = deployment
+            .previous_versions()
+            .iter()
+            .map(|version| {
+                format!(
+                    "{} {}",
+                    version.version,
+                    &version.sha256[..version.sha256.len().min(12)]
+                )
+            })
+            .collect();
     }
 }

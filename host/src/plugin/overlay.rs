@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 /// Uncommitted key-value state of a batch: `None` marks a deleted key.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BatchOverlay {
     values: HashMap<String, Option<Vec<u8>>>,
 }

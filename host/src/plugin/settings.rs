@@ -29,6 +29,10 @@
 //! ordered = false        # true: a failing event holds back the later events of its
 //!                        # partition key until it succeeds or is dead-lettered
 //! ```
+//!
+//! The sidecar of a candidate (`payment.next.toml` beside `payment.next.wasm`) may also hold
+//! a `[rollout]` table: how it is rolled out (see [`crate::rollout::plan`]). Elsewhere the
+//! table is ignored, so that a promoted candidate's files can be renamed into place.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +83,8 @@ pub struct PluginSettings {
     pub partition_key: Option<String>,
     /// The budget of one call.
     pub call_limits: CallLimits,
+    /// How the plugin is rolled out when it is a candidate (`[rollout]`).
+    pub rollout: Option<crate::rollout::RolloutPlan>,
 }
 
 impl PluginSettings {
@@ -113,6 +119,7 @@ impl Default for PluginSettings {
             concurrency: None,
             partition_key: None,
             call_limits: CallLimits::default(),
+            rollout: None,
         }
     }
 }
@@ -148,6 +155,7 @@ struct SidecarFile {
     limits: LimitsSection,
     #[serde(default)]
     retry: RetrySection,
+    rollout: Option<crate::rollout::plan::RolloutSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,7 +270,13 @@ impl PluginSettings {
                 .max_call_event_types
                 .unwrap_or(defaults.call_limits.max_call_event_types),
         };
+        let rollout = file
+            .rollout
+            .map(|section| section.plan())
+            .transpose()
+            .map_err(invalid)?;
         Ok(PluginSettings {
+            rollout,
             ordered_retries: file.retry.ordered.unwrap_or(defaults.ordered_retries),
             concurrency,
             partition_key,

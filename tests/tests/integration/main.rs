@@ -17,6 +17,7 @@ mod partitions;
 mod redis_url;
 mod replication;
 mod retention;
+mod rollout;
 mod saga;
 mod sandbox;
 mod state;

@@ -23,7 +23,8 @@
 //! | `"recurse"` | recurses until the stack overflows |
 //! | `"huge-publish"` | publishes `ProbeHuge` with `mib` MiB of data (default 4) and reports the host's answer by publishing `ProbeHugeResult` |
 //! | `"print"` | writes `text` to stdout and stderr |
-//! | `"configured"` | does what the config value `action` says (`ok` or `reject`; default `ok`) |
+//! | `"configured"` | does what the config value `action` says (`ok`, `reject`, `fail`: a retry error, or `trap`; default `ok`) |
+//! | `"echo"` | publishes `ProbeEchoed` with data `{"n": n}` (`n` from the data), or `{"n": n, "tampered": true}` when the config value `tamper_every` = k > 0 divides `n`, and sets the key `echo:<n>` to `seen`; then does what `"configured"` does |
 //! | `"effects"` | buffers many effects, ignoring every error, then logs (`wasi:logging`, warn) `effects refused: <count>, first: <message>` and succeeds: `publishes` events of `publish_bytes` bytes of data to `publish_types` types (`ProbeFx0`...), `sets` key-value values `fx:<i>` (padded to `key_bytes` bytes) of `set_bytes` bytes, `deletes` of the keys `fx:<i>`, `journal` records of `journal_bytes` bytes (each count defaults to 0, each size to 1) |
 //! | `"series"` | adds 1 to the counter `probe_series` with the label `id` = 0, 1, ... `count` - 1 (a fresh series each), ignoring errors, then logs (warn) `series refused: <count>, first: <message>` and succeeds |
 //! | `"log"` | logs `text` through `wasi:logging` at `level` (`trace` ... `critical`, default `info`) with the context `context`, `repeat` times (default 1) |
@@ -83,6 +84,8 @@ enum Action {
     Print { text: String },
     /// Do what the config value `action` says.
     Configured,
+    /// Publish `ProbeEchoed` (tampered with when the config says so), then do as `Configured`.
+    Echo { n: u64 },
     /// Buffer many effects, ignoring errors, and log what was refused.
     Effects(EffectCounts),
     /// Start `count` metric series, ignoring errors, and log what was refused.
@@ -236,6 +239,9 @@ fn parse_action(data: &Map<String, Value>) -> Result<Action> {
                 .to_owned(),
         },
         "configured" => Action::Configured,
+        "echo" => Action::Echo {
+            n: data.get("n").and_then(Value::as_u64).unwrap_or(0),
+        },
         "effects" => Action::Effects(EffectCounts::parse(data)),
         "series" => Action::Series {
             count: data.get("count").and_then(Value::as_u64).unwrap_or(1),
@@ -493,11 +499,31 @@ impl Plugin for Probe {
                 log::warn(format!("series refused: {refused}, first: {first}"));
                 Ok(())
             }
-            Action::Configured => match config::get("action").as_deref() {
-                Some("reject") => Err(Error::reject("the config says reject")),
-                _ => Ok(()),
-            },
+            Action::Configured => configured(&event),
+            Action::Echo { n } => {
+                let tampered = config::get("tamper_every")
+                    .and_then(|every| every.parse::<u64>().ok())
+                    .is_some_and(|every| every > 0 && n % every == 0);
+                let data = if tampered {
+                    serde_json::json!({ "n": n, "tampered": true })
+                } else {
+                    serde_json::json!({ "n": n })
+                };
+                publish("ProbeEchoed", &data)?;
+                kv::set(format!("echo:{n}"), "seen")?;
+                configured(&event)
+            }
         }
+    }
+}
+
+/// What the config value `action` says.
+fn configured(event: &Event) -> Result<()> {
+    match config::get("action").as_deref() {
+        Some("reject") => Err(Error::reject("the config says reject")),
+        Some("fail") => Err(Error::retry("the config says fail")),
+        Some("trap") => panic!("the config says trap (event {})", event.id()),
+        _ => Ok(()),
     }
 }
 
