@@ -7,6 +7,7 @@ mod redis_server;
 
 mod c_plugin;
 mod cluster;
+mod rollout;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -930,10 +931,19 @@ impl RunningHost {
 
     /// A host on the Redis at `url`.
     fn start_at(url: &str, plugins: &std::path::Path) -> Self {
+        Self::launch(url, plugins, false)
+    }
+
+    /// A host on the Redis at `url` that watches its plugin directory.
+    fn start_watching(url: &str, plugins: &std::path::Path) -> Self {
+        Self::launch(url, plugins, true)
+    }
+
+    fn launch(url: &str, plugins: &std::path::Path, watch: bool) -> Self {
         let mut command = evhost();
         command
             .args(["run", "--redis", url, "--metrics-addr", "127.0.0.1:0"])
-            .args(["--consumer", "cli-test", "--no-watch", "--block-ms", "100"])
+            .args(["--consumer", "cli-test", "--block-ms", "100"])
             .args([
                 "--discovery-interval-ms",
                 "100",
@@ -943,6 +953,9 @@ impl RunningHost {
             .arg("--plugins")
             .arg(plugins)
             .stdout(Stdio::null());
+        if !watch {
+            command.arg("--no-watch");
+        }
         let (child, lines) = spawn_with_log(command);
         let mut log = String::new();
         let line = wait_for_line(&lines, "evhost running", Duration::from_secs(60), &mut log);

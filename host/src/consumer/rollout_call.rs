@@ -42,7 +42,12 @@ impl RolloutCall<'_> {
             return;
         }
         match self.rollout.candidate.instantiate_in(self.keyspace).await {
-            Ok(instance) => *self.candidate = Some(instance),
+            Ok(mut instance) => {
+                if self.rollout.mode() == Mode::Shadow {
+                    instance.mark_shadow();
+                }
+                *self.candidate = Some(instance);
+            }
             Err(err) => {
                 let candidate = &self.rollout.candidate;
                 tracing::warn!(plugin = %candidate.name, version = %candidate.version, error = %format!("{err:#}"), "rollout: cannot instantiate the candidate");

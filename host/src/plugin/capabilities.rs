@@ -435,6 +435,9 @@ impl metrics::Host for PluginState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), String>> {
+        if self.shadow {
+            return Ok(Ok(()));
+        }
         Ok(self
             .services
             .metrics
@@ -447,6 +450,9 @@ impl metrics::Host for PluginState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), String>> {
+        if self.shadow {
+            return Ok(Ok(()));
+        }
         Ok(self
             .services
             .metrics
@@ -459,6 +465,9 @@ impl metrics::Host for PluginState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(), String>> {
+        if self.shadow {
+            return Ok(Ok(()));
+        }
         Ok(self
             .services
             .metrics

@@ -218,6 +218,12 @@ fn trap_message(err: &wasmtime::Error, stderr: Option<String>) -> String {
 }
 
 impl PluginInstance {
+    /// Makes this a shadow candidate's instance (see [`crate::rollout`]): the metrics it
+    /// defines are not recorded, as the live version already counts the same events.
+    pub fn mark_shadow(&mut self) {
+        self.store.data_mut().shadow = true;
+    }
+
     /// Calls `describe()`, which must answer within `deadline`.
     ///
     /// # Errors

@@ -318,6 +318,9 @@ pub struct PluginState {
     pub(crate) stderr_tail: Arc<CallStderr>,
     /// Buffered effects.
     pub effects: Effects,
+    /// A shadow candidate's instance (see [`crate::rollout`]): its metrics are not recorded,
+    /// so that the events it sees again are not counted twice.
+    pub(crate) shadow: bool,
 }
 
 impl PluginState {
@@ -351,6 +354,7 @@ impl PluginState {
             log,
             stderr_tail,
             effects: Effects::default(),
+            shadow: false,
         }
     }
 

@@ -225,6 +225,14 @@ async fn a_shadow_candidate_is_compared_on_every_event_and_commits_nothing() {
         ),
         200
     );
+    assert_eq!(
+        metric(
+            &host,
+            &format!("evhost_plugin_echoes_total{{plugin=\"{PLUGIN}\"}}")
+        ),
+        200,
+        "the shadow's own metrics are not recorded"
+    );
     // Removing the candidate file calls the rollout off.
     std::fs::remove_file(&candidate).expect("remove the candidate");
     wait_for("the rollout to end", TIMEOUT, || async {

@@ -24,7 +24,7 @@
 //! | `"huge-publish"` | publishes `ProbeHuge` with `mib` MiB of data (default 4) and reports the host's answer by publishing `ProbeHugeResult` |
 //! | `"print"` | writes `text` to stdout and stderr |
 //! | `"configured"` | does what the config value `action` says (`ok`, `reject`, `fail`: a retry error, or `trap`; default `ok`) |
-//! | `"echo"` | publishes `ProbeEchoed` with data `{"n": n}` (`n` from the data), or `{"n": n, "tampered": true}` when the config value `tamper_every` = k > 0 divides `n`, and sets the key `echo:<n>` to `seen`; then does what `"configured"` does |
+//! | `"echo"` | publishes `ProbeEchoed` with data `{"n": n}` (`n` from the data), or `{"n": n, "tampered": true}` when the config value `tamper_every` = k > 0 divides `n`, sets the key `echo:<n>` to `seen` and adds 1 to the counter `echoes_total`; then does what `"configured"` does |
 //! | `"effects"` | buffers many effects, ignoring every error, then logs (`wasi:logging`, warn) `effects refused: <count>, first: <message>` and succeeds: `publishes` events of `publish_bytes` bytes of data to `publish_types` types (`ProbeFx0`...), `sets` key-value values `fx:<i>` (padded to `key_bytes` bytes) of `set_bytes` bytes, `deletes` of the keys `fx:<i>`, `journal` records of `journal_bytes` bytes (each count defaults to 0, each size to 1) |
 //! | `"series"` | adds 1 to the counter `probe_series` with the label `id` = 0, 1, ... `count` - 1 (a fresh series each), ignoring errors, then logs (warn) `series refused: <count>, first: <message>` and succeeds |
 //! | `"log"` | logs `text` through `wasi:logging` at `level` (`trace` ... `critical`, default `info`) with the context `context`, `repeat` times (default 1) |
@@ -511,6 +511,8 @@ impl Plugin for Probe {
                 };
                 publish("ProbeEchoed", &data)?;
                 kv::set(format!("echo:{n}"), "seen")?;
+                // Counted once per event by the host, whoever else sees it.
+                let _ = metrics::counter_add("echoes_total", 1.0, &[]);
                 configured(&event)
             }
         }
