@@ -8,9 +8,9 @@ pub mod cluster;
 mod hot_key;
 mod partitioned;
 pub mod raw;
+mod swap;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
 use evhost::host::{Host, HostOptions};
 use evhost::keyspace::Keyspace;
-use evhost::plugin::{PluginSettings, sha256_hex};
+use evhost::plugin::PluginSettings;
 use evhost::process_rss_bytes;
 use evhost::redis_process::RedisServer;
 
@@ -141,6 +141,13 @@ pub struct BenchReport {
     pub swap_median_ms: f64,
     /// Maximum of `swap_ms`.
     pub swap_max_ms: f64,
+    /// Rollback: `Host::roll_back` called → first event handled by the previous version, in
+    /// milliseconds (one after each swap).
+    pub rollback_ms: Vec<f64>,
+    /// Median of `rollback_ms`.
+    pub rollback_median_ms: f64,
+    /// Maximum of `rollback_ms`.
+    pub rollback_max_ms: f64,
     /// Host RSS at rest with the four plugins, MiB.
     pub rss_rest_mib: f64,
     /// Host RSS just before the `memory_events` events (same host, at rest), MiB.
@@ -597,11 +604,7 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
     // Hot swap.
     eprintln!("bench: {} hot swaps", opts.swaps);
     flush(&mut admin).await?;
-    let swap_ms = swaps(broker.clone(), &url, opts.swaps).await?;
-    let mut sorted = swap_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let swap_median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-    let swap_max_ms = sorted.last().copied().unwrap_or(f64::NAN);
+    let swaps = swap::measure(broker.clone(), &url, opts.swaps).await?;
 
     // Memory after many events through the four plugins (audit and metrics see them all).
     eprintln!("bench: memory after {} events", opts.memory_events);
@@ -649,9 +652,12 @@ pub async fn run(url: Option<String>, opts: &BenchOptions) -> Result<BenchReport
         saga_partitions,
         latency,
         hot_key,
-        swap_ms,
-        swap_median_ms,
-        swap_max_ms,
+        swap_median_ms: swap::median(&swaps.swap_ms),
+        swap_max_ms: swap::max(&swaps.swap_ms),
+        swap_ms: swaps.swap_ms,
+        rollback_median_ms: swap::median(&swaps.rollback_ms),
+        rollback_max_ms: swap::max(&swaps.rollback_ms),
+        rollback_ms: swaps.rollback_ms,
         rss_rest_mib: mib(rss_rest),
         rss_before_mib: mib(rss_before),
         rss_after_mib: mib(rss_after),
@@ -682,62 +688,6 @@ async fn collect_latencies(
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return samples,
         }
     }
-}
-
-/// Swaps the noop plugin `count` times under a steady stream and measures file written →
-/// first event handled by the new version.
-async fn swaps(broker: Arc<dyn Broker>, url: &str, count: usize) -> Result<Vec<f64>, BenchError> {
-    let dir = tempfile::tempdir()?;
-    let wasm = dir.path().join("swapper.wasm");
-    std::fs::write(
-        dir.path().join("swapper.toml"),
-        "[config]\nname = \"swapper\"\nsubscriptions = \"BenchSwap\"\n",
-    )?;
-    std::fs::write(&wasm, artifacts::NOOP)?;
-    let host = Host::new(broker, options()).map_err(|err| BenchError::Host(err.to_string()))?;
-    host.add_dir(dir.path()).await?;
-    let _watcher = host
-        .watch_dir(dir.path())
-        .map_err(|err| BenchError::Host(err.to_string()))?;
-    let running = Running::run(host).await;
-    let producer = tokio::spawn(produce(
-        url.to_string(),
-        "BenchSwap",
-        2_000,
-        Duration::from_secs(3600),
-    ));
-    let mut measured = Vec::new();
-    for n in 0..count {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let bytes = variant(artifacts::NOOP, n);
-        let sha = sha256_hex(&bytes);
-        let mut feed = running.host.services().activity.subscribe();
-        write_plugin(&wasm, &bytes)?;
-        let written = Instant::now();
-        let limit = Duration::from_secs(20);
-        loop {
-            match tokio::time::timeout(limit.saturating_sub(written.elapsed()), feed.recv()).await {
-                Ok(Ok(Activity::Handled { sha256, .. })) if sha256 == sha => break,
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
-                    producer.abort();
-                    running.stop().await;
-                    return Err(BenchError::Timeout("a hot swap", limit));
-                }
-            }
-        }
-        measured.push(written.elapsed().as_secs_f64() * 1000.0);
-    }
-    producer.abort();
-    running.stop().await;
-    Ok(measured)
-}
-
-/// Writes a plugin file the way deploy tools do: a temporary file renamed into place.
-fn write_plugin(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_file_name(".swapper.wasm.tmp");
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
 }
 
 impl BenchReport {
@@ -870,6 +820,22 @@ impl BenchReport {
             "hot swap, max",
             String::new(),
             format!("{:.0} ms", self.swap_max_ms),
+            String::new(),
+            "",
+        );
+        line(
+            &mut out,
+            &format!("rollback, median of {}", self.rollback_ms.len()),
+            String::new(),
+            format!("{:.1} ms", self.rollback_median_ms),
+            String::new(),
+            "≤ 250 ms",
+        );
+        line(
+            &mut out,
+            "rollback, max",
+            String::new(),
+            format!("{:.1} ms", self.rollback_max_ms),
             String::new(),
             "",
         );
