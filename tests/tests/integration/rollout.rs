@@ -4,13 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use evhost::broker::Broker;
+use evhost::broker::{Broker, EntryId};
 use evhost::event::{Event, PARTITION_KEY};
-use evhost::host::{FileState, PluginStatus};
+use evhost::host::{FileState, HostOptions, PluginStatus};
+use evhost::keyspace::Keyspace;
 use evhost::rollout::{Mode, TransitionKind};
 use evhost_tests::guests::{PROBE, PROBE_V2};
 use evhost_tests::{
@@ -71,8 +73,9 @@ async fn wait_state(host: &TestHost, file: &Path, state: FileState) -> PluginSta
     status_of(host, file).expect("status")
 }
 
-/// Publishes event `n` of key `key` (`{"action": "echo", "n": n}`).
-async fn publish_echo(broker: &dyn Broker, n: u64, key: &str) -> Event {
+/// Publishes event `n` of key `key` (`{"action": "echo", "n": n}`) into its partition of
+/// `layout`.
+async fn publish_echo(broker: &dyn Broker, layout: Keyspace, n: u64, key: &str) -> Event {
     let mut event = Event::new(
         EVENT_TYPE,
         "test",
@@ -82,7 +85,7 @@ async fn publish_echo(broker: &dyn Broker, n: u64, key: &str) -> Event {
     );
     event.set_extension(PARTITION_KEY, key.to_string());
     broker
-        .add(&event.stream_in(KEYS), &event.to_fields())
+        .add(&event.stream_in(layout), &event.to_fields())
         .await
         .expect("XADD");
     event
@@ -92,6 +95,7 @@ async fn publish_echo(broker: &dyn Broker, n: u64, key: &str) -> Event {
 /// about `over` (load while the rollout runs); returns them in publish order.
 async fn publish_under_load(
     broker: Arc<dyn Broker>,
+    layout: Keyspace,
     first: u64,
     count: u64,
     keys: u64,
@@ -100,16 +104,46 @@ async fn publish_under_load(
     let pause = over / u32::try_from(count.max(1)).unwrap_or(u32::MAX);
     let mut events = Vec::new();
     for n in first..first + count {
-        events.push(publish_echo(broker.as_ref(), n, &format!("k{}", n % keys)).await);
+        events.push(publish_echo(broker.as_ref(), layout, n, &format!("k{}", n % keys)).await);
         tokio::time::sleep(pause).await;
     }
     events
 }
 
+/// The journal records of the plugin in every partition of `layout`, each partition's in
+/// commit order.
+async fn journals(broker: &dyn Broker, layout: Keyspace) -> Vec<BTreeMap<String, String>> {
+    if !layout.is_partitioned() {
+        return journal(broker, PLUGIN).await;
+    }
+    let mut records = Vec::new();
+    for keyspace in layout.each_partition() {
+        for entry in broker
+            .range(
+                &keyspace.journal(PLUGIN),
+                EntryId::ZERO,
+                EntryId::MAX,
+                1_000_000,
+            )
+            .await
+            .expect("XRANGE journal")
+        {
+            records.push(
+                entry
+                    .fields
+                    .into_iter()
+                    .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                    .collect(),
+            );
+        }
+    }
+    records
+}
+
 /// The versions that committed each event's journal record, by event id.
-async fn handled_by(broker: &dyn Broker) -> BTreeMap<String, Vec<String>> {
+async fn handled_by(broker: &dyn Broker, layout: Keyspace) -> BTreeMap<String, Vec<String>> {
     let mut handled: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in journal(broker, PLUGIN).await {
+    for record in journals(broker, layout).await {
         handled
             .entry(record["event_id"].clone())
             .or_default()
@@ -119,17 +153,21 @@ async fn handled_by(broker: &dyn Broker) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Waits until every one of `events` has a journal record; returns who handled each.
-async fn wait_all_handled(broker: &dyn Broker, events: &[Event]) -> BTreeMap<String, Vec<String>> {
+async fn wait_all_handled(
+    broker: &dyn Broker,
+    layout: Keyspace,
+    events: &[Event],
+) -> BTreeMap<String, Vec<String>> {
     wait_for(
         &format!("{} events handled", events.len()),
         TIMEOUT,
         || async {
-            let handled = handled_by(broker).await;
+            let handled = handled_by(broker, layout).await;
             events.iter().all(|event| handled.contains_key(&event.id))
         },
     )
     .await;
-    handled_by(broker).await
+    handled_by(broker, layout).await
 }
 
 /// Asserts every event was committed exactly once.
@@ -142,11 +180,33 @@ fn assert_once(handled: &BTreeMap<String, Vec<String>>, events: &[Event]) {
 }
 
 async fn start(server: &RedisServer) -> (Arc<dyn Broker>, TestHost, tempfile::TempDir, PathBuf) {
-    let broker: Arc<dyn Broker> = redis_broker(server).await;
-    let (dir, live) = plugin_dir();
-    let host = TestHost::start_watching(broker.clone(), fast_options("roll-1"), dir.path()).await;
-    wait_state(&host, &live, FileState::Running).await;
+    let (broker, host, dir, live, _) = start_in(server, None).await;
     (broker, host, dir, live)
+}
+
+/// A host watching [`plugin_dir`], on `partitions` partitions (`None`: the single layout).
+async fn start_in(
+    server: &RedisServer,
+    partitions: Option<u32>,
+) -> (
+    Arc<dyn Broker>,
+    TestHost,
+    tempfile::TempDir,
+    PathBuf,
+    Keyspace,
+) {
+    let broker: Arc<dyn Broker> = redis_broker(server).await;
+    let layout = evhost::partition::resolve(broker.as_ref(), partitions.and_then(NonZeroU32::new))
+        .await
+        .expect("partition count");
+    let options = HostOptions {
+        keyspace: layout,
+        ..fast_options("roll-1")
+    };
+    let (dir, live) = plugin_dir();
+    let host = TestHost::start_watching(broker.clone(), options, dir.path()).await;
+    wait_state(&host, &live, FileState::Running).await;
+    (broker, host, dir, live, layout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,8 +221,8 @@ async fn a_shadow_candidate_is_compared_on_every_event_and_commits_nothing() {
     );
     let row = wait_state(&host, &candidate, FileState::Running).await;
     assert!(row.candidate, "{row:?}");
-    let events = publish_under_load(broker.clone(), 0, 200, 20, Duration::from_secs(2)).await;
-    let handled = wait_all_handled(broker.as_ref(), &events).await;
+    let events = publish_under_load(broker.clone(), KEYS, 0, 200, 20, Duration::from_secs(2)).await;
+    let handled = wait_all_handled(broker.as_ref(), KEYS, &events).await;
     assert_once(&handled, &events);
     assert!(
         handled
@@ -248,8 +308,18 @@ async fn a_shadow_candidate_is_compared_on_every_event_and_commits_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_rolls_back_by_itself_and_loses_doubles_or_reorders_nothing() {
+    failing_canary(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_on_a_partitioned_keyspace_rolls_back_the_same_way() {
+    failing_canary(Some(4)).await;
+}
+
+/// A canary that fails every event, on `partitions` partitions, under load.
+async fn failing_canary(partitions: Option<u32>) {
     let server = RedisServer::start();
-    let (broker, host, dir, live) = start(&server).await;
+    let (broker, host, dir, live, layout) = start_in(&server, partitions).await;
     let candidate = write_candidate(
         dir.path(),
         PROBE_V2,
@@ -257,8 +327,9 @@ async fn a_failing_canary_rolls_back_by_itself_and_loses_doubles_or_reorders_not
         "mode = \"canary\"\nshare_pct = 40\nmin_calls = 10\nwindow_ms = 60000",
     );
     wait_state(&host, &candidate, FileState::Running).await;
-    let events = publish_under_load(broker.clone(), 0, 300, 20, Duration::from_secs(3)).await;
-    let handled = wait_all_handled(broker.as_ref(), &events).await;
+    let events =
+        publish_under_load(broker.clone(), layout, 0, 300, 20, Duration::from_secs(3)).await;
+    let handled = wait_all_handled(broker.as_ref(), layout, &events).await;
     assert_once(&handled, &events);
     assert!(
         handled
@@ -291,16 +362,18 @@ async fn a_failing_canary_rolls_back_by_itself_and_loses_doubles_or_reorders_not
         1
     );
     // No dead letter: the candidate's failures went to the live version, not to the DLQ.
-    let dead = broker
-        .range(
-            &KEYS.dead_letters(PLUGIN),
-            evhost::broker::EntryId::ZERO,
-            evhost::broker::EntryId::MAX,
-            10,
-        )
-        .await
-        .expect("XRANGE");
-    assert!(dead.is_empty(), "{dead:?}");
+    for keyspace in layout.each_partition() {
+        let dead = broker
+            .range(
+                &keyspace.dead_letters(PLUGIN),
+                EntryId::ZERO,
+                EntryId::MAX,
+                10,
+            )
+            .await
+            .expect("XRANGE");
+        assert!(dead.is_empty(), "{dead:?}");
+    }
     // Each key's events were committed in their order.
     let publish_order: BTreeMap<String, u64> = events
         .iter()
@@ -310,7 +383,7 @@ async fn a_failing_canary_rolls_back_by_itself_and_loses_doubles_or_reorders_not
         })
         .collect();
     let mut last_of_key: BTreeMap<u64, u64> = BTreeMap::new();
-    for record in journal(broker.as_ref(), PLUGIN).await {
+    for record in journals(broker.as_ref(), layout).await {
         let n = publish_order[&record["event_id"]];
         let key = n % 20;
         if let Some(previous) = last_of_key.insert(key, n) {
@@ -339,7 +412,15 @@ async fn a_clean_canary_is_promoted_after_its_clean_windows() {
     // Load until the promotion (bounded: 150 rounds of 20 events).
     for _ in 0..150 {
         events.extend(
-            publish_under_load(broker.clone(), next, 20, 20, Duration::from_millis(100)).await,
+            publish_under_load(
+                broker.clone(),
+                KEYS,
+                next,
+                20,
+                20,
+                Duration::from_millis(100),
+            )
+            .await,
         );
         next += 20;
         let promoted = status_of(&host, &live).is_some_and(|status| {
@@ -367,9 +448,17 @@ async fn a_clean_canary_is_promoted_after_its_clean_windows() {
         "roll.wasm holds version 1, version 2 runs"
     );
     // After the promotion every event goes to version 2.
-    let after = publish_under_load(broker.clone(), next, 40, 20, Duration::from_millis(200)).await;
+    let after = publish_under_load(
+        broker.clone(),
+        KEYS,
+        next,
+        40,
+        20,
+        Duration::from_millis(200),
+    )
+    .await;
     events.extend(after.iter().cloned());
-    let handled = wait_all_handled(broker.as_ref(), &events).await;
+    let handled = wait_all_handled(broker.as_ref(), KEYS, &events).await;
     assert_once(&handled, &events);
     let before: Vec<&String> = events[..events.len() - 40]
         .iter()
@@ -411,10 +500,12 @@ async fn the_rollback_command_returns_to_the_previous_version_at_once() {
         status_of(&host, &live).is_some_and(|status| status.version.as_deref() == Some("2"))
     })
     .await;
-    let before = publish_under_load(broker.clone(), 0, 30, 5, Duration::from_millis(300)).await;
-    wait_all_handled(broker.as_ref(), &before).await;
+    let before =
+        publish_under_load(broker.clone(), KEYS, 0, 30, 5, Duration::from_millis(300)).await;
+    wait_all_handled(broker.as_ref(), KEYS, &before).await;
     let load = tokio::spawn(publish_under_load(
         broker.clone(),
+        KEYS,
         30,
         100,
         5,
@@ -431,14 +522,15 @@ async fn the_rollback_command_returns_to_the_previous_version_at_once() {
         "{transition:?}"
     );
     let during = load.await.expect("publisher");
-    let after = publish_under_load(broker.clone(), 130, 20, 5, Duration::from_millis(200)).await;
+    let after =
+        publish_under_load(broker.clone(), KEYS, 130, 20, 5, Duration::from_millis(200)).await;
     let all: Vec<Event> = before
         .iter()
         .chain(&during)
         .chain(&after)
         .cloned()
         .collect();
-    let handled = wait_all_handled(broker.as_ref(), &all).await;
+    let handled = wait_all_handled(broker.as_ref(), KEYS, &all).await;
     assert_once(&handled, &all);
     assert!(
         before
@@ -479,8 +571,9 @@ async fn a_candidate_that_cannot_serve_is_refused_and_the_live_version_goes_on()
     let error = row.error.expect("error");
     assert!(error.contains("which does not run here"), "{error}");
     assert!(status_of(&host, &live).expect("status").rollout.is_none());
-    let events = publish_under_load(broker.clone(), 0, 30, 5, Duration::from_millis(300)).await;
-    let handled = wait_all_handled(broker.as_ref(), &events).await;
+    let events =
+        publish_under_load(broker.clone(), KEYS, 0, 30, 5, Duration::from_millis(300)).await;
+    let handled = wait_all_handled(broker.as_ref(), KEYS, &events).await;
     assert_once(&handled, &events);
     assert!(
         handled
