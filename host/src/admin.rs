@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/api/plugins` and
-//! `/api/streams`, and the write actions `POST /api/plugins/{name}/promote`, `/abort` and
-//! `/rollback` (rollouts, see [`crate::rollout`]).
+//! `/api/streams`, and the write actions `POST /api/plugins/{name}/rollout` (a candidate's
+//! component as the body, its plan as query parameters), `/promote`, `/abort` and `/rollback`
+//! (rollouts, see [`crate::rollout`]).
 //!
 //! It binds to loopback by default (`--metrics-addr 127.0.0.1:9464`). Off loopback, give it
 //! a bearer token (`--admin-token`): `/api/*` then answers only requests with
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
@@ -25,6 +27,10 @@ use crate::stream_stats::{self, StreamStats};
 
 /// How long `/readyz` waits for Redis to answer.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Largest candidate component `POST /api/plugins/{name}/rollout` takes (Python and
+/// JavaScript components weigh tens of MiB).
+const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
 
 /// Content type of the Prometheus text format served at `/metrics`.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -77,6 +83,10 @@ impl std::fmt::Debug for AdminToken {
 /// actions without one a loopback peer.
 pub fn router(host: Arc<Host>, token: AdminToken) -> Router {
     let writes = Router::new()
+        .route(
+            "/api/plugins/{name}/rollout",
+            post(start_rollout).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .route("/api/plugins/{name}/promote", post(promote))
         .route("/api/plugins/{name}/abort", post(abort))
         .route("/api/plugins/{name}/rollback", post(rollback))
@@ -150,6 +160,26 @@ fn change_answer(
             (StatusCode::NOT_FOUND, format!("{err}\n")).into_response()
         }
         Err(err) => (StatusCode::CONFLICT, format!("{err}\n")).into_response(),
+    }
+}
+
+async fn start_rollout(
+    State(host): State<Arc<Host>>,
+    Path(name): Path<String>,
+    Query(section): Query<crate::rollout::plan::RolloutSection>,
+    body: Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let plan = match section.plan() {
+        Ok(plan) => plan,
+        Err(reason) => return (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
+    };
+    match host.start_rollout(&name, body.to_vec(), plan).await {
+        Ok(transition) => change_answer(started, Ok(transition)),
+        Err(crate::host::StartRolloutError::Change(err)) => change_answer(started, Err(err)),
+        Err(err @ crate::host::StartRolloutError::Load(_)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("{err}\n")).into_response()
+        }
     }
 }
 

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
 /// How long a request to the admin endpoint may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upload may take: the host compiles the component before it answers (a Python
+/// or JavaScript one takes seconds to tens of seconds the first time).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Why the admin endpoint could not be queried.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +117,29 @@ impl AdminClient {
     ///
     /// [`AdminError`] saying what to check; a refusal carries the host's reason.
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
-        let body = self.request(hyper::Method::POST, path).await?;
+        let body = self
+            .request(hyper::Method::POST, path, Bytes::new(), TIMEOUT)
+            .await?;
+        serde_json::from_slice(&body).map_err(|err| AdminError::BadAnswer {
+            url: self.url.clone(),
+            path: path.to_string(),
+            reason: format!("not the expected JSON ({err})"),
+        })
+    }
+
+    /// POSTs `body` to `path` (a write action) and parses the JSON answer.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`] saying what to check; a refusal carries the host's reason.
+    pub async fn post_bytes_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, AdminError> {
+        let body = self
+            .request(hyper::Method::POST, path, Bytes::from(body), UPLOAD_TIMEOUT)
+            .await?;
         serde_json::from_slice(&body).map_err(|err| AdminError::BadAnswer {
             url: self.url.clone(),
             path: path.to_string(),
@@ -124,11 +149,18 @@ impl AdminClient {
 
     /// GETs `path` and returns the body of a successful answer.
     async fn get(&self, path: &str) -> Result<Bytes, AdminError> {
-        self.request(hyper::Method::GET, path).await
+        self.request(hyper::Method::GET, path, Bytes::new(), TIMEOUT)
+            .await
     }
 
     /// Sends a request without a body and returns the body of a successful answer.
-    async fn request(&self, method: hyper::Method, path: &str) -> Result<Bytes, AdminError> {
+    async fn request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, AdminError> {
         let url = self.url.clone();
         let authority = authority(&url)?;
         let unreachable = |reason: String| AdminError::Unreachable {
@@ -140,7 +172,7 @@ impl AdminClient {
             path: path.to_string(),
             reason,
         };
-        let body = tokio::time::timeout(TIMEOUT, async {
+        let body = tokio::time::timeout(timeout, async {
             let stream = tokio::net::TcpStream::connect(&authority)
                 .await
                 .map_err(|err| unreachable(err.to_string()))?;
@@ -161,7 +193,7 @@ impl AdminClient {
                 request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
             }
             let request = request
-                .body(Empty::<Bytes>::new())
+                .body(Full::new(body))
                 .map_err(|err| bad(err.to_string()))?;
             let response = sender
                 .send_request(request)
@@ -190,7 +222,7 @@ impl AdminClient {
             Ok(body)
         })
         .await
-        .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
+        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))??;
         Ok(body)
     }
 }

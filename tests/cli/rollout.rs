@@ -132,5 +132,43 @@ fn an_operator_starts_follows_promotes_and_rolls_back_a_rollout() {
         unknown.contains("nobody") && unknown.contains("runs in this host"),
         "{unknown}"
     );
+
+    // The component sent to the host instead of written beside its file.
+    let uploaded = admin_command(
+        admin,
+        &[
+            "rollout",
+            "start",
+            "payment",
+            "--file",
+            candidate.to_str().expect("path"),
+            "--upload",
+        ],
+    );
+    let said = stdout_of(&uploaded);
+    assert!(said.contains("payment: rollout-started"), "{said}");
+    let status = json_lines(&stdout_of(&admin_command(
+        admin,
+        &["rollout", "status", "--json"],
+    )));
+    assert_eq!(status[0]["rollout"]["candidate_origin"], "upload:payment");
+    assert_eq!(status[0]["rollout"]["mode"], "shadow");
+    let aborted = stdout_of(&admin_command(admin, &["rollout", "abort", "payment"]));
+    assert!(aborted.contains("payment: aborted"), "{aborted}");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component").expect("garbage");
+    let refused = admin_command(
+        admin,
+        &[
+            "rollout",
+            "start",
+            "payment",
+            "--file",
+            garbage.to_str().expect("path"),
+            "--upload",
+        ],
+    );
+    let refused = stderr_of(&refused);
+    assert!(refused.contains("the candidate does not load"), "{refused}");
     drop(host);
 }

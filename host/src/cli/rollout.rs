@@ -4,6 +4,8 @@
 //! `start` is the file-driven rollout done for you: it writes the candidate beside the live
 //! plugin's file as `<name>.next.wasm`, with a `<name>.next.toml` sidecar holding the live
 //! settings and the `[rollout]` table, then waits for the host to take it up or refuse it.
+//! With `--upload` it sends the component to the host instead (a host on another machine);
+//! such a candidate takes the live settings and is gone when the host restarts.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -95,8 +97,12 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 3)]
     pub clean_windows: u32,
     /// The host's plugin directory, if the path the host reports is not valid here.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "upload")]
     pub plugins_dir: Option<PathBuf>,
+    /// Send the component to the host through its admin endpoint instead of writing files
+    /// (for a host on another machine; the candidate then lives until the host restarts).
+    #[arg(long)]
+    pub upload: bool,
     /// How long to wait for the host to take the candidate up.
     #[arg(long, default_value_t = 120)]
     pub wait_secs: u64,
@@ -164,21 +170,46 @@ struct ChangeAnswer {
     took_ms: f64,
 }
 
-async fn change(args: ChangeArgs, action: &str) -> anyhow::Result<()> {
-    let path = format!("/api/plugins/{}/{action}", args.plugin);
-    let answer: ChangeAnswer = args
-        .admin
-        .client()
-        .post_json(&path)
-        .await
-        .with_context(|| format!("cannot {action} plugin {:?}", args.plugin))?;
-    if args.json {
-        return json_line(&answer);
+/// `name` as one segment of a URL path.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The plan as the query parameters of `POST /api/plugins/{name}/rollout`.
+fn plan_query(plan: &RolloutPlan) -> String {
+    format!(
+        "mode={}&share_pct={}&window_ms={}&min_calls={}&failure_margin_pct={}&p99_margin_pct={}&p99_floor_ms={}&promote={}&clean_windows={}",
+        plan.mode,
+        plan.share_pct,
+        plan.window.as_millis(),
+        plan.min_calls,
+        plan.failure_margin_pct,
+        plan.p99_margin_pct,
+        plan.p99_floor.as_millis(),
+        match plan.promote {
+            Promotion::Manual => "manual",
+            Promotion::Auto => "auto",
+        },
+        plan.clean_windows
+    )
+}
+
+/// Prints a change's transition, or the answer as JSON.
+fn print_change(plugin: &str, answer: &ChangeAnswer, json: bool) -> anyhow::Result<()> {
+    if json {
+        return json_line(answer);
     }
     let transition = &answer.transition;
     println!(
         "{}: {} — {} → {} (took {:.1} ms; {})",
-        args.plugin,
+        plugin,
         transition.kind.as_str(),
         transition.from,
         transition.to,
@@ -186,6 +217,17 @@ async fn change(args: ChangeArgs, action: &str) -> anyhow::Result<()> {
         transition.reason
     );
     Ok(())
+}
+
+async fn change(args: ChangeArgs, action: &str) -> anyhow::Result<()> {
+    let path = format!("/api/plugins/{}/{action}", path_segment(&args.plugin));
+    let answer: ChangeAnswer = args
+        .admin
+        .client()
+        .post_json(&path)
+        .await
+        .with_context(|| format!("cannot {action} plugin {:?}", args.plugin))?;
+    print_change(&args.plugin, &answer, args.json)
 }
 
 fn plan_of(args: &StartArgs) -> RolloutPlan {
@@ -247,6 +289,18 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let client = args.admin.client();
+    if args.upload {
+        let path = format!(
+            "/api/plugins/{}/rollout?{}",
+            path_segment(&args.plugin),
+            plan_query(&plan)
+        );
+        let answer: ChangeAnswer = client
+            .post_bytes_json(&path, bytes)
+            .await
+            .with_context(|| format!("cannot roll {} out", args.file.display()))?;
+        return print_change(&args.plugin, &answer, false);
+    }
     let plugins: Vec<PluginStatus> = client.get_json("/api/plugins").await?;
     let live = plugins
         .iter()
@@ -277,7 +331,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(
         dir.is_dir(),
-        "the host's plugin directory {} is not a directory here: pass --plugins-dir",
+        "the host's plugin directory {} is not a directory here: pass --plugins-dir, or --upload to send the component to the host",
         dir.display()
     );
     let own_sidecar = args.file.with_extension("toml");

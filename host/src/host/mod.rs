@@ -47,6 +47,17 @@ pub enum ChangeError {
     Deployment(#[from] DeploymentError),
 }
 
+/// Why an uploaded candidate was not rolled out.
+#[derive(Debug, thiserror::Error)]
+pub enum StartRolloutError {
+    /// No such plugin, or the candidate is another plugin.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    /// The bytes do not load.
+    #[error("the candidate does not load: {0}")]
+    Load(#[from] LoadError),
+}
+
 /// Settings of a host.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -299,6 +310,37 @@ impl Host {
     /// When no such plugin runs, or it has neither a rollout nor an earlier version.
     pub fn roll_back(&self, plugin: &str, reason: &str) -> Result<Transition, ChangeError> {
         self.change(plugin, |deployment| deployment.roll_back(reason))
+    }
+
+    /// Rolls the component `bytes` out as a candidate of `plugin` by `plan`, without a file
+    /// (uploaded through the admin endpoint): it takes the live version's settings, and it is
+    /// gone when the host restarts.
+    ///
+    /// # Errors
+    ///
+    /// When no such plugin runs, the bytes do not load, or they describe another plugin.
+    pub async fn start_rollout(
+        &self,
+        plugin: &str,
+        bytes: Vec<u8>,
+        plan: crate::rollout::RolloutPlan,
+    ) -> Result<Transition, StartRolloutError> {
+        let deployment = self
+            .registry
+            .get(plugin)
+            .ok_or_else(|| ChangeError::UnknownPlugin(plugin.to_string()))?;
+        let mut settings = (*deployment.load().settings).clone();
+        settings.rollout = Some(plan.clone());
+        let origin = format!("upload:{plugin}");
+        let candidate = self.engine.load_bytes(origin, bytes, settings).await?;
+        let rollout = crate::rollout::Rollout::new(candidate, plan, self.services.metrics.clone());
+        let transition = deployment
+            .start_rollout(rollout)
+            .map_err(ChangeError::from)?;
+        self.services
+            .metrics
+            .record_rollout_transition(plugin, transition.kind);
+        Ok(transition)
     }
 
     fn change(

@@ -317,7 +317,8 @@ impl PluginFiles {
             });
         };
         let plan = version.settings.rollout.clone().unwrap_or_default();
-        deployment.start_rollout(Rollout::new(version.clone(), plan, self.metrics.clone()))?;
+        let _ =
+            deployment.start_rollout(Rollout::new(version.clone(), plan, self.metrics.clone()))?;
         self.metrics
             .record_rollout_transition(&name, TransitionKind::RolloutStarted);
         self.metrics.record_reload(&name, "ok");

@@ -220,7 +220,7 @@ impl Deployment {
     /// # Errors
     ///
     /// [`DeploymentError::NameMismatch`] when the candidate is another plugin.
-    pub fn start_rollout(&self, rollout: Rollout) -> Result<(), DeploymentError> {
+    pub fn start_rollout(&self, rollout: Rollout) -> Result<Transition, DeploymentError> {
         if rollout.candidate.name != self.name {
             return Err(DeploymentError::NameMismatch {
                 plugin: self.name.clone(),
@@ -243,14 +243,13 @@ impl Deployment {
         tracing::info!(plugin = %self.name, live = %label(&live), candidate = %to, reason, "rollout started");
         self.rollout.store(Some(Arc::new(rollout)));
         self.bump();
-        push(
+        Ok(push(
             &mut transitions,
             TransitionKind::RolloutStarted,
             label(&live),
             to,
             reason,
-        );
-        Ok(())
+        ))
     }
 
     /// Ends the rollout under way as `kind` ([`TransitionKind::RolledBack`] or
