@@ -143,6 +143,14 @@ fn an_operator_starts_follows_promotes_and_rolls_back_a_rollout() {
             "--file",
             candidate.to_str().expect("path"),
             "--upload",
+            "--mode",
+            "canary",
+            "--share",
+            "25",
+            "--promote",
+            "auto",
+            "--window-ms",
+            "60000",
         ],
     );
     let said = stdout_of(&uploaded);
@@ -152,7 +160,13 @@ fn an_operator_starts_follows_promotes_and_rolls_back_a_rollout() {
         &["rollout", "status", "--json"],
     )));
     assert_eq!(status[0]["rollout"]["candidate_origin"], "upload:payment");
-    assert_eq!(status[0]["rollout"]["mode"], "shadow");
+    let plan = &status[0]["rollout"]["plan"];
+    assert_eq!(status[0]["rollout"]["mode"], "canary");
+    assert_eq!(
+        (plan["share_pct"].as_f64(), plan["promote"].as_str()),
+        (Some(25.0), Some("auto"))
+    );
+    assert_eq!(plan["window"].as_u64(), Some(60_000));
     let aborted = stdout_of(&admin_command(admin, &["rollout", "abort", "payment"]));
     assert!(aborted.contains("payment: aborted"), "{aborted}");
     let garbage = dir.path().join("garbage.wasm");

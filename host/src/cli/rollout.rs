@@ -182,25 +182,6 @@ fn path_segment(name: &str) -> String {
         .collect()
 }
 
-/// The plan as the query parameters of `POST /api/plugins/{name}/rollout`.
-fn plan_query(plan: &RolloutPlan) -> String {
-    format!(
-        "mode={}&share_pct={}&window_ms={}&min_calls={}&failure_margin_pct={}&p99_margin_pct={}&p99_floor_ms={}&promote={}&clean_windows={}",
-        plan.mode,
-        plan.share_pct,
-        plan.window.as_millis(),
-        plan.min_calls,
-        plan.failure_margin_pct,
-        plan.p99_margin_pct,
-        plan.p99_floor.as_millis(),
-        match plan.promote {
-            Promotion::Manual => "manual",
-            Promotion::Auto => "auto",
-        },
-        plan.clean_windows
-    )
-}
-
 /// Prints a change's transition, or the answer as JSON.
 fn print_change(plugin: &str, answer: &ChangeAnswer, json: bool) -> anyhow::Result<()> {
     if json {
@@ -293,7 +274,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         let path = format!(
             "/api/plugins/{}/rollout?{}",
             path_segment(&args.plugin),
-            plan_query(&plan)
+            plan.to_query()
         );
         let answer: ChangeAnswer = client
             .post_bytes_json(&path, bytes)

@@ -157,23 +157,54 @@ impl RolloutSection {
 }
 
 impl RolloutPlan {
+    /// The keys of the `[rollout]` table with this plan's values, and whether each value is
+    /// text.
+    fn fields(&self) -> [(&'static str, String, bool); 9] {
+        let promote = match self.promote {
+            Promotion::Manual => "manual",
+            Promotion::Auto => "auto",
+        };
+        [
+            ("mode", self.mode.to_string(), true),
+            ("share_pct", self.share_pct.to_string(), false),
+            ("window_ms", self.window.as_millis().to_string(), false),
+            ("min_calls", self.min_calls.to_string(), false),
+            (
+                "failure_margin_pct",
+                self.failure_margin_pct.to_string(),
+                false,
+            ),
+            ("p99_margin_pct", self.p99_margin_pct.to_string(), false),
+            (
+                "p99_floor_ms",
+                self.p99_floor.as_millis().to_string(),
+                false,
+            ),
+            ("promote", promote.to_string(), true),
+            ("clean_windows", self.clean_windows.to_string(), false),
+        ]
+    }
+
     /// The `[rollout]` table of this plan, for the sidecar `evhost rollout start` writes.
     pub fn to_toml(&self) -> String {
-        format!(
-            "[rollout]\nmode = \"{}\"\nshare_pct = {}\nwindow_ms = {}\nmin_calls = {}\nfailure_margin_pct = {}\np99_margin_pct = {}\np99_floor_ms = {}\npromote = \"{}\"\nclean_windows = {}\n",
-            self.mode,
-            self.share_pct,
-            self.window.as_millis(),
-            self.min_calls,
-            self.failure_margin_pct,
-            self.p99_margin_pct,
-            self.p99_floor.as_millis(),
-            match self.promote {
-                Promotion::Manual => "manual",
-                Promotion::Auto => "auto",
-            },
-            self.clean_windows,
-        )
+        let mut text = "[rollout]\n".to_string();
+        for (key, value, is_text) in self.fields() {
+            if is_text {
+                text.push_str(&format!("{key} = \"{value}\"\n"));
+            } else {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        text
+    }
+
+    /// The plan as the query parameters of `POST /api/plugins/{name}/rollout` (the same keys).
+    pub fn to_query(&self) -> String {
+        self.fields()
+            .iter()
+            .map(|(key, value, _)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join("&")
     }
 }
 
