@@ -6,6 +6,7 @@
 mod redis_server;
 
 mod c_plugin;
+mod cache;
 mod cluster;
 mod rollout;
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bindgen;
+mod cache;
 mod common;
 mod componentize;
 mod config_file;
@@ -116,6 +117,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Check the Redis settings and streams that lose or stall events (exit 3 on a danger).
     Doctor(DoctorArgs),
+    /// Show the compile cache, or prune it.
+    Cache(cache::CacheArgs),
     /// Measure evhost beside a raw Redis consumer loop (throughput, latency, hot swap, memory).
     Bench(BenchArgs),
     /// Create a plugin project (Rust, Python, JavaScript or C) that builds with one command.
@@ -138,6 +141,7 @@ impl Command {
             | Command::Dlq(_)
             | Command::Doctor(_)
             | Command::Bench(_)
+            | Command::Cache(_)
             | Command::History(_)
             | Command::Tail(_)
             | Command::Stats(_)
@@ -274,6 +278,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dlq(args) => dlq::run(args).await,
         Command::Doctor(args) => doctor::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cache(args) => cache::run(args),
         Command::History(args) => history::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Stats(args) => stats::run(args).await,

@@ -195,6 +195,21 @@ pub fn json_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A size for people: `512 B`, `3.4 KiB`, `208.0 MiB`, `1.2 GiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// The time of an entry id (its milliseconds), RFC 3339 with millisecond precision.
 pub fn entry_time(id: EntryId) -> String {
     evhost::stream_stats::entry_time(id).unwrap_or_else(|| "-".into())
@@ -278,6 +293,14 @@ mod tests {
             vec!["NAME      N  NOTE", "payment  12  ok", "a         3"]
         );
         assert!(table.render(true)[2].contains("\x1b[31m3\x1b[0m"));
+    }
+
+    #[test]
+    fn formats_sizes_for_people() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(3 * 1024 + 512), "3.5 KiB");
+        assert_eq!(format_bytes(208 * 1024 * 1024), "208.0 MiB");
+        assert_eq!(format_bytes(3 << 30), "3.0 GiB");
     }
 
     #[test]

@@ -122,8 +122,13 @@ pub struct RunArgs {
     pub no_watch: bool,
 }
 
-/// The default compile cache: `$XDG_CACHE_HOME/evhost`, else `$HOME/.cache/evhost`.
+/// The default compile cache: `$EVHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/evhost`, else
+/// `$HOME/.cache/evhost` (the commands without a `--cache-dir` flag, such as `evhost test`,
+/// share the host's cache this way).
 pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("EVHOST_CACHE_DIR").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)

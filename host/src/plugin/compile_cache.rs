@@ -1,5 +1,5 @@
 //! The compile cache: compiled components on disk, bounded in size (least recently used
-//! entries go first).
+//! entries go first); `evhost cache` shows and prunes it.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -17,7 +17,7 @@ pub const MAX_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 /// (wasmtime version and configuration). The directory must be writable only by the host's
 /// user: its files are loaded as trusted native code.
 #[derive(Debug, Clone)]
-pub(super) struct CompileCache {
+pub struct CompileCache {
     /// The cache directory.
     dir: PathBuf,
     /// Hex hash of the engine configuration, part of every file name.
@@ -38,6 +38,58 @@ impl CompileCache {
     fn path(&self, sha256: &str) -> PathBuf {
         self.dir
             .join(format!("{sha256}-{}.cwasm", self.engine_hash))
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether `path` is an entry this build can load (made by the same wasmtime version and
+    /// configuration).
+    fn is_current(&self, path: &Path) -> bool {
+        path.file_stem()
+            .and_then(|stem| stem.to_str())
+            .is_some_and(|stem| stem.ends_with(&format!("-{}", self.engine_hash)))
+    }
+
+    /// What the cache holds now (an absent directory holds nothing).
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be read.
+    pub fn usage(&self) -> std::io::Result<CacheUsage> {
+        let mut usage = CacheUsage::default();
+        for (_, size, path) in entries(&self.dir)? {
+            usage.entries += 1;
+            usage.bytes += size;
+            if !self.is_current(&path) {
+                usage.stale_entries += 1;
+                usage.stale_bytes += size;
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Removes the entries this build cannot load (other wasmtime versions or
+    /// configurations), then the least recently used until the rest fit in `max_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be read or an entry cannot be removed.
+    pub fn prune(&self, max_bytes: u64) -> std::io::Result<Pruned> {
+        let mut pruned = Pruned::default();
+        for (_, size, path) in entries(&self.dir)? {
+            if !self.is_current(&path) {
+                std::fs::remove_file(&path)?;
+                pruned.removed += 1;
+                pruned.freed_bytes += size;
+            }
+        }
+        let lru = prune(&self.dir, max_bytes, None)?;
+        pruned.removed += lru.removed;
+        pruned.freed_bytes += lru.freed_bytes;
+        Ok(pruned)
     }
 
     /// Loads the cached compilation of `bytes`, or compiles and caches it. Cache failures are
@@ -66,9 +118,9 @@ impl CompileCache {
         if let Err(err) = self.store(&component, &path) {
             tracing::warn!(dir = %self.dir.display(), error = %err, "cannot write the compile cache");
         }
-        match prune(&self.dir, MAX_CACHE_BYTES, &path) {
-            Ok(0) => {}
-            Ok(removed) => {
+        match prune(&self.dir, MAX_CACHE_BYTES, Some(&path)) {
+            Ok(Pruned { removed: 0, .. }) => {}
+            Ok(Pruned { removed, .. }) => {
                 tracing::info!(dir = %self.dir.display(), removed, "compile cache over {} MiB: removed the least recently used entries", MAX_CACHE_BYTES >> 20);
             }
             Err(err) => {
@@ -104,39 +156,73 @@ fn touch(path: &Path) {
     }
 }
 
-/// Removes the least recently used `*.cwasm` files of `dir` until the rest fit in
-/// `max_bytes`, never `keep` (the entry just written); returns how many it removed.
-fn prune(dir: &Path, max_bytes: u64, keep: &Path) -> std::io::Result<usize> {
+/// What the cache holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheUsage {
+    /// Compiled components.
+    pub entries: usize,
+    /// Their size.
+    pub bytes: u64,
+    /// Of them, those made by another wasmtime version or configuration: this build never
+    /// loads them.
+    pub stale_entries: usize,
+    /// Their size.
+    pub stale_bytes: u64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Entries removed.
+    pub removed: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+/// The `*.cwasm` files of `dir` with their last use and size (none when `dir` is absent).
+fn entries(dir: &Path) -> std::io::Result<Vec<(SystemTime, u64, PathBuf)>> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
     let mut entries = Vec::new();
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(dir)? {
+    for entry in read {
         let entry = entry?;
         let path = entry.path();
         if path.extension().and_then(|ext| ext.to_str()) != Some("cwasm") {
             continue;
         }
         let meta = entry.metadata()?;
-        total += meta.len();
         let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         entries.push((used, meta.len(), path));
     }
+    Ok(entries)
+}
+
+/// Removes the least recently used `*.cwasm` files of `dir` until the rest fit in
+/// `max_bytes`, never `keep` (the entry just written).
+fn prune(dir: &Path, max_bytes: u64, keep: Option<&Path>) -> std::io::Result<Pruned> {
+    let mut entries = entries(dir)?;
+    let mut total: u64 = entries.iter().map(|(_, size, _)| size).sum();
+    let mut pruned = Pruned::default();
     if total <= max_bytes {
-        return Ok(0);
+        return Ok(pruned);
     }
     entries.sort_by_key(|(used, _, _)| *used);
-    let mut removed = 0;
     for (_, size, path) in entries {
         if total <= max_bytes {
             break;
         }
-        if path == keep {
+        if Some(path.as_path()) == keep {
             continue;
         }
         std::fs::remove_file(&path)?;
         total = total.saturating_sub(size);
-        removed += 1;
+        pruned.removed += 1;
+        pruned.freed_bytes += size;
     }
-    Ok(removed)
+    Ok(pruned)
 }
 
 #[cfg(test)]
@@ -167,11 +253,12 @@ mod tests {
         let new = write("d.cwasm", 400);
         std::fs::write(dir.path().join("other.txt"), vec![0u8; 1000]).expect("write");
         assert_eq!(
-            prune(dir.path(), 1_000, &new).expect("prune"),
+            prune(dir.path(), 1_000, Some(&new)).expect("prune").removed,
             0,
             "under the bound"
         );
-        assert_eq!(prune(dir.path(), 250, &new).expect("prune"), 2);
+        let pruned = prune(dir.path(), 250, Some(&new)).expect("prune");
+        assert_eq!((pruned.removed, pruned.freed_bytes), (2, 200));
         assert!(!oldest.exists() && !older.exists());
         assert!(recent.exists() && new.exists());
         assert!(

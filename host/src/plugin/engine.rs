@@ -209,6 +209,11 @@ impl PluginEngine {
         })
     }
 
+    /// The compile cache, if the engine has one.
+    pub fn compile_cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
     /// The services shared with every instance.
     pub fn services(&self) -> &Arc<HostServices> {
         &self.services

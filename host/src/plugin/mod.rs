@@ -3,7 +3,7 @@
 pub mod bindings;
 pub mod budget;
 pub mod capabilities;
-mod compile_cache;
+pub mod compile_cache;
 pub mod engine;
 mod file_kind;
 pub mod instance;
