@@ -56,7 +56,9 @@ fn every_json_output_parses_line_by_line() {
         .expect("XADD");
     let dlq_list = || {
         evhost()
-            .args(["dlq", "list", "--plugin", "payment", "--json", "--redis", &url])
+            .args([
+                "dlq", "list", "--plugin", "payment", "--json", "--redis", &url,
+            ])
             .output()
             .expect("dlq list")
     };
@@ -66,7 +68,12 @@ fn every_json_output_parses_line_by_line() {
     let letters = values_of("dlq list", &dlq_list());
     let dlq_id = letters
         .iter()
-        .flat_map(|value| value.as_array().cloned().unwrap_or_else(|| vec![value.clone()]))
+        .flat_map(|value| {
+            value
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| vec![value.clone()])
+        })
         .find_map(|letter| letter["dlq_id"].as_str().map(str::to_string))
         .expect("a dead letter id");
 
@@ -84,14 +91,32 @@ fn every_json_output_parses_line_by_line() {
     let with_redis: Vec<(&str, Vec<&str>)> = vec![
         ("history", vec!["history", "AuctionEnded", "--json"]),
         ("stats", vec!["stats", "--json"]),
-        ("dlq show", vec!["dlq", "show", "--plugin", "payment", &dlq_id, "--json"]),
+        (
+            "dlq show",
+            vec!["dlq", "show", "--plugin", "payment", &dlq_id, "--json"],
+        ),
         ("doctor", vec!["doctor", "--json"]),
         (
             "replay",
-            vec!["replay", "AuctionEnded", "--plugin", "audit", "--from", "-", "--no-wait", "--json"],
+            vec![
+                "replay",
+                "AuctionEnded",
+                "--plugin",
+                "audit",
+                "--from",
+                "-",
+                "--no-wait",
+                "--json",
+            ],
         ),
-        ("dlq retry", vec!["dlq", "retry", "--plugin", "payment", &dlq_id, "--json"]),
-        ("dlq purge", vec!["dlq", "purge", "--plugin", "payment", "--all", "--json"]),
+        (
+            "dlq retry",
+            vec!["dlq", "retry", "--plugin", "payment", &dlq_id, "--json"],
+        ),
+        (
+            "dlq purge",
+            vec!["dlq", "purge", "--plugin", "payment", "--all", "--json"],
+        ),
     ];
     for (what, args) in with_redis {
         let output = evhost()
@@ -117,7 +142,10 @@ fn every_json_output_parses_line_by_line() {
     let alone: Vec<(&str, Vec<&str>)> = vec![
         ("plugins check", vec!["plugins", "check", payment, "--json"]),
         ("test", vec!["test", payment, "--events", events, "--json"]),
-        ("cache info", vec!["cache", "info", "--cache-dir", cache, "--json"]),
+        (
+            "cache info",
+            vec!["cache", "info", "--cache-dir", cache, "--json"],
+        ),
     ];
     for (what, args) in alone {
         let output = evhost().args(&args).output().expect("run evhost");

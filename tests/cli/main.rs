@@ -8,6 +8,7 @@ mod redis_server;
 mod c_plugin;
 mod cache;
 mod cluster;
+mod dev;
 mod json;
 mod rollout;
 
