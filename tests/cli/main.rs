@@ -10,6 +10,7 @@ mod cache;
 mod cluster;
 mod dev;
 mod json;
+mod python_trial;
 mod rollout;
 
 use std::io::{BufRead as _, BufReader};
