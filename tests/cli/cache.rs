@@ -1,20 +1,13 @@
 //! `evhost cache info` and `evhost cache prune` on a compile cache that `evhost test` filled,
 //! beside an entry of another evhost build.
 
-use super::{evhost, json_lines, stdout_of};
+use super::{evhost, examples_in, json_lines, stdout_of};
 
 #[test]
 fn the_cache_shows_its_entries_and_prunes_other_builds_then_everything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = dir.path().join("cache");
-    let plugins = dir.path().join("plugins");
-    let status = evhost()
-        .args(["examples", "--out"])
-        .arg(&plugins)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("evhost examples");
-    assert!(status.success());
+    let plugins = examples_in(dir.path());
     let events = dir.path().join("events.jsonl");
     std::fs::write(
         &events,

@@ -5,7 +5,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use super::redis_server::RedisServer;
-use super::{RunningHost, evhost, json_lines, redis_conn, wait_until};
+use super::{RunningHost, evhost, examples_in, json_lines, redis_conn, wait_until};
 
 /// The JSON values of `output`'s stdout, each line parsed on its own (panics on a line that
 /// is not JSON); `what` names the command in the message.
@@ -24,14 +24,7 @@ fn every_json_output_parses_line_by_line() {
     let server = RedisServer::start();
     let url = server.url();
     let dir = tempfile::tempdir().expect("temp dir");
-    let plugins = dir.path().join("plugins");
-    let status = evhost()
-        .args(["examples", "--out"])
-        .arg(&plugins)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("evhost examples");
-    assert!(status.success());
+    let plugins = examples_in(dir.path());
     let host = RunningHost::start(&server, &plugins);
     let admin = host.admin.as_str();
     for n in 0..3 {

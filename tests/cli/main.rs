@@ -638,6 +638,30 @@ fn stdout_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Writes the example plugins into `<dir>/plugins` with `evhost examples`; returns that folder.
+fn examples_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let plugins = dir.join("plugins");
+    let status = evhost()
+        .args(["examples", "--out"])
+        .arg(&plugins)
+        .stdout(Stdio::null())
+        .status()
+        .expect("evhost examples");
+    assert!(status.success(), "evhost examples: {status:?}");
+    plugins
+}
+
+/// The `--expect` lines of `evhost test` results: each event's outcome and publishes.
+fn expectations_of(results: &[serde_json::Value]) -> Vec<String> {
+    results
+        .iter()
+        .map(|result| {
+            serde_json::json!({"outcome": result["outcome"], "publishes": result["publishes"]})
+                .to_string()
+        })
+        .collect()
+}
+
 /// Parses every stdout line as JSON.
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
@@ -1505,13 +1529,7 @@ fn test_runs_a_plugin_on_events_and_checks_expected_results() {
     );
 
     let expect = dir.path().join("expected.jsonl");
-    let expected: Vec<String> = results
-        .iter()
-        .map(|result| {
-            serde_json::json!({"outcome": result["outcome"], "publishes": result["publishes"]})
-                .to_string()
-        })
-        .collect();
+    let expected = expectations_of(&results);
     std::fs::write(&expect, expected.join("\n")).expect("write expectations");
     let matching = run(&["--expect", expect.to_str().expect("utf-8 path")]);
     assert!(

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::{evhost, json_lines, stdout_of};
+use super::{evhost, expectations_of, json_lines, stdout_of};
 
 /// The folder the workspace's test builds share: the componentize-py virtualenv (the
 /// integration tests use the same) and a compile cache for these runs.
@@ -80,13 +80,7 @@ fn test_checks_the_expected_results_of_a_python_plugin() {
     assert_eq!(results[1]["publishes"][0]["data"]["message"], "two");
 
     let expect = dir.path().join("expected.jsonl");
-    let expected: Vec<String> = results
-        .iter()
-        .map(|result| {
-            serde_json::json!({"outcome": result["outcome"], "publishes": result["publishes"]})
-                .to_string()
-        })
-        .collect();
+    let expected = expectations_of(&results);
     std::fs::write(&expect, expected.join("\n")).expect("write expectations");
     let expect_arg = expect.to_str().expect("utf-8 path");
     let matching = run(&["--expect", expect_arg]);

@@ -5,7 +5,9 @@ use std::process::Output;
 use std::time::Duration;
 
 use super::redis_server::RedisServer;
-use super::{RunningHost, evhost, evhost_at, json_lines, plugin_statuses, stdout_of, wait_until};
+use super::{
+    RunningHost, evhost, evhost_at, examples_in, json_lines, plugin_statuses, stdout_of, wait_until,
+};
 
 fn admin_command(admin: &str, args: &[&str]) -> Output {
     evhost()
@@ -24,14 +26,7 @@ fn stderr_of(output: &Output) -> String {
 fn an_operator_starts_follows_promotes_and_rolls_back_a_rollout() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let plugins = dir.path().join("plugins");
-    let status = evhost()
-        .args(["examples", "--out"])
-        .arg(&plugins)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("evhost examples");
-    assert!(status.success());
+    let plugins = examples_in(dir.path());
     // The candidate: the same payment component with a setting of its own.
     let candidate = dir.path().join("payment-next.wasm");
     std::fs::copy(plugins.join("payment.wasm"), &candidate).expect("copy");
