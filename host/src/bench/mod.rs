@@ -5,6 +5,7 @@
 //! with a plain redis-rs `XREADGROUP`/`XACK` loop on the same server in the same run.
 
 pub mod cluster;
+pub mod first_load;
 mod hot_key;
 mod partitioned;
 pub mod raw;

@@ -58,6 +58,11 @@ pub struct BenchArgs {
     /// throughput and CPU per event of the host and of Redis.
     #[arg(long, conflicts_with = "redis")]
     pub cluster: bool,
+    /// Instead of the usual measurements, time the first load of each component given (from
+    /// an empty compile cache): on the quick tier, until its optimised code is ready, and
+    /// optimised first; and one call on each tier's code. No Redis is needed.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["redis", "cluster"])]
+    pub first_load: Vec<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -69,10 +74,19 @@ pub struct BenchArgs {
 ///
 /// When Redis or the host fails during a measurement.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.first_load.is_empty() {
+        let report = bench::first_load::run(&args.first_load).await?;
+        if args.json {
+            super::output::json_line(&report)?;
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     if args.cluster {
         let report = bench::cluster::run(args.events.max(1)).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            super::output::json_line(&report)?;
         } else {
             print!("{}", report.table());
         }
@@ -93,7 +107,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let report = bench::run(args.redis, &options).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::output::json_line(&report)?;
     } else {
         print!("{}", report.table());
     }

@@ -12,7 +12,7 @@ use super::output::{Align, Cell, Style, Table, json_line, truncate};
 use evhost::broker::memory::MemoryBroker;
 use evhost::host::{FileState, PluginStatus};
 use evhost::metrics::Metrics;
-use evhost::plugin::{HostServices, PluginEngine, PluginSettings};
+use evhost::plugin::{CompileTier, HostServices, PluginEngine, PluginSettings};
 
 /// Arguments of `evhost plugins`.
 #[derive(Debug, Args)]
@@ -117,6 +117,10 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
             _ => state_cell(&plugin.state),
         };
         let mut version = plugin.version.clone().unwrap_or_else(|| "-".into());
+        if plugin.compiled == Some(CompileTier::Quick) {
+            // Serving Winch's code until the optimised recompile replaces it.
+            version = format!("{version} (quick-compiled, optimising)");
+        }
         if let Some(rollout) = &plugin.rollout {
             version = format!(
                 "{version} ({} of {})",

@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// [default: $XDG_CACHE_HOME/evhost or ~/.cache/evhost].
     #[arg(long, env = "EVHOST_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin with full optimisation before its first event. By default a
+    /// large component not in the cache (a Python or JavaScript plugin) first compiles
+    /// quickly, serves, and is optimised in the background.
+    #[arg(long, env = "EVHOST_OPTIMIZE_FIRST")]
+    pub optimize_first: bool,
     /// Most streams one plugin consumes in this host; streams its patterns match past this
     /// are left unconsumed, with a warning and `evhost_streams_unserved{plugin}` (a flood of
     /// new event types cannot open consumers and Redis connections without end).
@@ -175,6 +180,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         full_scan_interval: Duration::from_millis(args.full_scan_interval_ms.max(100)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
+        compile: if args.optimize_first {
+            evhost::plugin::CompilePolicy::Optimized
+        } else {
+            evhost::plugin::CompilePolicy::default()
+        },
         max_streams_per_plugin: args.max_streams_per_plugin.max(1),
         retention: evhost::retention::Retention::parse(&args.retain_len, &args.retain_age)
             .map_err(|err| super::UsageError(err.to_string()))?,

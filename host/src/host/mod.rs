@@ -73,6 +73,8 @@ pub struct HostOptions {
     pub shutdown_grace: Duration,
     /// Where compiled components are cached (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// How components not in the cache compile: large ones first on the quick tier.
+    pub compile: crate::plugin::CompilePolicy,
     /// Most streams one plugin consumes in this host: past it, streams its patterns match are
     /// left unserved (warned about and counted), so that a flood of new event types cannot
     /// open consumers and connections without end.
@@ -103,6 +105,7 @@ impl Default for HostOptions {
             full_scan_interval: crate::stream_registry::FULL_SCAN_INTERVAL,
             shutdown_grace: Duration::from_secs(30),
             cache_dir: None,
+            compile: crate::plugin::CompilePolicy::default(),
             max_streams_per_plugin: DEFAULT_MAX_STREAMS_PER_PLUGIN,
             retention: crate::retention::Retention::default(),
             retention_interval: Duration::from_secs(10),
@@ -153,9 +156,10 @@ impl Host {
     pub fn new(broker: Arc<dyn Broker>, options: HostOptions) -> Result<Arc<Self>, LoadError> {
         let services =
             HostServices::for_keyspace(broker, Arc::new(Metrics::new()), options.keyspace);
-        let engine = Arc::new(PluginEngine::new(
+        let engine = Arc::new(PluginEngine::with_policy(
             services.clone(),
             options.cache_dir.clone(),
+            options.compile,
         )?);
         let registry = Arc::new(Registry::new());
         let plugins_changed = Arc::new(Notify::new());
@@ -332,7 +336,7 @@ impl Host {
         let mut settings = (*deployment.load().settings).clone();
         settings.rollout = Some(plan.clone());
         let origin = format!("upload:{plugin}");
-        let candidate = self.engine.load_bytes(origin, bytes, settings).await?;
+        let candidate = self.engine.load_optimized(origin, bytes, settings).await?;
         let rollout = crate::rollout::Rollout::new(candidate, plan, self.services.metrics.clone());
         let transition = deployment
             .start_rollout(rollout)

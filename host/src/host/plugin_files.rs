@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 use super::status::{FileState, PluginStatus};
 use crate::metrics::Metrics;
 use crate::plugin::engine::read_plugin_files;
-use crate::plugin::{LoadError, PluginEngine, PluginSettings, PluginVersion, sha256_hex};
+use crate::plugin::{
+    LoadError, PendingOptimization, PluginEngine, PluginSettings, PluginVersion, sha256_hex,
+};
 use crate::registry::{Registry, RegistryError};
 use crate::rollout::{DeploymentError, Rollout, TransitionKind};
 use crate::watch;
@@ -247,10 +249,12 @@ impl PluginFiles {
             Some(text) => PluginSettings::parse(text, &sidecar).map_err(LoadError::from)?,
             None => PluginSettings::default(),
         };
-        let version = self.engine.load_bytes(origin, bytes, settings).await?;
         if is_candidate_file(path) {
+            // Optimised at once: a candidate's handler times are judged against the live one's.
+            let version = self.engine.load_optimized(origin, bytes, settings).await?;
             return self.start_candidate(path, version, fingerprint);
         }
+        let (version, pending) = self.engine.load_tiered(origin, bytes, settings).await?;
         let name = version.name.clone();
         let previous = lock(&self.files)
             .get(path)
@@ -263,6 +267,7 @@ impl PluginFiles {
                 from = old.as_ref().map(|old| old.version.as_str()).unwrap_or("?"),
                 to = %version.version,
                 sha256 = %&version.sha256[..12],
+                compiled = version.tier.as_str(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "plugin swapped"
             );
@@ -279,6 +284,7 @@ impl PluginFiles {
                 version = %version.version,
                 sha256 = %&version.sha256[..12],
                 subscriptions = ?version.subscriptions,
+                compiled = version.tier.as_str(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "plugin loaded"
             );
@@ -299,7 +305,44 @@ impl PluginFiles {
             entry.failed = None;
         }
         self.changed.notify_one();
+        if let Some(pending) = pending {
+            self.optimize_in_background(pending, started);
+        }
         Ok(())
+    }
+
+    /// Recompiles a quick-tier version with full optimisation and puts the result wherever
+    /// the quick version still serves (see [`crate::plugin::tier`]); the quick one serves
+    /// meanwhile, and for good if the recompile fails.
+    fn optimize_in_background(&self, pending: PendingOptimization, started: Instant) {
+        let engine = self.engine.clone();
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let quick = pending.quick().clone();
+            match engine.optimize(pending).await {
+                Ok(optimized) => {
+                    let upgraded = registry
+                        .get(&quick.name)
+                        .is_some_and(|deployment| deployment.upgrade(&quick, optimized));
+                    if upgraded {
+                        tracing::info!(
+                            plugin = %quick.name,
+                            version = %quick.version,
+                            sha256 = %&quick.sha256[..12],
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "plugin optimised: its code recompiled with full optimisation now serves"
+                        );
+                    } else {
+                        tracing::debug!(plugin = %quick.name, "optimised code not used: the version was replaced meanwhile");
+                    }
+                }
+                Err(err) => tracing::warn!(
+                    plugin = %quick.name,
+                    error = %err,
+                    "cannot recompile the plugin with full optimisation; its quickly compiled code goes on serving"
+                ),
+            }
+        });
     }
 
     /// Rolls the candidate `version` of the file at `path` out beside its live version.

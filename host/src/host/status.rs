@@ -2,7 +2,7 @@
 
 use crate::metrics::Metrics;
 use crate::metrics::totals::PluginStats;
-use crate::plugin::PluginVersion;
+use crate::plugin::{CompileTier, PluginVersion};
 use crate::rollout::{Deployment, RolloutStatus, Transition};
 
 /// Load state of a plugin file.
@@ -35,6 +35,10 @@ pub struct PluginStatus {
     pub sha256: Option<String>,
     /// When the running version was loaded (RFC 3339).
     pub loaded_at: Option<String>,
+    /// How the running version's code was compiled: `quick` until its optimised recompile
+    /// replaces it (see [`crate::plugin::tier`]).
+    #[serde(default)]
+    pub compiled: Option<CompileTier>,
     /// Subscriptions of the running version.
     pub subscriptions: Vec<String>,
     /// Why the last load failed.
@@ -76,6 +80,7 @@ impl PluginStatus {
             version: version.map(|version| version.version.clone()),
             sha256: version.map(|version| version.sha256.clone()),
             loaded_at: version.map(|version| version.loaded_at.to_string()),
+            compiled: version.map(|version| version.tier),
             subscriptions: version
                 .map(|version| {
                     version

@@ -40,6 +40,11 @@ impl CompileCache {
             .join(format!("{sha256}-{}.cwasm", self.engine_hash))
     }
 
+    /// Whether the cache holds the compiled component `sha256` for this engine.
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.path(sha256).is_file()
+    }
+
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir

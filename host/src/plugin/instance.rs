@@ -19,6 +19,7 @@ use super::overlay::BatchOverlay;
 use super::settings::PluginSettings;
 use super::state::{CallEffects, CallScope, HostServices, PluginState};
 use super::subscription::Subscription;
+use super::tier::CompileTier;
 use crate::event::{Event, PARTITION_KEY};
 use crate::keyspace::Keyspace;
 
@@ -81,6 +82,9 @@ pub struct PluginVersion {
     pub loaded_at: Timestamp,
     /// Sidecar settings.
     pub settings: Arc<PluginSettings>,
+    /// How its code was compiled: a quick-tier version is replaced by its optimised
+    /// recompile once that is ready.
+    pub tier: CompileTier,
     /// Configuration values, shared with every instance.
     config: Arc<BTreeMap<String, String>>,
     /// Pre-instantiated component: a new instance costs tens of microseconds.
@@ -113,6 +117,7 @@ impl PluginVersion {
         origin: String,
         sha256: String,
         settings: PluginSettings,
+        tier: CompileTier,
     ) -> Self {
         PluginVersion {
             name: String::new(),
@@ -123,9 +128,29 @@ impl PluginVersion {
             loaded_at: Timestamp::now(),
             config: Arc::new(settings.config.clone()),
             settings: Arc::new(settings),
+            tier,
             pre,
             engine,
             services,
+        }
+    }
+
+    /// The same plugin, described and set up as this one, running the optimised code `pre`
+    /// of `engine`.
+    pub(crate) fn recompiled(&self, pre: PluginPre<PluginState>, engine: Engine) -> Self {
+        PluginVersion {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            subscriptions: self.subscriptions.clone(),
+            sha256: self.sha256.clone(),
+            origin: self.origin.clone(),
+            loaded_at: self.loaded_at,
+            settings: self.settings.clone(),
+            tier: CompileTier::Optimized,
+            config: self.config.clone(),
+            pre,
+            engine,
+            services: self.services.clone(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod overlay;
 pub mod settings;
 pub mod state;
 pub mod subscription;
+pub mod tier;
 
 pub use budget::{CallBudget, CallLimits};
 pub use engine::{LoadError, PluginEngine, sha256_hex};
@@ -20,3 +21,4 @@ pub use overlay::BatchOverlay;
 pub use settings::PluginSettings;
 pub use state::{CallEffects, Effects, HostServices, PendingPublish, PluginState};
 pub use subscription::Subscription;
+pub use tier::{CompilePolicy, CompileTier, PendingOptimization};

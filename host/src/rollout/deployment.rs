@@ -38,6 +38,9 @@ pub enum TransitionKind {
     RolledBack,
     /// The rollout was called off (its candidate file removed, or `evhost rollout abort`).
     Aborted,
+    /// A version first compiled quickly was replaced by the same code compiled with full
+    /// optimisation (see [`crate::plugin::CompileTier`]).
+    Optimized,
 }
 
 impl TransitionKind {
@@ -50,6 +53,7 @@ impl TransitionKind {
             TransitionKind::Promoted => "promoted",
             TransitionKind::RolledBack => "rolled-back",
             TransitionKind::Aborted => "aborted",
+            TransitionKind::Optimized => "optimized",
         }
     }
 }
@@ -207,6 +211,34 @@ impl Deployment {
             version.origin.clone(),
         );
         old
+    }
+
+    /// Puts `optimized`, the same code as `quick` compiled with full optimisation, wherever
+    /// `quick` still is: live (consumers move to it at their next event) or among the
+    /// versions kept for a rollback. Returns whether `quick` was found; a version replaced
+    /// since is not brought back.
+    pub fn upgrade(&self, quick: &Arc<PluginVersion>, optimized: Arc<PluginVersion>) -> bool {
+        let mut transitions = lock(&self.transitions);
+        if Arc::ptr_eq(&self.live.load(), quick) {
+            self.live.store(optimized.clone());
+            self.bump();
+            push(
+                &mut transitions,
+                TransitionKind::Optimized,
+                label(quick),
+                label(&optimized),
+                "recompiled with full optimisation".to_string(),
+            );
+            return true;
+        }
+        let mut previous = lock(&self.previous);
+        match previous.iter_mut().find(|kept| Arc::ptr_eq(kept, quick)) {
+            Some(kept) => {
+                *kept = optimized;
+                true
+            }
+            None => false,
+        }
     }
 
     fn keep_previous(&self, version: Arc<PluginVersion>) {

@@ -6,6 +6,7 @@
 mod admin;
 mod budget;
 mod cluster;
+mod compile_tiers;
 mod conformance;
 mod delivery;
 mod doctor;

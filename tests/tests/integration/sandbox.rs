@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use evhost::host::HostOptions;
+use evhost::plugin::{CompilePolicy, CompileTier};
 use evhost_tests::{
     RedisServer, TestHost, events_of, fast_options, probe, publish, redis_broker, wait_for,
 };
@@ -82,6 +84,21 @@ fn hostile(name: &str, event_type: &str) -> evhost_tests::PluginSpec {
 /// event it gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_are_contained() {
+    hostile_plugins_are_contained_on(CompilePolicy::Optimized, CompileTier::Optimized).await;
+}
+
+/// The same on the quick tier's code (Winch), which a large component runs until its
+/// optimised recompile is ready: its deadlines and limits hold just as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_are_contained_on_the_quick_tier() {
+    hostile_plugins_are_contained_on(
+        CompilePolicy::Tiered { quick_min_bytes: 0 },
+        CompileTier::Quick,
+    )
+    .await;
+}
+
+async fn hostile_plugins_are_contained_on(compile: CompilePolicy, tier: CompileTier) {
     let server = RedisServer::start();
     let broker = redis_broker(&server).await;
     let cases = [
@@ -96,7 +113,14 @@ async fn hostile_plugins_are_contained() {
         .collect();
     plugins.push(hostile("huge", "ProbeHugeIn"));
     plugins.push(probe("bystander", "ProbeCalm"));
-    let host = TestHost::start(broker.clone(), fast_options("hostile-host"), plugins).await;
+    let options = HostOptions {
+        compile,
+        ..fast_options("hostile-host")
+    };
+    let host = TestHost::start(broker.clone(), options, plugins).await;
+    for status in host.host.plugin_statuses() {
+        assert_eq!(status.compiled, Some(tier), "{}", status.file);
+    }
 
     for (_, event_type, action, _) in &cases {
         publish(broker.as_ref(), event_type, json!({"action": action})).await;
