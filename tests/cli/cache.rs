@@ -1,5 +1,6 @@
-//! `evhost cache info` and `evhost cache prune` on a compile cache that `evhost test` filled,
-//! beside an entry of another evhost build.
+//! The compile cache and first loads: `evhost cache info` and `evhost cache prune` on a cache
+//! that `evhost test` filled, beside an entry of another evhost build; `evhost bench
+//! --first-load`.
 
 use super::{evhost, examples_in, json_lines, stdout_of};
 
@@ -80,5 +81,42 @@ fn the_cache_shows_its_entries_and_prunes_other_builds_then_everything() {
         ),
         (Some(1), Some(0), Some(0)),
         "{all}"
+    );
+}
+
+/// `evhost bench --first-load` times a component's first load from an empty cache on each
+/// tier (quick, its optimised recompile, optimised first, cached) and a call on each tier's
+/// code; one JSON line.
+#[test]
+fn bench_times_the_first_load_on_each_tier() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugin = examples_in(dir.path()).join("audit.wasm");
+    let output = evhost()
+        .arg("bench")
+        .arg("--first-load")
+        .arg(&plugin)
+        .arg("--json")
+        .output()
+        .expect("evhost bench --first-load");
+    let report = json_lines(&stdout_of(&output)).remove(0);
+    let loads = report["loads"].as_array().expect("loads");
+    assert_eq!(loads.len(), 1, "{report}");
+    let load = &loads[0];
+    let size = std::fs::metadata(&plugin).expect("plugin file").len();
+    assert_eq!(load["bytes"], size, "{report}");
+    let figure = |name: &str| load[name].as_f64().unwrap_or(-1.0);
+    for name in [
+        "quick_ms",
+        "optimized_ready_ms",
+        "optimize_first_ms",
+        "cached_ms",
+        "quick_call_us",
+        "optimized_call_us",
+    ] {
+        assert!(figure(name) > 0.0, "{name}: {report}");
+    }
+    assert!(
+        figure("optimized_ready_ms") >= figure("quick_ms"),
+        "the optimised code is ready after the quick code: {report}"
     );
 }

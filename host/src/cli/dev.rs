@@ -1,8 +1,9 @@
 //! `evhost dev [DIR]`: the plugin author's loop. It builds the plugin project in DIR (or each
 //! project in its subfolders) with the project's `build.sh`, runs a host on the embedded broker
 //! (or `--redis`) with the builds, prints what the handlers do, and on every saved change of a
-//! project's sources builds it again and hot-swaps it. `--send FILE` publishes the events of
-//! FILE after every build that went live; JSON lines typed on stdin are published too.
+//! project's sources builds it again and hot-swaps it, then re-drives what the version before
+//! dead-lettered. `--send FILE` publishes the events of FILE after every build that went
+//! live; JSON lines typed on stdin are published too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use super::common::{shutdown_signal, unpartitioned_broker};
 use super::demo::print_activity;
 use super::test::read_events;
-use evhost::broker::Broker;
+use evhost::broker::{Broker, EntryId};
 use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
 use evhost::{Host, HostOptions};
@@ -223,6 +224,46 @@ fn first_type(host: &Host, project: &Project) -> Option<String> {
         })
 }
 
+/// Most dead letters re-driven after one swap.
+const MAX_REDRIVEN: usize = 10_000;
+
+/// Hands the events an earlier version of `project` dead-lettered since `since` (the start
+/// of this session: older ones of a shared Redis are left alone) to the version now live:
+/// what failed while the fix was being built is handled again, not left behind.
+async fn redrive_dead_letters(host: &Host, broker: &dyn Broker, project: &Project, since: EntryId) {
+    let file = project.live.display().to_string();
+    let Some(plugin) = host
+        .plugin_statuses()
+        .into_iter()
+        .find(|status| status.file == file)
+        .and_then(|status| status.name)
+    else {
+        return;
+    };
+    let layout = evhost::keyspace::Keyspace::single();
+    let letters = match evhost::dlq::list(broker, layout, &plugin, MAX_REDRIVEN).await {
+        Ok(letters) => letters,
+        Err(err) => {
+            println!("[dev] cannot read the dead letters of {plugin}: {err}");
+            return;
+        }
+    };
+    let recent: Vec<_> = letters
+        .into_iter()
+        .filter(|letter| letter.dlq_id.parse::<EntryId>().is_ok_and(|id| id >= since))
+        .collect();
+    if recent.is_empty() {
+        return;
+    }
+    let redriven = evhost::dlq::redrive(broker, layout, &plugin, &recent).await;
+    match redriven {
+        Ok(moved) => {
+            println!("[dev] re-drove {moved} dead-lettered event(s) of {plugin} to the new version")
+        }
+        Err(err) => println!("[dev] cannot re-drive the dead letters of {plugin}: {err}"),
+    }
+}
+
 /// Publishes `events` to the broker the host runs on.
 async fn publish(broker: &dyn Broker, events: &[Event]) {
     for event in events {
@@ -244,6 +285,10 @@ async fn publish(broker: &dyn Broker, events: &[Event]) {
 ///
 /// When DIR holds no project, Redis cannot be reached, or the host cannot start.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let session_start = EntryId::new(
+        u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0),
+        0,
+    );
     let work = tempfile::tempdir().context("cannot create a work folder")?;
     std::fs::create_dir_all(work.path().join("staging"))?;
     std::fs::create_dir_all(work.path().join("plugins"))?;
@@ -379,6 +424,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                         Ok(sha256) => {
                             if wait_live(&host, project, &sha256).await {
                                 println!("[dev] {} swapped", project.name);
+                                redrive_dead_letters(&host, broker.as_ref(), project, session_start).await;
                                 send(project).await;
                             } else {
                                 println!("[dev] {} did not load; the previous version keeps serving", project.name);
