@@ -5,6 +5,7 @@
 //! `plugin` label. [`totals`] keeps per-plugin counters and handler-time quantiles for
 //! `/api/plugins`.
 
+mod compile;
 mod plugin_defined;
 mod rollout;
 mod series;
@@ -23,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use self::compile::CompileMetrics;
 use self::plugin_defined::PluginFamily;
 use self::rollout::RolloutMetrics;
 use self::series::SeriesBudget;
@@ -130,6 +132,8 @@ pub struct Metrics {
     totals: TotalsTable,
     /// `evhost_rollout_*`.
     rollouts: RolloutMetrics,
+    /// `evhost_component_compiles_total`.
+    compiles: CompileMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -282,8 +286,10 @@ impl Metrics {
             group_pending.clone(),
         );
         let rollouts = RolloutMetrics::register(&mut registry);
+        let compiles = CompileMetrics::register(&mut registry);
         Metrics {
             rollouts,
+            compiles,
             registry: Mutex::new(registry),
             group_lag,
             group_pending,
@@ -489,21 +495,6 @@ impl Metrics {
         if let Some(old) = current.remove(plugin) {
             self.plugin_info.remove(&old);
         }
-    }
-
-    /// Counts a call of a rollout (`role`: live or candidate; `outcome`: ok or failed).
-    pub fn record_rollout_call(&self, plugin: &str, version: &str, role: &str, outcome: &str) {
-        self.rollouts.record_call(plugin, version, role, outcome);
-    }
-
-    /// Counts an event on which a shadow candidate differed from the live version.
-    pub fn record_rollout_mismatch(&self, plugin: &str, version: &str) {
-        self.rollouts.record_mismatch(plugin, version);
-    }
-
-    /// Counts a rollout transition.
-    pub fn record_rollout_transition(&self, plugin: &str, kind: crate::rollout::TransitionKind) {
-        self.rollouts.record_transition(plugin, kind);
     }
 
     /// Replaces every `evhost_group_lag` and `evhost_group_pending` sample with `groups`:

@@ -19,7 +19,8 @@ use evhost::host::HostOptions;
 use evhost::partition;
 use evhost::redis_process::{RedisCluster, RedisServer};
 
-use super::{BenchError, Running, drained, load_with, options, payload, settings};
+use super::BenchError;
+use super::harness::{Running, drained, load_with, options, payload, settings};
 
 /// The partitions of the measured keyspace: two per primary of the cluster.
 const PARTITIONS: u32 = 6;

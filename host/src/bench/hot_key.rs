@@ -11,7 +11,8 @@ use evhost::artifacts;
 use evhost::broker::Broker;
 use evhost::keyspace::Keyspace;
 
-use super::{BenchError, Running, drained, load, prefill, raw, settings};
+use super::harness::{Running, drained, load, prefill, settings};
+use super::{BenchError, raw};
 
 /// Throughput of counting on one key, and the conflicts it caused.
 #[derive(Debug, Clone, serde::Serialize)]

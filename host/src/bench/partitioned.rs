@@ -11,9 +11,8 @@ use evhost::event::{Event, PARTITION_KEY};
 use evhost::host::HostOptions;
 use evhost::partition;
 
-use super::{
-    BenchError, BenchOptions, Running, drained, load_with, options, payload, saga_plugins,
-};
+use super::harness::{Running, drained, load_with, options, payload, saga_plugins};
+use super::{BenchError, BenchOptions};
 
 /// The saga's throughput on P partitions.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -89,7 +89,7 @@ pub async fn latencies(
         let batch = read_batch(&mut conn, stream, 100).await?;
         let now = SystemTime::now();
         for (_, event_id) in &batch {
-            if let Some(latency) = super::latency_of(event_id, now) {
+            if let Some(latency) = super::harness::latency_of(event_id, now) {
                 latencies.push(latency);
             }
         }

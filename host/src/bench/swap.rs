@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::{BenchError, Running, options, produce, variant};
+use super::BenchError;
+use super::harness::{Running, options, produce, variant};
 use evhost::activity::Activity;
 use evhost::artifacts;
 use evhost::broker::Broker;

@@ -4,7 +4,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{Labels, labels};
+use super::{Labels, Metrics, labels};
 use crate::rollout::TransitionKind;
 
 type CountFamily = Family<Labels, Counter>;
@@ -41,9 +41,13 @@ impl RolloutMetrics {
         );
         metrics
     }
+}
 
-    pub fn record_call(&self, plugin: &str, version: &str, role: &str, outcome: &str) {
-        self.calls
+impl Metrics {
+    /// Counts a call of a rollout (`role`: live or candidate; `outcome`: ok or failed).
+    pub fn record_rollout_call(&self, plugin: &str, version: &str, role: &str, outcome: &str) {
+        self.rollouts
+            .calls
             .get_or_create(&labels(&[
                 ("plugin", plugin),
                 ("version", version),
@@ -53,14 +57,18 @@ impl RolloutMetrics {
             .inc();
     }
 
-    pub fn record_mismatch(&self, plugin: &str, version: &str) {
-        self.mismatches
+    /// Counts an event on which a shadow candidate differed from the live version.
+    pub fn record_rollout_mismatch(&self, plugin: &str, version: &str) {
+        self.rollouts
+            .mismatches
             .get_or_create(&labels(&[("plugin", plugin), ("version", version)]))
             .inc();
     }
 
-    pub fn record_transition(&self, plugin: &str, kind: TransitionKind) {
-        self.transitions
+    /// Counts a rollout transition.
+    pub fn record_rollout_transition(&self, plugin: &str, kind: TransitionKind) {
+        self.rollouts
+            .transitions
             .get_or_create(&labels(&[
                 ("plugin", plugin),
                 ("transition", kind.as_str()),

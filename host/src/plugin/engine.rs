@@ -376,6 +376,9 @@ impl PluginEngine {
                 origin: quick.origin.clone(),
                 reason: format!("{err:#}"),
             })?;
+        self.services
+            .metrics
+            .record_compile(CompileTier::Optimized.as_str());
         let pre = self.optimized.pre(&component, &quick.origin)?;
         Ok(Arc::new(
             quick.recompiled(pre, self.optimized.engine.clone()),
@@ -401,11 +404,9 @@ impl PluginEngine {
         }
         let sha256 = sha256_hex(&bytes);
         let bytes: Arc<[u8]> = bytes.into();
+        let cached = self.cached(&sha256);
         let quick = match &self.quick {
-            Some(quick)
-                if !self.cached(&sha256)
-                    && policy.first_tier(bytes.len()) == CompileTier::Quick =>
-            {
+            Some(quick) if !cached && policy.first_tier(bytes.len()) == CompileTier::Quick => {
                 Some(quick)
             }
             _ => None,
@@ -445,6 +446,13 @@ impl PluginEngine {
                 });
             }
         };
+        self.services
+            .metrics
+            .record_compile(if cached && tier == CompileTier::Optimized {
+                "cached"
+            } else {
+                tier.as_str()
+            });
         let pre = compiler.pre(&component, &origin)?;
         let describe_timeout = settings.describe_timeout;
         let mut version = PluginVersion::new(

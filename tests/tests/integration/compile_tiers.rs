@@ -15,7 +15,7 @@ use evhost::plugin::{CompilePolicy, CompileTier};
 use evhost::rollout::TransitionKind;
 use evhost_tests::guests::PROBE;
 use evhost_tests::{
-    RedisServer, TestHost, events_of, fast_options, publish, redis_broker, wait_for,
+    RedisServer, TestHost, events_of, fast_options, metric, publish, redis_broker, wait_for,
 };
 use serde_json::json;
 
@@ -131,6 +131,16 @@ async fn quick_code_serves_first_then_the_optimised_code_replaces_it_under_load(
         "loaded on the quick tier, then optimised: {:?}",
         first.transitions
     );
+    for (result, count) in [("quick", 1), ("optimized", 1), ("cached", 0)] {
+        assert_eq!(
+            metric(
+                &host,
+                &format!("evhost_component_compiles_total{{result=\"{result}\"}}")
+            ),
+            count,
+            "{result}"
+        );
+    }
     assert!(
         first.previous_versions.is_empty(),
         "the quick code is no version to roll back to: {:?}",
@@ -154,5 +164,9 @@ async fn quick_code_serves_first_then_the_optimised_code_replaces_it_under_load(
     assert_eq!(second.compiled, Some(CompileTier::Optimized));
     assert_eq!(kinds(&second), [TransitionKind::Loaded]);
     assert_eq!(second.sha256, first.sha256);
+    assert_eq!(
+        metric(&host, "evhost_component_compiles_total{result=\"cached\"}"),
+        1
+    );
     host.stop().await;
 }

@@ -318,7 +318,7 @@ async fn three_languages_share_one_saga() {
 }
 
 /// A 12–18 MB component compiles once: a second engine with the same cache directory loads it
-/// from disk, much faster than the first compile.
+/// from disk (the times are printed; the metric says which load compiled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_components_load_from_the_compile_cache() {
     let components = [
@@ -333,9 +333,11 @@ async fn large_components_load_from_the_compile_cache() {
     let cache = tempfile::tempdir().expect("cache dir");
     for (name, component) in &components {
         let mut times = Vec::new();
-        for round in 0..2 {
+        for (round, result) in ["optimized", "cached"].into_iter().enumerate() {
             let mut options = fast_options(&format!("cache-{round}"));
             options.cache_dir = Some(cache.path().to_path_buf());
+            // Optimised at once: only optimised code goes into the cache.
+            options.compile = evhost::plugin::CompilePolicy::Optimized;
             let host = evhost::Host::new(broker.clone(), options).expect("engine");
             let started = Instant::now();
             let version = host
@@ -349,18 +351,19 @@ async fn large_components_load_from_the_compile_cache() {
                 .unwrap_or_else(|err| panic!("load {name}: {err}"));
             times.push(started.elapsed());
             assert_eq!(version.name, *name);
+            let metrics = host.services().metrics.render();
+            assert!(
+                metrics.contains(&format!(
+                    "evhost_component_compiles_total{{result=\"{result}\"}} 1"
+                )),
+                "{name}, load {round}: {result} expected:\n{metrics}"
+            );
         }
         eprintln!(
             "{name} ({} bytes): first load {:.2} s, from the compile cache {:.3} s",
             component.bytes().len(),
             times[0].as_secs_f64(),
             times[1].as_secs_f64()
-        );
-        assert!(
-            times[1] * 2 < times[0],
-            "{name}: the cached load ({:?}) is not clearly faster than the compile ({:?})",
-            times[1],
-            times[0]
         );
     }
     let cached = std::fs::read_dir(cache.path())
