@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/api/plugins` and
+//! The admin HTTP endpoint: the web console at `/` (see [`crate::console`]), `/metrics`
+//! (Prometheus), `/healthz`, `/readyz`, `/api/plugins` and
 //! `/api/streams`, and the write actions `POST /api/plugins/{name}/rollout` (a candidate's
 //! component as the body, its plan as query parameters), `/promote`, `/abort` and `/rollback`
 //! (rollouts, see [`crate::rollout`]).
@@ -100,6 +101,7 @@ pub fn router(host: Arc<Host>, token: AdminToken) -> Router {
         .merge(writes)
         .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
+        .merge(crate::console::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -37,6 +37,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod artifacts;
 pub mod broker;
+pub mod console;
 pub mod consumer;
 pub mod dlq;
 pub mod doctor;

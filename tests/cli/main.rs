@@ -8,6 +8,7 @@ mod redis_server;
 mod c_plugin;
 mod cache;
 mod cluster;
+mod console;
 mod dev;
 mod json;
 mod python_trial;
