@@ -20,6 +20,7 @@ use super::test::read_events;
 use evhost::broker::{Broker, EntryId};
 use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
+use evhost::plugin::CompileTier;
 use evhost::{Host, HostOptions};
 
 /// Arguments of `evhost dev`.
@@ -224,6 +225,21 @@ fn first_type(host: &Host, project: &Project) -> Option<String> {
         })
 }
 
+/// " (quick-compiled; ...)" when `project`'s running version serves Winch's code until its
+/// optimised recompile replaces it, else nothing.
+fn tier_note(host: &Host, project: &Project) -> &'static str {
+    let file = project.live.display().to_string();
+    let quick = host
+        .plugin_statuses()
+        .into_iter()
+        .any(|status| status.file == file && status.compiled == Some(CompileTier::Quick));
+    if quick {
+        " (quick-compiled; the optimised code replaces it in a few seconds)"
+    } else {
+        ""
+    }
+}
+
 /// Most dead letters re-driven after one swap.
 const MAX_REDRIVEN: usize = 10_000;
 
@@ -393,7 +409,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for project in &projects {
         if let Some(sha256) = built.get(&project.name) {
             if wait_live(&host, project, sha256).await {
-                println!("[dev] {} is live", project.name);
+                println!(
+                    "[dev] {} is live{}",
+                    project.name,
+                    tier_note(&host, project)
+                );
                 send(project).await;
             } else {
                 println!("[dev] {} did not load; see the log above", project.name);
@@ -423,7 +443,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                     match project.build().await {
                         Ok(sha256) => {
                             if wait_live(&host, project, &sha256).await {
-                                println!("[dev] {} swapped", project.name);
+                                println!("[dev] {} swapped{}", project.name, tier_note(&host, project));
                                 redrive_dead_letters(&host, broker.as_ref(), project, session_start).await;
                                 send(project).await;
                             } else {

@@ -6,27 +6,29 @@
 //! entries waits for a wake-up, rung by one task per broker that blocks in a single `XREAD`
 //! over every stream waited on (`wakeups.rs`). So a host holds a handful of connections
 //! whatever the number of plugins, streams and partitions. `reply.rs` turns Redis replies
-//! into the broker's types.
+//! into the broker's types; `server.rs` connects and asks a server about itself;
+//! `inspect.rs` is what the CLI reads.
 
 mod commit_call;
 mod endpoint;
+mod inspect;
 mod reader;
 mod replication;
 mod reply;
 mod scripts;
+mod server;
 mod wakeups;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::cluster::ClusterClient;
-use redis::{Client, Value};
+use redis::Value;
 
 use commit_call::CommitCall;
 pub use endpoint::ClusterNode;
 use endpoint::{Connection, Endpoint};
-use reader::{ReadPool, RedisFollower, RedisReader, with_delivery_counts};
+use reader::{ReadPool, RedisReader, with_delivery_counts};
 use replication::Confirmations;
 pub use replication::WaitReplicas;
 use reply::*;
@@ -115,108 +117,6 @@ impl std::fmt::Debug for RedisBroker {
 }
 
 impl RedisBroker {
-    /// Connects to the Redis server at `url` (`redis://[user:pass@]host:port[/db]`), or to
-    /// the Redis Cluster it is a node of. `url` may list several seeds of one cluster,
-    /// separated by commas; the first that answers tells whether Redis is a cluster.
-    ///
-    /// # Errors
-    ///
-    /// When a URL is invalid, no seed can be reached, or several seeds name a server that is
-    /// not a cluster node.
-    pub async fn connect(url: &str) -> Result<Self, BrokerError> {
-        let seeds: Vec<&str> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|seed| !seed.is_empty())
-            .collect();
-        let mut last_error = None;
-        for seed in &seeds {
-            match Self::connect_node(seed).await {
-                Ok(node) if node.reports_cluster().await => {
-                    return Self::connect_cluster(&seeds).await;
-                }
-                Ok(_) if seeds.len() > 1 => return Err(BrokerError::SeedsOfNoCluster),
-                Ok(node) => return Ok(node),
-                Err(err) => last_error = Some(err),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| BrokerError::Protocol("no Redis URL given".into())))
-    }
-
-    /// The broker of the one server at `url`.
-    async fn connect_node(url: &str) -> Result<Self, BrokerError> {
-        // A CA and a client certificate for TLS may be named in the URL (see `tls.rs`).
-        let split = super::tls::split(url)?;
-        let client = match split.certificates {
-            Some(certificates) => Client::build_with_tls(split.url.as_str(), certificates)?,
-            None => Client::open(split.url.as_str())?,
-        };
-        Self::over(Endpoint::Node(Arc::new(client)), url).await
-    }
-
-    /// The broker of the cluster that `seeds` are nodes of.
-    async fn connect_cluster(seeds: &[&str]) -> Result<Self, BrokerError> {
-        let mut urls = Vec::with_capacity(seeds.len());
-        let mut certificates = None;
-        for seed in seeds {
-            let split = super::tls::split(seed)?;
-            urls.push(split.url);
-            certificates = certificates.or(split.certificates);
-        }
-        let mut builder = ClusterClient::builder(urls);
-        if let Some(certificates) = certificates {
-            builder = builder.certs(certificates);
-        }
-        let first = seeds.first().copied().unwrap_or_default();
-        Self::over(Endpoint::Cluster(Arc::new(builder.build()?)), first).await
-    }
-
-    async fn over(endpoint: Endpoint, url: &str) -> Result<Self, BrokerError> {
-        let conn = endpoint.commands().await?;
-        Ok(RedisBroker {
-            read_pool: Arc::new(ReadPool::new(endpoint.clone())),
-            wakeups: Wakeups::new(endpoint.clone(), conn.clone()),
-            endpoint,
-            conn,
-            scripts: Arc::new(Scripts::new()),
-            confirmations: None,
-            url: Arc::from(url),
-        })
-    }
-
-    /// The nodes of the Redis Cluster, primaries and replicas that are not failed; empty when
-    /// this is not a cluster.
-    ///
-    /// # Errors
-    ///
-    /// When `CLUSTER NODES` fails.
-    pub async fn cluster_nodes(&self) -> Result<Vec<ClusterNode>, BrokerError> {
-        if !self.endpoint.is_cluster() {
-            return Ok(Vec::new());
-        }
-        self.conn.clone().cluster_nodes().await
-    }
-
-    /// A broker of the one node `node` of this cluster alone (for its settings: `INFO`,
-    /// `CONFIG GET`), reached with the credentials and TLS files of the seed URL.
-    ///
-    /// # Errors
-    ///
-    /// When the node cannot be reached.
-    pub async fn connect_to_node(&self, node: &ClusterNode) -> Result<RedisBroker, BrokerError> {
-        let mut url = url::Url::parse(&self.url)
-            .map_err(|err| BrokerError::Protocol(format!("the seed URL does not parse: {err}")))?;
-        url.set_host(Some(&node.host))
-            .and_then(|()| {
-                url.set_port(Some(node.port))
-                    .map_err(|()| url::ParseError::InvalidPort)
-            })
-            .map_err(|err| {
-                BrokerError::Protocol(format!("node address {}: {err}", node.address()))
-            })?;
-        Self::connect_node(url.as_str()).await
-    }
-
     /// The same broker, waiting after each commit with effects and each relay move until
     /// `wait.replicas` replicas confirmed it (see `replication.rs`).
     pub fn with_wait_replicas(mut self, wait: WaitReplicas) -> Self {
@@ -261,62 +161,6 @@ impl RedisBroker {
         if let Some(confirmations) = &self.confirmations {
             confirmations.confirm(&self.conn, key).await;
         }
-    }
-
-    /// Whether the server says it is a Redis Cluster node. A server that does not let us read
-    /// `INFO` is taken as a standalone server.
-    async fn reports_cluster(&self) -> bool {
-        self.info("cluster")
-            .await
-            .is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_enabled:1"))
-    }
-
-    /// `INFO <section>`, as text.
-    ///
-    /// # Errors
-    ///
-    /// When the server refuses or fails.
-    pub async fn info(&self, section: &str) -> Result<String, BrokerError> {
-        let mut cmd = redis::cmd("INFO");
-        cmd.arg(section);
-        match self.conn.clone().query_any_primary(cmd).await? {
-            Value::BulkString(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Value::VerbatimString { text, .. } | Value::SimpleString(text) => Ok(text),
-            other => Err(unexpected("INFO", &other)),
-        }
-    }
-
-    /// The value of the configuration parameter `name` (`CONFIG GET`), `None` when the server
-    /// has no such parameter.
-    ///
-    /// # Errors
-    ///
-    /// When the server refuses (managed Redis often renames or forbids `CONFIG`) or fails.
-    pub async fn config_get(&self, name: &str) -> Result<Option<String>, BrokerError> {
-        let text = |value: &Value| match value {
-            Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-            Value::SimpleString(text) => Some(text.clone()),
-            _ => None,
-        };
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("GET").arg(name);
-        match self.conn.clone().query_any_primary(cmd).await? {
-            // RESP2: [name, value]; RESP3: {name: value}.
-            Value::Array(pair) => Ok(pair.get(1).and_then(text)),
-            Value::Map(pairs) => Ok(pairs.first().and_then(|(_, value)| text(value))),
-            other => Err(unexpected("CONFIG GET", &other)),
-        }
-    }
-
-    /// Sends `PING` and waits for the answer.
-    ///
-    /// # Errors
-    ///
-    /// When the server does not answer.
-    pub async fn ping(&self) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok(())
     }
 
     /// `XRANGE` or `XREVRANGE` (`command`) of `stream` from `first` to `last`, at most `count`.
@@ -715,56 +559,5 @@ impl Broker for RedisBroker {
         let entries = parse_entries(reply)?;
         let mut conn = self.conn.clone();
         with_delivery_counts(&mut conn, stream, group, consumer, entries).await
-    }
-}
-
-#[async_trait]
-impl Inspect for RedisBroker {
-    async fn range(
-        &self,
-        stream: &str,
-        start: EntryId,
-        end: EntryId,
-        count: usize,
-    ) -> Result<Vec<StreamEntry>, BrokerError> {
-        self.range_command("XRANGE", stream, start, end, count)
-            .await
-    }
-
-    async fn rev_range(
-        &self,
-        stream: &str,
-        end: EntryId,
-        start: EntryId,
-        count: usize,
-    ) -> Result<Vec<StreamEntry>, BrokerError> {
-        self.range_command("XREVRANGE", stream, end, start, count)
-            .await
-    }
-
-    async fn len(&self, stream: &str) -> Result<u64, BrokerError> {
-        match self.query(redis::cmd("XLEN").arg(stream)).await? {
-            Value::Int(len) => Ok(u64::try_from(len).unwrap_or(0)),
-            other => Err(unexpected("XLEN", &other)),
-        }
-    }
-
-    async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>, BrokerError> {
-        let reply = match self
-            .query(redis::cmd("XINFO").arg("GROUPS").arg(stream))
-            .await
-        {
-            Ok(reply) => reply,
-            Err(BrokerError::Redis(err)) if is_no_such_key(&err) => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        let Value::Array(groups) = reply else {
-            return Err(unexpected("XINFO GROUPS", &reply));
-        };
-        groups.iter().map(parse_group_info).collect()
-    }
-
-    fn follower(&self) -> Box<dyn StreamFollower> {
-        Box::new(RedisFollower::new(self.endpoint.clone()))
     }
 }
