@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::report::Percentiles;
 use super::{BenchError, BenchOptions, raw};
 use evhost::artifacts;
-use evhost::broker::{Broker, GroupStart};
+use evhost::broker::{Broker, EntryId, GroupStart};
 use evhost::consumer::ConsumerOptions;
 use evhost::event::Event;
 use evhost::host::{Host, HostOptions};
@@ -157,6 +157,118 @@ pub(super) async fn drained(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The saga's streams and the groups that read each, in the order the saga flows.
+pub(super) const SAGA_GROUPS: [(&str, &[&str]); 3] = [
+    ("AuctionEnded", &["payment", "audit", "metrics"]),
+    ("PaymentProcessed", &["notification", "audit", "metrics"]),
+    ("NotificationSent", &["audit", "metrics"]),
+];
+
+/// Bidders the auctions of [`payload`] are won by (`b-0000` ... `b-0999`).
+pub(super) const BIDDERS: usize = 1000;
+
+/// Waits until every group of the saga's streams in `keyspace` has nothing pending or
+/// unread: the whole saga is done, not only its first step.
+pub(super) async fn saga_drained(
+    broker: &dyn Broker,
+    keyspace: Keyspace,
+    limit: Duration,
+) -> Result<(), BenchError> {
+    for (event_type, groups) in SAGA_GROUPS {
+        drained(broker, &keyspace.event_stream(event_type), groups, limit).await?;
+    }
+    Ok(())
+}
+
+/// Registers the [`BIDDERS`] with the saga's plugins (a host of its own, stopped once every
+/// registration and welcome is handled), so that each payment notice finds its bidder's
+/// e-mail address, as in production.
+pub(super) async fn register_bidders(
+    broker: Arc<dyn Broker>,
+    url: &str,
+    opts: &BenchOptions,
+) -> Result<(), BenchError> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let stream = Keyspace::single().event_stream("BidderRegistered");
+    let mut pipe = redis::pipe();
+    for n in 0..BIDDERS {
+        let data = format!(
+            r#"{{"bidder_id":"b-{n:04}","name":"Bidder {n}","email":"b-{n:04}@example.com"}}"#
+        );
+        let event = Event::new("BidderRegistered", "evhost-bench", data.into_bytes());
+        let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
+        for (name, value) in event.to_fields() {
+            cmd.arg(name).arg(value);
+        }
+        pipe.ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    let host = Running::start(broker.clone(), saga_plugins(opts)).await?;
+    let limit = Duration::from_secs(120);
+    drained(
+        broker.as_ref(),
+        &stream,
+        &["notification", "audit", "metrics"],
+        limit,
+    )
+    .await?;
+    drained(
+        broker.as_ref(),
+        &Keyspace::single().event_stream("NotificationSent"),
+        &["audit", "metrics"],
+        limit,
+    )
+    .await?;
+    host.stop().await;
+    Ok(())
+}
+
+/// Checks what the saga of `auctions` auctions left behind, after [`register_bidders`]: one
+/// `PaymentProcessed` per auction, one `NotificationSent` per payment (beside the welcomes),
+/// sent to the bidder's e-mail address, and one audit record per event.
+pub(super) async fn verify_saga(broker: &dyn Broker, auctions: usize) -> Result<(), BenchError> {
+    let keys = Keyspace::single();
+    let len = |stream: String| async move { broker.len(&stream).await };
+    let payments = len(keys.event_stream("PaymentProcessed")).await?;
+    let notices = len(keys.event_stream("NotificationSent")).await?;
+    let audited = len(keys.journal("audit")).await?;
+    let expected = [
+        ("PaymentProcessed events", payments, auctions),
+        ("NotificationSent events", notices, auctions + BIDDERS),
+        ("audit records", audited, 2 * BIDDERS + 3 * auctions),
+    ];
+    for (what, found, wanted) in expected {
+        if usize::try_from(found).ok() != Some(wanted) {
+            return Err(BenchError::Host(format!(
+                "the saga's effects are wrong: {found} {what}, expected {wanted}"
+            )));
+        }
+    }
+    let last = broker
+        .rev_range(
+            &keys.event_stream("NotificationSent"),
+            EntryId::MAX,
+            EntryId::ZERO,
+            1,
+        )
+        .await?;
+    let recipient = last
+        .first()
+        .and_then(|entry| {
+            Event::from_entry("events:NotificationSent", entry.id, &entry.fields).ok()
+        })
+        .and_then(|event| serde_json::from_slice::<serde_json::Value>(&event.data).ok())
+        .and_then(|data| data["recipient"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    if !recipient.contains('@') {
+        return Err(BenchError::Host(format!(
+            "the saga's last notice went to {recipient:?}, not to a registered e-mail address"
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn options() -> HostOptions {

@@ -125,7 +125,7 @@ impl BenchReport {
         );
         for (what, t, target) in [
             ("throughput, trivial plugin", &self.trivial, "ratio ≥ 0.8"),
-            ("throughput, four saga plugins", &self.saga, "ratio ≥ 0.5"),
+            ("whole saga, auctions", &self.saga, "ratio ≥ 0.5"),
         ] {
             line(
                 &mut out,
@@ -139,7 +139,7 @@ impl BenchReport {
         if let Some(partitioned) = &self.saga_partitions {
             line(
                 &mut out,
-                &format!("saga on {} partitions", partitioned.partitions),
+                &format!("whole saga on {} partitions", partitioned.partitions),
                 format!("{:.0}/s", self.saga.raw_per_sec),
                 format!("{:.0}/s", partitioned.evhost_per_sec),
                 format!("{:.2}", partitioned.ratio),
