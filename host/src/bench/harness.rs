@@ -77,17 +77,31 @@ pub(super) async fn prefill(
     events: usize,
     timed: bool,
 ) -> Result<(), BenchError> {
+    prefill_with(url, event_type, events, |n| {
+        if timed {
+            timed_event(event_type, n)
+        } else {
+            Event::new(event_type, "evhost-bench", payload(n))
+        }
+    })
+    .await
+}
+
+/// Appends `event(0)` ... `event(count - 1)` to the stream of `event_type`, 1,000 pipelined
+/// `XADD`s at a time.
+async fn prefill_with(
+    url: &str,
+    event_type: &str,
+    count: usize,
+    event: impl Fn(usize) -> Event,
+) -> Result<(), BenchError> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let stream = Keyspace::single().event_stream(event_type);
-    for chunk in (0..events).collect::<Vec<_>>().chunks(1000) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for n in chunk {
-            let event = if timed {
-                timed_event(event_type, *n)
-            } else {
-                Event::new(event_type, "evhost-bench", payload(*n))
-            };
+            let event = event(*n);
             let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
             for (name, value) in event.to_fields() {
                 cmd.arg(name).arg(value);
@@ -190,22 +204,14 @@ pub(super) async fn register_bidders(
     url: &str,
     opts: &BenchOptions,
 ) -> Result<(), BenchError> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let stream = Keyspace::single().event_stream("BidderRegistered");
-    let mut pipe = redis::pipe();
-    for n in 0..BIDDERS {
+    prefill_with(url, "BidderRegistered", BIDDERS, |n| {
         let data = format!(
             r#"{{"bidder_id":"b-{n:04}","name":"Bidder {n}","email":"b-{n:04}@example.com"}}"#
         );
-        let event = Event::new("BidderRegistered", "evhost-bench", data.into_bytes());
-        let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
-        for (name, value) in event.to_fields() {
-            cmd.arg(name).arg(value);
-        }
-        pipe.ignore();
-    }
-    pipe.query_async::<()>(&mut conn).await?;
+        Event::new("BidderRegistered", "evhost-bench", data.into_bytes())
+    })
+    .await?;
+    let stream = Keyspace::single().event_stream("BidderRegistered");
     let host = Running::start(broker.clone(), saga_plugins(opts)).await?;
     let limit = Duration::from_secs(120);
     drained(
